@@ -1,0 +1,1 @@
+"""HTTP: the daemon's own API over its unix socket, and (later) the Azure-compatible API."""

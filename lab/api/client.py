@@ -1,0 +1,106 @@
+"""The client of the daemon API (HTTP over the data dir's unix socket), used by the CLI.
+
+Errors come back as Azure-shaped JSON and are raised again as `LabError`s with the same code,
+status and message, so the CLI prints what the daemon said.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+from websockets.sync.client import ClientConnection, unix_connect
+
+from lab.domain.errors import DaemonUnavailable, LabError
+from lab.settings import Settings
+
+_ERROR_TYPES: dict[int, type[LabError]] = {}
+
+
+def _error_type(status: int) -> type[LabError]:
+    if not _ERROR_TYPES:
+        from lab.domain import errors
+
+        for cls in (
+            errors.InvalidInput,
+            errors.NotFound,
+            errors.Conflict,
+            errors.HypervisorUnavailable,
+        ):
+            _ERROR_TYPES[cls.status] = cls
+    return _ERROR_TYPES.get(status, LabError)
+
+
+class RemoteError(LabError):
+    """An error the daemon answered with."""
+
+    def __init__(self, status: int, code: str, message: str, target: str | None) -> None:
+        super().__init__(message, target=target, code=code)
+        self.status = status  # type: ignore[misc]
+        self.exit_code = _error_type(status).exit_code  # type: ignore[misc]
+
+
+class LabClient:
+    def __init__(self, settings: Settings, timeout: float = 600.0) -> None:
+        self.settings = settings
+        self._http = httpx.Client(
+            transport=httpx.HTTPTransport(uds=str(settings.socket_path)),
+            base_url="http://lab",
+            timeout=timeout,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except (httpx.ConnectError, FileNotFoundError, ConnectionRefusedError) as exc:
+            raise DaemonUnavailable(
+                f"no lab daemon answers on {self.settings.socket_path}; "
+                "start one with `lab up FILE` or `lab serve`"
+            ) from exc
+        if response.status_code >= 400:
+            try:
+                err = response.json()["error"]
+                raise RemoteError(
+                    response.status_code, err["code"], err["message"], err.get("target")
+                )
+            except (ValueError, KeyError, TypeError):
+                raise RemoteError(response.status_code, "Error", response.text, None) from None
+        return response
+
+    def json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self.request(method, path, **kwargs).json()
+
+    def alive(self) -> bool:
+        try:
+            self.request("GET", "/v1/status")
+        except LabError:
+            return False
+        return True
+
+    @contextmanager
+    def console(
+        self, vm: str, *, resource_group: str | None = None, mode: str = "interactive",
+        replay: int | None = None, user: str = "local",
+    ) -> Iterator[ClientConnection]:  # fmt: skip
+        query: dict[str, str] = {"mode": mode, "user": user}
+        if resource_group:
+            query["resourceGroup"] = resource_group
+        if replay is not None:
+            query["replay"] = str(replay)
+        uri = f"ws://lab/v1/vms/{vm}/console?{urlencode(query)}"
+        try:
+            conn = unix_connect(str(self.settings.socket_path), uri, max_size=None)
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise DaemonUnavailable(
+                f"no lab daemon answers on {self.settings.socket_path}"
+            ) from exc
+        try:
+            yield conn
+        finally:
+            conn.close()

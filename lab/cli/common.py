@@ -1,0 +1,75 @@
+"""What every CLI command shares: the daemon client, error handling, starting the daemon."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+from lab.api.client import LabClient
+from lab.cli import output
+from lab.domain.errors import DaemonUnavailable, LabError
+from lab.settings import Settings, get_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Seconds `lab up` waits for a daemon it started to answer.
+DAEMON_START_TIMEOUT = 120.0
+
+
+def handle_errors(func: F) -> F:
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except LabError as exc:
+            output.err.print(f"[red]error[/] ({exc.code}): {exc.message}", markup=True,
+                             highlight=False)  # fmt: skip
+            sys.exit(exc.exit_code)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def client() -> LabClient:
+    return LabClient(get_settings())
+
+
+def ensure_daemon(settings: Settings) -> LabClient:
+    """Connect to the daemon of this data dir, starting one in the background if none runs."""
+    c = LabClient(settings)
+    if c.alive():
+        return c
+    build_default_image(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = settings.data_dir / "daemon.log"
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lab.cli", "serve"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+        )  # fmt: skip
+    deadline = time.monotonic() + DAEMON_START_TIMEOUT
+    while time.monotonic() < deadline:
+        if c.alive():
+            return c
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-2000:]
+            raise DaemonUnavailable(f"the lab daemon exited at start; {log_path} says:\n{tail}")
+        time.sleep(0.1)
+    raise DaemonUnavailable(f"the lab daemon did not answer in time; see {log_path}")
+
+
+def build_default_image(settings: Settings, name: str = "tiny") -> None:
+    from lab.storage.images import ImageCache
+
+    cache = ImageCache(settings.image_cache_dir, settings.images_dir)
+    # A matching cached build makes this a no-op of milliseconds.
+    with output.progress_bar(f"image {name}") as update:
+        manifest = cache.build(name, progress=update)
+    output.err.print(
+        f"image {name}: {manifest.size_bytes / 1e6:.1f} MB, built in {manifest.build_seconds:.1f} s"
+    )
+
+

@@ -1,0 +1,92 @@
+"""`lab boot-log`, `lab screenshot` and `lab console`."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from lab.cli import output
+from lab.cli.common import client, handle_errors
+
+_FOLLOW_POLL_S = 0.25
+
+
+@click.command("boot-log")
+@click.argument("name")
+@click.option("-g", "--resource-group")
+@click.option(
+    "--start",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Byte offset to start at (negative: that many bytes before the end).",
+)
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new output until Ctrl+C.")
+@handle_errors
+def boot_log(name: str, resource_group: str | None, start: int, follow: bool) -> None:
+    """Print the VM's serial log (boot diagnostics), every byte since its first power-on."""
+    c = client()
+    params: dict[str, str | int] = {"resourceGroup": resource_group} if resource_group else {}
+    out = sys.stdout.buffer
+    offset = start
+    try:
+        while True:
+            r = c.request("GET", f"/v1/vms/{name}/boot-log", params={**params, "start": offset})
+            out.write(r.content)
+            out.flush()
+            offset = int(r.headers["X-Lab-Next"])
+            if offset < int(r.headers["X-Lab-Size"]):
+                continue  # more than one read's worth is there: page on at once
+            if not follow:
+                return
+            time.sleep(_FOLLOW_POLL_S)
+    except KeyboardInterrupt:
+        return
+
+
+@click.command()
+@click.argument("name")
+@click.option("-g", "--resource-group")
+@click.option(
+    "-o",
+    "--output",
+    "out_path",
+    type=click.Path(dir_okay=False),
+    required=True,
+    help="PNG file to write.",
+)
+@handle_errors
+def screenshot(name: str, resource_group: str | None, out_path: str) -> None:
+    """Save the VM's VGA screen as a PNG (also stored as its boot-diagnostics .bmp blob)."""
+    params = {"resourceGroup": resource_group} if resource_group else {}
+    r = client().request("GET", f"/v1/vms/{name}/screenshot", params=params)
+    Path(out_path).write_bytes(r.content)
+    output.err.print(f"wrote {out_path} ({len(r.content)} bytes)")
+
+
+@click.command()
+@click.argument("name")
+@click.option("-g", "--resource-group")
+@click.option("--view", is_flag=True, help="Read-only: watch without taking the keyboard.")
+@click.option(
+    "--replay",
+    type=int,
+    default=None,
+    help="Bytes of history to show first (default: the lab's replay setting).",
+)
+@handle_errors
+def console(name: str, resource_group: str | None, view: bool, replay: int | None) -> None:
+    """Interactive serial console. Ctrl+] then q quits."""
+    from lab.cli.terminal import run_terminal
+
+    mode = "view" if view else "interactive"
+    with client().console(name, resource_group=resource_group, mode=mode, replay=replay) as conn:
+        output.err.print(
+            f"[lab] connected to {name} ({mode}); Ctrl+] then q to quit", highlight=False
+        )
+        why = run_terminal(conn, read_only=view)
+    if why != "quit":
+        sys.exit(1)

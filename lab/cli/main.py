@@ -1,0 +1,125 @@
+"""The `lab` command. Every command but `serve` and `image` talks to the lab daemon."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lab.cli import diagnostics, images, output, vm
+from lab.cli.common import client, ensure_daemon, handle_errors
+from lab.domain.errors import LabError
+from lab.settings import get_settings
+
+
+@click.group()
+@click.version_option(package_name="serial-console-lab")
+def cli() -> None:
+    """Serial Console Lab: real QEMU VMs with an Azure-style serial console, on this machine."""
+
+
+# -- lab lifecycle --------------------------------------------------------------------------
+def _read_lab_file(path: str) -> dict[str, str]:
+    try:
+        return {"source": path, "text": Path(path).read_text()}
+    except OSError as exc:
+        raise LabError(
+            f"cannot read lab file {path}: {exc.strerror}", code="InvalidLabFile"
+        ) from exc
+
+
+def _print_results(results: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        output.print_json(results)
+        return
+    actions = {r["vm"]["vmId"]: r["action"] for r in results}
+    output.out.print(output.vm_table([r["vm"] for r in results], actions))
+
+
+@cli.command()
+@click.argument("lab_file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@handle_errors
+def up(lab_file: str, as_json: bool) -> None:
+    """Create what is missing and start what is stopped (idempotent)."""
+    body = _read_lab_file(lab_file)
+    c = ensure_daemon(get_settings())
+    _print_results(c.json("POST", "/v1/up", json=body), as_json)
+
+
+@cli.command()
+@click.argument("lab_file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def down(lab_file: str, as_json: bool) -> None:
+    """Delete the lab's VMs and their disks (boot logs are kept)."""
+    body = _read_lab_file(lab_file)
+    _print_results(client().json("POST", "/v1/down", json=body), as_json)
+
+
+@cli.command()
+@click.option("--lab", "lab_file", type=click.Path(dir_okay=False), help="Bring this lab up.")
+@handle_errors
+def serve(lab_file: str | None) -> None:
+    """Run the lab daemon in the foreground (Ctrl+C stops it; VMs keep running)."""
+    from lab.cli.serve import run_foreground
+
+    run_foreground(get_settings(), lab_file)
+
+
+@cli.command()
+@handle_errors
+def shutdown() -> None:
+    """Stop the lab daemon. VMs keep running; the next daemon adopts them."""
+    import signal
+
+    status = client().json("GET", "/v1/status")
+    os.kill(int(status["pid"]), signal.SIGTERM)
+    output.err.print(f"stopped the lab daemon (pid {status['pid']})")
+
+
+@cli.command("ls")
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def ls(as_json: bool) -> None:
+    """List the lab's VMs."""
+    vms = client().json("GET", "/v1/vms")
+    if as_json:
+        output.print_json(vms)
+    else:
+        output.out.print(output.vm_table(vms))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def status(as_json: bool) -> None:
+    """The daemon, its accelerator, and the VMs."""
+    c = client()
+    info = c.json("GET", "/v1/status")
+    info["vms"] = c.json("GET", "/v1/vms")
+    if as_json:
+        output.print_json(info)
+        return
+    output.out.print(
+        f"lab daemon pid {info['pid']}, data dir {info['dataDir']}, libvirt {info['libvirtUri']}\n"
+        f"accelerator: {info['accel']} ({info['accelReason']})"
+    )
+    output.out.print(output.vm_table(info["vms"]))
+
+
+cli.add_command(vm.vm)
+cli.add_command(images.image)
+cli.add_command(diagnostics.boot_log)
+cli.add_command(diagnostics.screenshot)
+cli.add_command(diagnostics.console)
+
+
+def main() -> None:
+    cli(prog_name="lab")
+
+
+if __name__ == "__main__":
+    main()

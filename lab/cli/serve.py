@@ -1,0 +1,57 @@
+"""`lab serve` in the foreground: what `make run` ends with.
+
+Brings the lab file's VMs up, prints their state and the commands to try next, and serves
+until Ctrl+C. The VMs keep running after the daemon stops; the next daemon adopts them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from lab.api.daemon.schemas import reconcile_json, vm_json
+from lab.api.daemon.server import build_lab, daemon_lock, serve
+from lab.cli import output
+from lab.services.lab import Lab
+from lab.settings import Settings
+
+
+def run_foreground(settings: Settings, lab_file: str | None) -> None:
+    with daemon_lock(settings):
+        lab = build_lab(settings)
+        output.err.print(f"accelerator: {lab.ctx.hypervisor.accel()} ({lab.accel_reason})")
+
+        async def on_ready(lab: Lab) -> None:
+            if lab_file is None:
+                return
+            defn = lab.parse(Path(lab_file).read_text(), lab_file)
+            # Bring the lab up in the background so the socket answers while guests boot.
+            asyncio.get_running_loop().create_task(_bring_up(lab, defn, settings))
+
+        serve(settings, lab, on_ready)
+        output.err.print("lab daemon stopped; the VMs keep running (`lab up` adopts them)")
+
+
+async def _bring_up(lab: Lab, defn: object, settings: Settings) -> None:
+    from lab.domain.labfile import LabDefinition
+
+    assert isinstance(defn, LabDefinition)
+    try:
+        results = reconcile_json(await lab.reconciler.up(defn))
+    except Exception as exc:
+        output.err.print(f"[red]bringing the lab up failed:[/] {exc}")
+        return
+    actions = {r["vm"]["vmId"]: r["action"] for r in results}
+    output.out.print(output.vm_table([r["vm"] for r in results], actions))
+    names = [vm_json(v)["name"] for v in lab.vms.list()]
+    first = names[0] if names else "VM"
+    env = f"LAB_DATA_DIR={settings.data_dir} " if settings.data_dir != Settings().data_dir else ""
+    output.out.print(
+        "\nThe lab is running. In another terminal, try:\n"
+        f"  {env}lab console {first}            # log in on the serial console (Ctrl+] q quits)\n"
+        f"  {env}lab boot-log {first} --follow  # every byte since power-on\n"
+        f"  {env}lab vm reset {first}           # hard reset; watch GRUB-less tiny reboot\n"
+        f"  {env}lab screenshot {first} -o {first}.png\n"
+        f"  {env}lab ls\n"
+        "Ctrl+C stops the daemon; the VMs keep running.\n"
+    )

@@ -1,0 +1,74 @@
+"""`lab vm ...`: power operations with Azure's meaning."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from lab.cli import output
+from lab.cli.common import client, handle_errors
+
+_OPTIONS = [
+    click.argument("name"),
+    click.option(
+        "-g", "--resource-group", help="The VM's resource group, if its name is ambiguous."
+    ),
+    click.option("--json", "as_json", is_flag=True),
+]
+
+
+def _with_options(func: Any) -> Any:
+    for option in reversed(_OPTIONS):
+        func = option(func)
+    return func
+
+
+def _act(action: str, name: str, resource_group: str | None, as_json: bool, **params: Any) -> None:
+    query = {k: v for k, v in {"resourceGroup": resource_group, **params}.items() if v is not None}
+    vm = client().json("POST", f"/v1/vms/{name}/{action}", params=query)
+    if as_json:
+        output.print_json(vm)
+    else:
+        output.out.print(output.vm_table([vm]))
+
+
+@click.group()
+def vm() -> None:
+    """Power operations on one VM."""
+
+
+def _simple(action: str, command: str, help_text: str) -> None:
+    @vm.command(command, help=help_text)
+    @_with_options
+    @handle_errors
+    def run(name: str, resource_group: str | None, as_json: bool) -> None:
+        _act(action, name, resource_group, as_json)
+
+
+_simple("start", "start", "Power the VM on.")
+_simple("restart", "restart", "Graceful reboot (the guest gets the ACPI power button).")
+_simple("reset", "reset", "Hard reset, like the power button; the console stays connected.")
+_simple("powerCycle", "power-cycle", "Pull the plug and power on again (a new QEMU process).")
+_simple("deallocate", "deallocate", "Stop the VM and release its host resources.")
+_simple("reimage", "reimage", "Reset the VM's disk to its image (a running VM restarts).")
+
+
+@vm.command("stop")
+@_with_options
+@click.option("--skip-shutdown", is_flag=True, help="Power off at once, without ACPI shutdown.")
+@handle_errors
+def stop(name: str, resource_group: str | None, as_json: bool, skip_shutdown: bool) -> None:
+    """Power off (graceful ACPI shutdown with a timeout, then hard off)."""
+    _act("powerOff", name, resource_group, as_json, skipShutdown=str(skip_shutdown).lower())
+
+
+@vm.command("delete")
+@click.argument("name")
+@click.option("-g", "--resource-group")
+@handle_errors
+def delete(name: str, resource_group: str | None) -> None:
+    """Delete the VM and its disk; its boot-diagnostics log is kept."""
+    params = {"resourceGroup": resource_group} if resource_group else {}
+    client().request("DELETE", f"/v1/vms/{name}", params=params)
+    output.err.print(f"deleted {name}")

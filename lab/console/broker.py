@@ -1,0 +1,211 @@
+"""One console broker per VM: the only client of the VM's serial chardev.
+
+Output: every subscriber is fed from the serial log (see `follower.py`) through its own
+bounded queue; a subscriber whose queue overflows is dropped with a notice, so a stalled viewer
+never slows the guest or the other viewers. A new subscriber first gets up to `replay_bytes` of
+history, then the live stream, with no gap or overlap between the two (both happen on the
+event loop, between two follower reads).
+
+Input: one interactive session at a time. A second interactive connect takes the session over:
+the first is closed with Azure's notice and the guest shell stays logged in, because the
+chardev connection itself never changes hands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from lab.console.follower import LogFollower
+from lab.domain.errors import Conflict, StateError
+from lab.hypervisor.base import ConsoleStream
+
+log = logging.getLogger(__name__)
+
+TAKEOVER_NOTICE = "another user connected to this console"
+SLOW_NOTICE = "this viewer fell too far behind the console output and was disconnected"
+#: Bytes a subscriber may have queued before it counts as stalled.
+DEFAULT_QUEUE_LIMIT = 4 * 1024 * 1024
+
+
+class SessionMode(StrEnum):
+    INTERACTIVE = "interactive"
+    VIEW = "view"
+
+
+@dataclass(frozen=True)
+class Chunk:
+    offset: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Closed:
+    """The last item a subscriber receives: why its session ended."""
+
+    reason: str
+
+
+@dataclass(eq=False)
+class Subscriber:
+    id: int
+    mode: SessionMode
+    user: str
+    queue: asyncio.Queue[Chunk | Closed] = field(default_factory=asyncio.Queue)
+    queued_bytes: int = 0
+    closed: bool = False
+
+    async def next(self) -> Chunk | Closed:
+        item = await self.queue.get()
+        if isinstance(item, Chunk):
+            self.queued_bytes -= len(item.data)
+        return item
+
+
+OpenConsole = Callable[[Callable[[bytes], None], Callable[[], None]], ConsoleStream]
+
+
+class ConsoleBroker:
+    def __init__(
+        self,
+        vm: str,
+        log_path: Path,
+        open_console: OpenConsole,
+        *,
+        replay_bytes: int = 64 * 1024,
+        queue_limit: int = DEFAULT_QUEUE_LIMIT,
+    ) -> None:
+        self.vm = vm
+        self.log_path = log_path
+        self._open_console = open_console
+        self.replay_bytes = replay_bytes
+        self.queue_limit = queue_limit
+        self._subscribers: dict[int, Subscriber] = {}
+        self._ids = itertools.count(1)
+        self._interactive: Subscriber | None = None
+        self._stream: ConsoleStream | None = None
+        self._follower: LogFollower | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start_following(self) -> None:
+        """Follow the log from its current end (history is served from the file on demand)."""
+        if self._follower is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        try:
+            start = os.path.getsize(self.log_path)
+        except FileNotFoundError:
+            start = 0
+        self._follower = LogFollower(self.log_path, start, self._publish)
+        self._follower.start()
+
+    def attach_chardev(self) -> None:
+        """Open the VM's serial chardev (after the domain started, before its CPUs run)."""
+        self.start_following()
+        self.detach_chardev()
+        loop = self._loop
+        assert loop is not None
+
+        def on_close() -> None:
+            loop.call_soon_threadsafe(self._chardev_closed)
+
+        # The pty stream's own output is dropped: the log carries the same bytes, in order.
+        self._stream = self._open_console(lambda _data: self._wake(), on_close)
+
+    def detach_chardev(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+    def _chardev_closed(self) -> None:
+        self._stream = None
+        if self._follower:
+            self._follower.poll()
+
+    def _wake(self) -> None:
+        # The pty stream saw output: the log will have it in a moment; look now rather than
+        # waiting for inotify (cheap, and it keeps the echo latency low).
+        if self._loop and self._follower:
+            self._loop.call_soon_threadsafe(self._follower.poll)
+
+    def close(self, reason: str = "the console was closed") -> None:
+        self.detach_chardev()
+        if self._follower:
+            self._follower.stop()
+            self._follower = None
+        for sub in list(self._subscribers.values()):
+            self._drop(sub, reason)
+
+    @property
+    def attached(self) -> bool:
+        return self._stream is not None
+
+    @property
+    def offset(self) -> int:
+        return self._follower.offset if self._follower else 0
+
+    # -- subscribers --------------------------------------------------------------------------
+    def subscribe(self, mode: SessionMode, user: str, replay: int | None = None) -> Subscriber:
+        self.start_following()
+        assert self._follower is not None
+        self._follower.poll()  # everything already written counts as history, not as live
+        sub = Subscriber(next(self._ids), mode, user)
+        history = self._history(self.replay_bytes if replay is None else replay)
+        if history.data:
+            self._enqueue(sub, history)
+        if mode is SessionMode.INTERACTIVE:
+            if self._interactive is not None:
+                self._drop(self._interactive, TAKEOVER_NOTICE)
+            self._interactive = sub
+        self._subscribers[sub.id] = sub
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        self._subscribers.pop(sub.id, None)
+        if self._interactive is sub:
+            self._interactive = None
+        sub.closed = True
+
+    def subscribers(self) -> list[Subscriber]:
+        return list(self._subscribers.values())
+
+    def write(self, sub: Subscriber, data: bytes) -> None:
+        if sub.mode is not SessionMode.INTERACTIVE or self._interactive is not sub:
+            raise Conflict(f"this console session of VM '{self.vm}' is read-only")
+        if self._stream is None:
+            raise StateError("console input", "not running", ("running",), target=self.vm)
+        self._stream.write(data)
+
+    def _history(self, nbytes: int) -> Chunk:
+        end = self.offset
+        start = max(0, end - max(0, nbytes))
+        try:
+            with self.log_path.open("rb") as f:
+                f.seek(start)
+                data = f.read(end - start)
+        except FileNotFoundError:
+            return Chunk(end, b"")
+        return Chunk(start, data)
+
+    def _publish(self, offset: int, data: bytes) -> None:
+        chunk = Chunk(offset, data)
+        for sub in list(self._subscribers.values()):
+            if sub.queued_bytes + len(data) > self.queue_limit:
+                self._drop(sub, SLOW_NOTICE)
+            else:
+                self._enqueue(sub, chunk)
+
+    def _enqueue(self, sub: Subscriber, chunk: Chunk) -> None:
+        sub.queued_bytes += len(chunk.data)
+        sub.queue.put_nowait(chunk)
+
+    def _drop(self, sub: Subscriber, reason: str) -> None:
+        self.unsubscribe(sub)
+        sub.queue.put_nowait(Closed(reason))

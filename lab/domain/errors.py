@@ -1,0 +1,109 @@
+"""The one error tree of the lab.
+
+Every error the lab raises on purpose is a `LabError`: it carries an Azure error `code`, the
+HTTP status the API answers with, an optional `target` (the field or resource it is about), and
+wraps its cause. The API renders it once, as Azure's `{"error": {...}}` body; the CLI prints the
+message and exits with `exit_code`.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class LabError(Exception):
+    """Base of every deliberate lab error."""
+
+    code: ClassVar[str] = "InternalError"
+    status: ClassVar[int] = 500
+    exit_code: ClassVar[int] = 1
+
+    def __init__(self, message: str, *, target: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.target = target
+        if code is not None:
+            self.code = code  # type: ignore[misc]
+
+    def to_dict(self) -> dict[str, object]:
+        return {"code": self.code, "message": self.message, "target": self.target, "details": []}
+
+
+class InvalidInput(LabError):
+    """A request or a file the lab cannot accept as written."""
+
+    code = "InvalidParameter"
+    status = 400
+    exit_code = 2
+
+
+class LabFileError(InvalidInput):
+    """A lab definition (YAML) that is not valid; the message names file, line and field."""
+
+    code = "InvalidLabDefinition"
+
+    def __init__(self, message: str, *, source: str, line: int | None, field: str | None) -> None:
+        where = f"{source}:{line}" if line is not None else source
+        prefix = f"{where}: {field}: " if field else f"{where}: "
+        super().__init__(prefix + message, target=field)
+        self.source = source
+        self.line = line
+        self.field = field
+
+
+class NotFound(LabError):
+    code = "ResourceNotFound"
+    status = 404
+    exit_code = 3
+
+
+class Conflict(LabError):
+    """The resource is in a state that does not allow the operation (e.g. a power op in flight)."""
+
+    code = "Conflict"
+    status = 409
+    exit_code = 4
+
+
+class StateError(Conflict):
+    """An operation asked for in the wrong power state (like qemu.qmp's StateError)."""
+
+    code = "OperationNotAllowed"
+
+    def __init__(
+        self, operation: str, actual: str, allowed: tuple[str, ...], *, target: str
+    ) -> None:
+        super().__init__(
+            f"Operation '{operation}' is not allowed on VM '{target}' while it is {actual}; "
+            f"allowed when: {', '.join(allowed)}.",
+            target=target,
+        )
+        self.operation = operation
+        self.actual = actual
+        self.allowed = allowed
+
+
+class HypervisorError(LabError):
+    """libvirt or QEMU failed; wraps the libvirt error."""
+
+    code = "HypervisorError"
+    status = 500
+
+
+class HypervisorUnavailable(HypervisorError):
+    code = "ServiceUnavailable"
+    status = 503
+    exit_code = 5
+
+
+class ImageError(LabError):
+    code = "ImageBuildFailed"
+    status = 500
+
+
+class DaemonUnavailable(LabError):
+    """The CLI could not reach the lab daemon."""
+
+    code = "DaemonUnavailable"
+    status = 503
+    exit_code = 5

@@ -1,0 +1,98 @@
+"""A VM's identity and model as the lab keeps it (in the libvirt domain's metadata).
+
+`VmModel` is what the lab definition (or an API PUT) asked for, minus the admin password,
+which only lives in the VM's config initrd. `VmIdentity` is what makes a libvirt domain one of
+this lab's VMs; both round-trip through the domain `<metadata>` so the lab can rebuild its
+whole view from libvirt after a restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from lab.domain.power import PowerState
+
+#: XML namespace of the lab's domain metadata.
+METADATA_NS = "https://serial-console-lab.dev/xmlns/vm/1"
+#: Prefix of every libvirt domain the lab creates; a lab id follows.
+DOMAIN_PREFIX = "scl-"
+
+
+class BootDiagnosticsModel(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    enabled: bool = False
+    #: None means managed storage (a lab-managed account).
+    storage_uri: str | None = None
+    #: The storage account holding the blobs (derived from storage_uri, or the managed one).
+    storage_account: str | None = None
+
+
+class VmModel(BaseModel):
+    """What a VM is meant to be: the desired state the lab converges to."""
+
+    model_config = ConfigDict(frozen=True)
+
+    image: str
+    vcpus: int
+    memory_mib: int
+    os_type: str = "Linux"
+    admin_username: str
+    kernel_args: str = ""
+    boot_diagnostics: BootDiagnosticsModel = BootDiagnosticsModel()
+    tags: dict[str, str] = {}
+    location: str = "westeurope"
+    size_name: str | None = None
+
+
+@dataclass(frozen=True)
+class VmIdentity:
+    lab_id: str
+    subscription_id: str
+    resource_group: str
+    name: str
+    vm_id: str
+
+    @property
+    def domain_name(self) -> str:
+        return domain_name(self.lab_id, self.resource_group, self.name)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """Azure names are case-insensitive: (resource group, VM name), lowercased."""
+        return (self.resource_group.lower(), self.name.lower())
+
+    @property
+    def resource_id(self) -> str:
+        return (
+            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+            f"/providers/Microsoft.Compute/virtualMachines/{self.name}"
+        )
+
+
+@dataclass
+class VmView:
+    """A VM as the lab sees it right now: identity, model and live power state."""
+
+    identity: VmIdentity
+    model: VmModel
+    power_state: PowerState
+    deallocated: bool = False
+    #: Why the VM last stopped when it was not asked to (e.g. "crashed", "QEMU exited").
+    stop_reason: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def lab_id_for(data_dir: Path) -> str:
+    """A short stable id per data dir, so two labs never see each other's domains."""
+    return hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:8]
+
+
+def domain_name(lab_id: str, resource_group: str, vm_name: str) -> str:
+    # '+' is allowed in neither resource group nor VM names, so the name is unambiguous;
+    # lowercase because Azure names are case-insensitive.
+    return f"{DOMAIN_PREFIX}{lab_id}+{resource_group.lower()}+{vm_name.lower()}"

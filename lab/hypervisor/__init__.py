@@ -1,0 +1,1 @@
+"""The hypervisor layer: the only part of the lab that imports `libvirt`."""

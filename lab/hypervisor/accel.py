@@ -1,0 +1,55 @@
+"""Decide between KVM and TCG by trying, not by the existence of /dev/kvm.
+
+On some hosts /dev/kvm opens and even runs firmware, but a Linux guest hangs right after the
+kernel decompresses. So the probe boots the tiny image's real kernel under KVM with
+`lab.probe=1` (its init prints `LAB-PROBE-OK` and powers off) and uses KVM only if that
+marker arrives in time. The verdict is cached per host kernel and guest kernel.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+PROBE_MARKER = b"LAB-PROBE-OK"
+PROBE_TIMEOUT_S = 20.0
+
+
+def probe_kvm(kernel: Path, initrd: Path, *, qemu: str = "qemu-system-x86_64") -> tuple[bool, str]:
+    """Boot `kernel`+`initrd` under KVM; return (works, what was seen)."""
+    if not os.path.exists("/dev/kvm"):
+        return False, "/dev/kvm does not exist"
+    cmd = [
+        qemu, "-accel", "kvm", "-m", "128", "-display", "none", "-nodefaults", "-no-reboot",
+        "-serial", "stdio", "-kernel", str(kernel), "-initrd", str(initrd),
+        "-append", "console=ttyS0 lab.probe=1 panic=-1",
+    ]  # fmt: skip
+    try:
+        out = subprocess.run(cmd, capture_output=True, timeout=PROBE_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired as exc:
+        seen = (exc.stdout or b"")[-200:].decode(errors="replace")
+        return False, f"the probe guest did not finish in {PROBE_TIMEOUT_S:.0f} s ({seen!r})"
+    if PROBE_MARKER in out.stdout:
+        return True, "a Linux guest booted under KVM"
+    return False, (out.stderr or out.stdout)[-300:].decode(errors="replace").strip()
+
+
+def choose_accel(setting: str, kernel: Path, initrd: Path, cache_file: Path) -> tuple[str, str]:
+    """Return (domain type, why): "kvm" or "qemu". `setting` is auto|kvm|qemu."""
+    if setting in ("kvm", "qemu"):
+        return setting, f"forced by LAB_ACCEL={setting}"
+    key = f"{platform.release()}|{kernel.resolve()}"
+    try:
+        cached = json.loads(cache_file.read_text())
+        if cached.get("key") == key:
+            return str(cached["accel"]), str(cached["why"]) + " (cached)"
+    except (OSError, ValueError, KeyError):
+        pass
+    works, why = probe_kvm(kernel, initrd)
+    accel = "kvm" if works else "qemu"
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    cache_file.write_text(json.dumps({"key": key, "accel": accel, "why": why}))
+    return accel, why

@@ -1,0 +1,80 @@
+"""The hypervisor interface the services use; the libvirt driver and the fake implement it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from lab.domain.vm import VmIdentity, VmModel
+
+
+class DomainState(StrEnum):
+    RUNNING = "running"
+    PAUSED = "paused"
+    SHUTOFF = "shutoff"
+    CRASHED = "crashed"
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class DomainInfo:
+    name: str
+    identity: VmIdentity
+    model: VmModel
+    deallocated: bool
+    state: DomainState
+    #: libvirt's reason for the state, in words ("destroyed", "crashed", "shutdown", ...).
+    reason: str
+
+
+class ConsoleStream(Protocol):
+    """A VM's serial chardev opened through the hypervisor."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
+LifecycleCallback = Callable[[str, DomainState, str], None]
+
+
+class Hypervisor(Protocol):
+    def accel(self) -> str: ...
+
+    def list_domains(self, lab_id: str) -> list[DomainInfo]: ...
+
+    def domain(self, name: str) -> DomainInfo: ...
+
+    def define(self, xml: str) -> None: ...
+
+    def undefine(self, name: str) -> None: ...
+
+    def set_metadata(self, name: str, element: str) -> None: ...
+
+    def start(self, name: str, *, paused: bool) -> None: ...
+
+    def resume(self, name: str) -> None: ...
+
+    def shutdown(self, name: str) -> None: ...
+
+    def destroy(self, name: str) -> None: ...
+
+    def reset(self, name: str) -> None: ...
+
+    def reboot(self, name: str) -> None: ...
+
+    def open_console(
+        self, name: str, on_data: Callable[[bytes], None], on_close: Callable[[], None]
+    ) -> ConsoleStream: ...
+
+    def screenshot(self, name: str) -> bytes: ...
+
+    def send_keys(self, name: str, keycodes: list[int], hold_ms: int = 100) -> None: ...
+
+    def send_break(self, name: str) -> None: ...
+
+    def inject_nmi(self, name: str) -> None: ...
+
+    def on_lifecycle(self, callback: LifecycleCallback) -> None: ...

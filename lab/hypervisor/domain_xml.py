@@ -1,0 +1,124 @@
+"""The libvirt domain XML of a lab VM, from one pure function.
+
+`build_domain_xml(spec)` takes everything it needs in a `DomainSpec` (probing the host for
+KVM happens before, in `accel.py`) and returns the XML; golden files in
+`tests/unit/golden/` pin its output.
+
+Choices that matter for the serial console:
+- a 16550 UART (`isa-serial`) on ttyS0/COM1, backed by a pty that the lab daemon's console
+  broker reads through libvirt's console stream;
+- `<log file=... append='on'/>` on that serial device: virtlogd writes every byte the guest
+  prints, from power-on, even while no lab process runs; that file *is* the
+  boot-diagnostics serial log blob;
+- a VGA device so `virDomainScreenshot` has a screen to capture;
+- `on_reboot=restart`, so a guest reboot or a reset keeps the same QEMU process and the console
+  connection is not interrupted (Azure's reset semantics);
+- the DAC seclabel runs QEMU as the lab's own user without relabelling files, so images in the
+  user's data dir stay readable and owned by the user (libvirt would otherwise chown them).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from xml.sax.saxutils import escape, quoteattr
+
+from lab.domain.vm import METADATA_NS, VmIdentity, VmModel
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    identity: VmIdentity
+    model: VmModel
+    uuid: str
+    #: "kvm" or "qemu" (TCG).
+    domain_type: str
+    kernel: str
+    initrd: str
+    cmdline: str
+    disk: str | None
+    serial_log: str
+    #: The uid:gid QEMU runs as (the lab's own user).
+    run_as: tuple[int, int]
+    deallocated: bool = False
+    machine: str = "pc"
+
+
+def build_domain_xml(spec: DomainSpec) -> str:
+    """Return the libvirt domain XML for `spec`."""
+    ident, model = spec.identity, spec.model
+    cpu = "<cpu mode='host-passthrough'/>" if spec.domain_type == "kvm" else ""
+    disk = _disk_xml(spec.disk) if spec.disk else ""
+    uid, gid = spec.run_as
+    return f"""<domain type={quoteattr(spec.domain_type)}>
+  <name>{escape(ident.domain_name)}</name>
+  <uuid>{escape(spec.uuid)}</uuid>
+  <title>{escape(f"{ident.resource_group}/{ident.name}")}</title>
+  <metadata>
+{_metadata_xml(spec)}
+  </metadata>
+  <memory unit='MiB'>{model.memory_mib}</memory>
+  <vcpu>{model.vcpus}</vcpu>
+  <os>
+    <type arch='x86_64' machine={quoteattr(spec.machine)}>hvm</type>
+    <kernel>{escape(spec.kernel)}</kernel>
+    <initrd>{escape(spec.initrd)}</initrd>
+    <cmdline>{escape(spec.cmdline)}</cmdline>
+  </os>
+  <features>
+    <acpi/>
+  </features>
+  {cpu}
+  <clock offset='utc'/>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>restart</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+{disk}    <serial type='pty'>
+      <log file={quoteattr(spec.serial_log)} append='on'/>
+      <target type='isa-serial' port='0'>
+        <model name='isa-serial'/>
+      </target>
+    </serial>
+    <console type='pty'>
+      <target type='serial' port='0'/>
+    </console>
+    <video>
+      <model type='vga'/>
+    </video>
+    <memballoon model='none'/>
+  </devices>
+  <seclabel type='static' model='dac' relabel='no'>
+    <label>+{uid}:+{gid}</label>
+  </seclabel>
+</domain>
+"""
+
+
+def _disk_xml(path: str) -> str:
+    return f"""    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file={quoteattr(path)}/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+"""
+
+
+def metadata_element(spec: DomainSpec) -> str:
+    """The `<lab:vm>` element alone, as `virDomainSetMetadata` takes it."""
+    return _metadata_xml(spec).strip()
+
+
+def _metadata_xml(spec: DomainSpec) -> str:
+    ident = spec.identity
+    model_json = json.dumps(spec.model.model_dump(mode="json"), sort_keys=True)
+    allocation = "deallocated" if spec.deallocated else "allocated"
+    return f"""    <lab:vm xmlns:lab={quoteattr(METADATA_NS)}>
+      <lab:labId>{escape(ident.lab_id)}</lab:labId>
+      <lab:subscriptionId>{escape(ident.subscription_id)}</lab:subscriptionId>
+      <lab:resourceGroup>{escape(ident.resource_group)}</lab:resourceGroup>
+      <lab:name>{escape(ident.name)}</lab:name>
+      <lab:vmId>{escape(ident.vm_id)}</lab:vmId>
+      <lab:allocation>{allocation}</lab:allocation>
+      <lab:model>{escape(model_json)}</lab:model>
+    </lab:vm>"""

@@ -1,0 +1,336 @@
+"""`LibvirtHypervisor`: lab VMs as persistent libvirt domains.
+
+Every libvirt error is wrapped in a `HypervisorError` that names the domain and the operation;
+a lost connection to libvirtd becomes `HypervisorUnavailable` (503) and the next call
+reconnects.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+import libvirt
+import libvirt_qemu
+
+from lab.domain.errors import HypervisorError, HypervisorUnavailable, NotFound
+from lab.domain.vm import DOMAIN_PREFIX, METADATA_NS
+from lab.hypervisor.base import DomainInfo, DomainState, LifecycleCallback
+from lab.hypervisor.event_loop import ensure_event_loop
+from lab.hypervisor.metadata import parse_metadata
+
+_STATE = {
+    libvirt.VIR_DOMAIN_RUNNING: DomainState.RUNNING,
+    libvirt.VIR_DOMAIN_BLOCKED: DomainState.RUNNING,
+    libvirt.VIR_DOMAIN_PAUSED: DomainState.PAUSED,
+    libvirt.VIR_DOMAIN_SHUTDOWN: DomainState.RUNNING,
+    libvirt.VIR_DOMAIN_SHUTOFF: DomainState.SHUTOFF,
+    libvirt.VIR_DOMAIN_CRASHED: DomainState.CRASHED,
+}
+
+_SHUTOFF_REASON = {
+    libvirt.VIR_DOMAIN_SHUTOFF_UNKNOWN: "unknown",
+    libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN: "shut down by the guest",
+    libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED: "powered off",
+    libvirt.VIR_DOMAIN_SHUTOFF_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_SHUTOFF_MIGRATED: "migrated",
+    libvirt.VIR_DOMAIN_SHUTOFF_SAVED: "saved",
+    libvirt.VIR_DOMAIN_SHUTOFF_FAILED: "QEMU failed or was killed",
+    libvirt.VIR_DOMAIN_SHUTOFF_FROM_SNAPSHOT: "from snapshot",
+}
+
+_LIFECYCLE_STATE = {
+    libvirt.VIR_DOMAIN_EVENT_STARTED: DomainState.RUNNING,
+    libvirt.VIR_DOMAIN_EVENT_RESUMED: DomainState.RUNNING,
+    libvirt.VIR_DOMAIN_EVENT_SUSPENDED: DomainState.PAUSED,
+    libvirt.VIR_DOMAIN_EVENT_STOPPED: DomainState.SHUTOFF,
+    libvirt.VIR_DOMAIN_EVENT_CRASHED: DomainState.CRASHED,
+}
+
+_STOPPED_REASON = {
+    libvirt.VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN: "shut down by the guest",
+    libvirt.VIR_DOMAIN_EVENT_STOPPED_DESTROYED: "powered off",
+    libvirt.VIR_DOMAIN_EVENT_STOPPED_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED: "QEMU failed or was killed",
+}
+
+_SERIAL_CHARDEV = "charserial0"
+
+
+class LibvirtConsole:
+    """A libvirt console stream on the VM's serial port, nonblocking, driven by the event loop."""
+
+    def __init__(
+        self, stream: Any, on_data: Callable[[bytes], None], on_close: Callable[[], None]
+    ) -> None:
+        self._stream = stream
+        self._on_data = on_data
+        self._on_close = on_close
+        self._pending = bytearray()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._events = libvirt.VIR_STREAM_EVENT_READABLE
+        stream.eventAddCallback(self._events | _HANGUP, self._on_event, None)
+
+    def write(self, data: bytes) -> None:
+        with self._lock:
+            if self._closed:
+                raise HypervisorError("the console stream is closed")
+            self._pending.extend(data)
+            self._flush_locked()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._stream.eventRemoveCallback()
+                self._stream.abort()
+            except libvirt.libvirtError:
+                pass
+
+    def _flush_locked(self) -> None:
+        while self._pending:
+            sent = self._stream.send(bytes(self._pending[:65536]))
+            if sent == -2:  # would block: ask to be told when writable
+                self._want(libvirt.VIR_STREAM_EVENT_READABLE | libvirt.VIR_STREAM_EVENT_WRITABLE)
+                return
+            if sent < 0:
+                raise HypervisorError("writing to the console stream failed")
+            del self._pending[:sent]
+        self._want(libvirt.VIR_STREAM_EVENT_READABLE)
+
+    def _want(self, events: int) -> None:
+        if events != self._events:
+            self._events = events
+            self._stream.eventUpdateCallback(events | _HANGUP)
+
+    def _on_event(self, stream: Any, events: int, _opaque: object) -> None:
+        if events & libvirt.VIR_STREAM_EVENT_WRITABLE:
+            with self._lock:
+                if not self._closed:
+                    with suppress(libvirt.libvirtError, HypervisorError):
+                        self._flush_locked()
+        if events & libvirt.VIR_STREAM_EVENT_READABLE:
+            while True:
+                try:
+                    data = stream.recv(65536)
+                except libvirt.libvirtError:
+                    self._finish()
+                    return
+                if data == -2:
+                    break
+                if not data:  # end of stream: the QEMU process went away
+                    self._finish()
+                    return
+                self._on_data(data)
+        if events & _HANGUP:
+            self._finish()
+
+    def _finish(self) -> None:
+        with self._lock:
+            was_closed = self._closed
+        self.close()
+        if not was_closed:
+            self._on_close()
+
+
+_HANGUP = libvirt.VIR_STREAM_EVENT_ERROR | libvirt.VIR_STREAM_EVENT_HANGUP
+
+
+class LibvirtHypervisor:
+    def __init__(self, uri: str, domain_type: str = "qemu") -> None:
+        self.uri = uri
+        self._domain_type = domain_type
+        self._conn: Any = None
+        self._lock = threading.RLock()
+        self._lifecycle: list[LifecycleCallback] = []
+
+    # -- connection -------------------------------------------------------------------------
+    def accel(self) -> str:
+        return self._domain_type
+
+    def set_accel(self, domain_type: str) -> None:
+        self._domain_type = domain_type
+
+    def connection(self) -> Any:
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    if self._conn.isAlive():
+                        return self._conn
+                except libvirt.libvirtError:
+                    pass
+                self._conn = None
+            ensure_event_loop()
+            try:
+                conn = libvirt.open(self.uri)
+            except libvirt.libvirtError as exc:
+                raise HypervisorUnavailable(
+                    f"cannot connect to libvirt at {self.uri}: {exc.get_error_message()}. "
+                    "Is libvirtd running? (`make setup` starts it)"
+                ) from exc
+            conn.domainEventRegisterAny(
+                None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._lifecycle_event, None
+            )
+            self._conn = conn
+            return conn
+
+    def on_lifecycle(self, callback: LifecycleCallback) -> None:
+        self._lifecycle.append(callback)
+
+    def _lifecycle_event(self, _c: Any, dom: Any, event: int, detail: int, _o: object) -> None:
+        state = _LIFECYCLE_STATE.get(event)
+        if state is None:
+            return
+        reason = (
+            _STOPPED_REASON.get(detail, "") if event == libvirt.VIR_DOMAIN_EVENT_STOPPED else ""
+        )
+        for callback in self._lifecycle:
+            callback(dom.name(), state, reason)
+
+    @contextmanager
+    def _call(self, what: str, name: str | None = None) -> Iterator[None]:
+        try:
+            yield
+        except libvirt.libvirtError as exc:
+            code = exc.get_error_code()
+            where = f" on domain '{name}'" if name else ""
+            if code == libvirt.VIR_ERR_NO_DOMAIN:
+                raise NotFound(f"libvirt domain '{name}' does not exist") from exc
+            if code in (libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_ERR_RPC) or not self._alive():
+                raise HypervisorUnavailable(
+                    f"libvirt did not answer while {what}{where}: {exc.get_error_message()}"
+                ) from exc
+            raise HypervisorError(f"{what}{where} failed: {exc.get_error_message()}") from exc
+
+    def _alive(self) -> bool:
+        try:
+            return bool(self._conn is not None and self._conn.isAlive())
+        except libvirt.libvirtError:
+            return False
+
+    def _dom(self, name: str) -> Any:
+        with self._call("looking up the domain", name):
+            return self.connection().lookupByName(name)
+
+    # -- queries ----------------------------------------------------------------------------
+    def list_domains(self, lab_id: str) -> list[DomainInfo]:
+        prefix = f"{DOMAIN_PREFIX}{lab_id}+"
+        with self._call("listing domains"):
+            doms = self.connection().listAllDomains(0)
+        infos = []
+        for dom in doms:
+            try:
+                if dom.name().startswith(prefix):
+                    infos.append(self._info(dom))
+            except (NotFound, libvirt.libvirtError):
+                continue  # deleted while listing
+        return infos
+
+    def domain(self, name: str) -> DomainInfo:
+        return self._info(self._dom(name))
+
+    def _info(self, dom: Any) -> DomainInfo:
+        name = dom.name()
+        with self._call("reading the domain", name):
+            meta = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS)
+            state, reason = dom.state()
+        identity, model, deallocated = parse_metadata(meta)
+        mapped = _STATE.get(state, DomainState.OTHER)
+        why = _SHUTOFF_REASON.get(reason, "") if state == libvirt.VIR_DOMAIN_SHUTOFF else ""
+        if state == libvirt.VIR_DOMAIN_CRASHED:
+            why = "crashed"
+        return DomainInfo(name, identity, model, deallocated, mapped, why)
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def define(self, xml: str) -> None:
+        with self._call("defining the domain"):
+            self.connection().defineXML(xml)
+
+    def undefine(self, name: str) -> None:
+        dom = self._dom(name)
+        with self._call("undefining", name):
+            if dom.isActive():
+                dom.destroy()
+            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+
+    def set_metadata(self, name: str, element: str) -> None:
+        dom = self._dom(name)
+        flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+        with self._call("updating metadata", name):
+            if dom.isActive():
+                flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
+            dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, element, "lab", METADATA_NS, flags)
+
+    def start(self, name: str, *, paused: bool) -> None:
+        dom = self._dom(name)
+        with self._call("starting", name):
+            dom.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED if paused else 0)
+
+    def resume(self, name: str) -> None:
+        dom = self._dom(name)
+        with self._call("resuming", name):
+            dom.resume()
+
+    def shutdown(self, name: str) -> None:
+        dom = self._dom(name)
+        with self._call("sending the ACPI power button", name):
+            dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+
+    def destroy(self, name: str) -> None:
+        dom = self._dom(name)
+        with self._call("powering off", name):
+            if dom.isActive():
+                dom.destroy()
+
+    def reset(self, name: str) -> None:
+        dom = self._dom(name)
+        with self._call("resetting", name):
+            dom.reset(0)
+
+    def reboot(self, name: str) -> None:
+        dom = self._dom(name)
+        with self._call("rebooting", name):
+            dom.reboot(libvirt.VIR_DOMAIN_REBOOT_ACPI_POWER_BTN)
+
+    # -- console and devices ----------------------------------------------------------------
+    def open_console(
+        self, name: str, on_data: Callable[[bytes], None], on_close: Callable[[], None]
+    ) -> LibvirtConsole:
+        dom = self._dom(name)
+        with self._call("opening the serial console", name):
+            stream = self.connection().newStream(libvirt.VIR_STREAM_NONBLOCK)
+            # FORCE: take the console over from a stale client (a previous daemon, virsh).
+            dom.openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
+            return LibvirtConsole(stream, on_data, on_close)
+
+    def screenshot(self, name: str) -> bytes:
+        dom = self._dom(name)
+        with self._call("taking a screenshot", name):
+            stream = self.connection().newStream(0)
+            dom.screenshot(stream, 0, 0)
+            chunks: list[bytes] = []
+            stream.recvAll(lambda _s, data, acc: acc.append(data) or len(data), chunks)
+            stream.finish()
+        return b"".join(chunks)
+
+    def send_keys(self, name: str, keycodes: list[int], hold_ms: int = 100) -> None:
+        dom = self._dom(name)
+        with self._call("sending keys", name):
+            dom.sendKey(libvirt.VIR_KEYCODE_SET_LINUX, hold_ms, keycodes, len(keycodes), 0)
+
+    def send_break(self, name: str) -> None:
+        dom = self._dom(name)
+        cmd = {"execute": "chardev-send-break", "arguments": {"id": _SERIAL_CHARDEV}}
+        with self._call("sending a serial BREAK", name):
+            libvirt_qemu.qemuMonitorCommand(dom, json.dumps(cmd), 0)
+
+    def inject_nmi(self, name: str) -> None:
+        dom = self._dom(name)
+        with self._call("injecting an NMI", name):
+            dom.injectNMI(0)

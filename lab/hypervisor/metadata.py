@@ -1,0 +1,32 @@
+"""Parse the lab's `<lab:vm>` domain metadata back into identity and model."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+from lab.domain.vm import METADATA_NS, VmIdentity, VmModel
+
+
+def parse_metadata(xml: str) -> tuple[VmIdentity, VmModel, bool]:
+    """`(identity, model, deallocated)` from the metadata element; ValueError if not ours."""
+    root = ET.fromstring(xml)
+
+    def text(tag: str) -> str:
+        el = root.find(f"{{{METADATA_NS}}}{tag}")
+        if el is None:
+            # libvirt returns the element with its children unprefixed in the namespace.
+            el = root.find(tag)
+        if el is None or el.text is None:
+            raise ValueError(f"lab metadata has no <{tag}>")
+        return el.text
+
+    identity = VmIdentity(
+        lab_id=text("labId"),
+        subscription_id=text("subscriptionId"),
+        resource_group=text("resourceGroup"),
+        name=text("name"),
+        vm_id=text("vmId"),
+    )
+    model = VmModel.model_validate(json.loads(text("model")))
+    return identity, model, text("allocation") == "deallocated"

@@ -1,0 +1,64 @@
+"""`Lab`: the services of one data dir, wired together; what the daemon holds."""
+
+from __future__ import annotations
+
+import logging
+
+from lab.domain.labfile import LabDefinition, parse_lab_definition
+from lab.hypervisor.accel import choose_accel
+from lab.hypervisor.base import DomainState, Hypervisor
+from lab.services.boot_diagnostics import BootDiagnosticsService
+from lab.services.consoles import ConsoleService
+from lab.services.context import LabContext
+from lab.services.reconcile import Reconciler
+from lab.services.vms import VmService
+from lab.settings import Settings
+from lab.storage.blobs import BlobStore
+from lab.storage.images import ImageCache
+
+log = logging.getLogger(__name__)
+
+DEFAULT_IMAGE = "tiny"
+
+
+class Lab:
+    def __init__(self, settings: Settings, hypervisor: Hypervisor) -> None:
+        self.settings = settings
+        for d in (settings.data_dir, settings.state_dir, settings.blob_dir, settings.disk_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        images = ImageCache(settings.image_cache_dir, settings.images_dir)
+        self.ctx = LabContext(settings, hypervisor, images, BlobStore(settings.blob_dir))
+        self.consoles = ConsoleService(self.ctx)
+        self.vms = VmService(self.ctx, self.consoles)
+        self.boot_diagnostics = BootDiagnosticsService(self.ctx)
+        self.reconciler = Reconciler(self.vms)
+        self.accel_reason = ""
+        hypervisor.on_lifecycle(self._on_lifecycle)
+
+    @property
+    def images(self) -> ImageCache:
+        return self.ctx.images
+
+    def choose_accel(self) -> str:
+        """Probe KVM once (by booting the tiny image under it) and use it only if it works."""
+        tiny = self.images.get(DEFAULT_IMAGE)
+        image_dir = self.images.path(tiny)
+        accel, why = choose_accel(
+            self.settings.accel,
+            image_dir / tiny.kernel,
+            image_dir / tiny.initrd,
+            self.settings.state_dir / "accel.json",
+        )
+        set_accel = getattr(self.ctx.hypervisor, "set_accel", None)
+        if set_accel is not None:
+            set_accel(accel)
+        self.accel_reason = why
+        return accel
+
+    def parse(self, text: str, source: str) -> LabDefinition:
+        return parse_lab_definition(text, source=source, known_images=self.images.names())
+
+    def _on_lifecycle(self, domain: str, state: DomainState, reason: str) -> None:
+        # Runs on libvirt's event thread: only log; brokers notice the closed stream themselves.
+        if state is DomainState.SHUTOFF:
+            log.info("domain %s stopped: %s", domain, reason or "no reason given")

@@ -1,0 +1,87 @@
+"""`lab up` and `lab down`: converge the running lab to a lab definition.
+
+`up` is idempotent: it creates the VMs that are missing, starts the ones that are stopped or
+deallocated, and adopts running ones without touching them. VMs are created and started
+concurrently, but no more at once than the host has cores, so TCG guests don't starve each
+other's boot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+
+from lab.domain.boot_diagnostics import MANAGED_ACCOUNT
+from lab.domain.labfile import LabDefinition, ResourceGroupDef, VirtualMachineDef
+from lab.domain.power import PowerState
+from lab.domain.vm import BootDiagnosticsModel, VmModel, VmView
+from lab.services.vms import NewVm, VmService
+
+
+@dataclass(frozen=True)
+class ReconcileResult:
+    vm: VmView
+    #: created | started | running (adopted, untouched) | deleted | absent
+    action: str
+
+
+def vm_model(defn: LabDefinition, vm: VirtualMachineDef) -> VmModel:
+    bd = vm.boot_diagnostics
+    return VmModel(
+        image=vm.image,
+        vcpus=vm.vcpus,
+        memory_mib=vm.memory_mib,
+        os_type=vm.os_type,
+        admin_username=vm.admin_username,
+        kernel_args=vm.kernel_args,
+        boot_diagnostics=BootDiagnosticsModel(
+            enabled=bd.enabled,
+            storage_uri=bd.storage_uri,
+            storage_account=bd.storage_account or (MANAGED_ACCOUNT if bd.enabled else None),
+        ),
+        tags=dict(vm.tags),
+        location=defn.location,
+        size_name=vm.size_name,
+    )
+
+
+class Reconciler:
+    def __init__(self, vms: VmService) -> None:
+        self.vms = vms
+        self._slots = asyncio.Semaphore(max(1, os.cpu_count() or 1))
+
+    async def up(self, defn: LabDefinition) -> list[ReconcileResult]:
+        existing = {v.identity.key: v for v in self.vms.list()}
+        tasks = [
+            self._up_one(defn, rg, vm, existing.get((rg.name.lower(), vm.name.lower())))
+            for rg, vm in defn.virtual_machines()
+        ]
+        return list(await asyncio.gather(*tasks))
+
+    async def _up_one(
+        self,
+        defn: LabDefinition,
+        rg: ResourceGroupDef,
+        vm: VirtualMachineDef,
+        current: VmView | None,
+    ) -> ReconcileResult:
+        async with self._slots:
+            if current is None:
+                new = NewVm(defn.subscription_id, rg.name, vm.name, vm_model(defn, vm),
+                            vm.admin_password)  # fmt: skip
+                return ReconcileResult(await self.vms.create(new), "created")
+            if current.power_state is PowerState.RUNNING:
+                return ReconcileResult(current, "running")
+            return ReconcileResult(await self.vms.start(current), "started")
+
+    async def down(self, defn: LabDefinition) -> list[ReconcileResult]:
+        existing = {v.identity.key: v for v in self.vms.list()}
+        results = []
+        for rg, vm in defn.virtual_machines():
+            current = existing.get((rg.name.lower(), vm.name.lower()))
+            if current is None:
+                continue
+            await self.vms.delete(current)
+            results.append(ReconcileResult(current, "deleted"))
+        return results

@@ -1,0 +1,265 @@
+"""VM backends: create, power operations with Azure's meaning, reimage, delete, views.
+
+Power operations run on the daemon's event loop; blocking libvirt calls go to a thread. While
+one runs, the VM shows its transitional state and any other operation on it is refused with
+409, so two operations never interleave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import shutil
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from lab.domain.errors import InvalidInput, NotFound
+from lab.domain.power import TRANSITION, PowerOperation, PowerState, require_state
+from lab.domain.vm import VmIdentity, VmModel, VmView
+from lab.hypervisor.base import DomainInfo, DomainState
+from lab.hypervisor.domain_xml import DomainSpec, build_domain_xml, metadata_element
+from lab.services.consoles import ConsoleService
+from lab.services.context import LabContext
+from lab.storage.disks import create_overlay, reset_overlay
+from lab.storage.images import write_guest_config_initrd
+
+#: How often a waiting operation looks at the domain state.
+_POLL_S = 0.1
+
+
+@dataclass(frozen=True)
+class NewVm:
+    """A VM to create: what the lab file (or an API PUT) says, with its password."""
+
+    subscription_id: str
+    resource_group: str
+    name: str
+    model: VmModel
+    admin_password: str
+
+
+class VmService:
+    def __init__(self, ctx: LabContext, consoles: ConsoleService) -> None:
+        self.ctx = ctx
+        self.consoles = consoles
+        self._in_flight: dict[str, PowerOperation] = {}
+
+    # -- views --------------------------------------------------------------------------------
+    def list(self) -> builtins.list[VmView]:
+        infos = self.ctx.hypervisor.list_domains(self.ctx.lab_id)
+        views = [self._view(i) for i in infos]
+        return sorted(views, key=lambda v: v.identity.key)
+
+    def find(self, name: str, resource_group: str | None = None) -> VmView:
+        matches = [
+            v
+            for v in self.list()
+            if v.identity.name.lower() == name.lower()
+            and (
+                resource_group is None
+                or v.identity.resource_group.lower() == resource_group.lower()
+            )
+        ]
+        if not matches:
+            where = f" in resource group '{resource_group}'" if resource_group else ""
+            raise NotFound(
+                f"The Resource 'Microsoft.Compute/virtualMachines/{name}'{where} was not found. "
+                "`lab ls` lists the lab's VMs.",
+                target=name,
+            )
+        if len(matches) > 1:
+            groups = ", ".join(v.identity.resource_group for v in matches)
+            raise InvalidInput(
+                f"VM name '{name}' exists in several resource groups ({groups}); "
+                "name one with --resource-group.",
+                target=name,
+            )
+        return matches[0]
+
+    def _view(self, info: DomainInfo) -> VmView:
+        op = self._in_flight.get(info.name)
+        if op is not None:
+            state = TRANSITION[op]
+        elif info.state in (DomainState.RUNNING, DomainState.PAUSED, DomainState.OTHER):
+            state = PowerState.RUNNING
+        else:
+            state = PowerState.DEALLOCATED if info.deallocated else PowerState.STOPPED
+        reason = info.reason if state in (PowerState.STOPPED, PowerState.DEALLOCATED) else None
+        return VmView(info.identity, info.model, state, info.deallocated, reason)
+
+    @asynccontextmanager
+    async def _operation(self, view: VmView, op: PowerOperation) -> AsyncIterator[None]:
+        require_state(op, view.power_state, vm=view.identity.name)
+        domain = view.identity.domain_name
+        self._in_flight[domain] = op
+        try:
+            yield
+        finally:
+            self._in_flight.pop(domain, None)
+
+    # -- create -------------------------------------------------------------------------------
+    async def create(self, new: NewVm, *, start: bool = True) -> VmView:
+        identity = VmIdentity(
+            lab_id=self.ctx.lab_id,
+            subscription_id=new.subscription_id,
+            resource_group=new.resource_group,
+            name=new.name,
+            vm_id=str(uuid.uuid4()),
+        )
+        image = self.ctx.images.get(new.model.image)
+        image_dir = self.ctx.images.path(image)
+        vm_dir = self.ctx.vm_dir(identity)
+        vm_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(
+            write_guest_config_initrd,
+            image_dir / image.initrd,
+            vm_dir / "initrd.img",
+            hostname=new.name,
+            admin_username=new.model.admin_username,
+            admin_password=new.admin_password,
+        )
+        if image.disk:
+            await asyncio.to_thread(create_overlay, image_dir / image.disk, vm_dir / "disk.qcow2")
+        self._define(identity, new.model, deallocated=False)
+        view = self._view(self.ctx.hypervisor.domain(identity.domain_name))
+        if start:
+            return await self.start(view)
+        return view
+
+    def _spec(self, identity: VmIdentity, model: VmModel, deallocated: bool) -> DomainSpec:
+        image = self.ctx.images.get(model.image)
+        image_dir = self.ctx.images.path(image)
+        vm_dir = self.ctx.vm_dir(identity)
+        blobs = self.ctx.boot_blobs(identity, model)
+        self.ctx.blobs.ensure_container(blobs.account, blobs.container)
+        cmdline = " ".join(p for p in (image.cmdline, model.kernel_args) if p)
+        return DomainSpec(
+            identity=identity,
+            model=model,
+            uuid=identity.vm_id,
+            domain_type=self.ctx.hypervisor.accel(),
+            kernel=str(image_dir / image.kernel),
+            initrd=str(vm_dir / "initrd.img"),
+            cmdline=cmdline,
+            disk=str(vm_dir / "disk.qcow2") if image.disk else None,
+            serial_log=str(self.ctx.serial_log_path(identity, model)),
+            run_as=self.ctx.run_as,
+            deallocated=deallocated,
+        )
+
+    def _define(self, identity: VmIdentity, model: VmModel, *, deallocated: bool) -> None:
+        self.ctx.hypervisor.define(build_domain_xml(self._spec(identity, model, deallocated)))
+
+    def _set_allocation(self, view: VmView, deallocated: bool) -> None:
+        spec = self._spec(view.identity, view.model, deallocated)
+        self.ctx.hypervisor.set_metadata(view.identity.domain_name, metadata_element(spec))
+
+    # -- power --------------------------------------------------------------------------------
+    async def start(self, view: VmView) -> VmView:
+        async with self._operation(view, PowerOperation.START):
+            if view.power_state is not PowerState.RUNNING:
+                await self._power_on(view)
+        return self.refresh(view)
+
+    async def _power_on(self, view: VmView) -> None:
+        """Start paused, attach the console broker, then let the CPUs run: no byte is missed."""
+        hv = self.ctx.hypervisor
+        domain = view.identity.domain_name
+        # Redefine first so the XML follows the current accelerator and lab version.
+        self._define(view.identity, view.model, deallocated=False)
+        await asyncio.to_thread(hv.start, domain, paused=True)
+        self.consoles.attach(domain, self.ctx.serial_log_path(view.identity, view.model))
+        await asyncio.to_thread(hv.resume, domain)
+
+    async def power_off(self, view: VmView, *, skip_shutdown: bool = False) -> VmView:
+        async with self._operation(view, PowerOperation.POWER_OFF):
+            if view.power_state is PowerState.RUNNING:
+                await self._stop(view, graceful=not skip_shutdown)
+        return self.refresh(view)
+
+    async def _stop(self, view: VmView, *, graceful: bool) -> None:
+        hv = self.ctx.hypervisor
+        domain = view.identity.domain_name
+        if graceful:
+            await asyncio.to_thread(hv.shutdown, domain)
+            if await self._wait_shutoff(domain, self.ctx.settings.shutdown_timeout):
+                return
+        await asyncio.to_thread(hv.destroy, domain)
+        await self._wait_shutoff(domain, 10.0)
+
+    async def _wait_shutoff(self, domain: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            info = await asyncio.to_thread(self.ctx.hypervisor.domain, domain)
+            if info.state in (DomainState.SHUTOFF, DomainState.CRASHED):
+                return True
+            await asyncio.sleep(_POLL_S)
+        return False
+
+    async def restart(self, view: VmView) -> VmView:
+        """Graceful reboot: the guest gets the ACPI power button, then QEMU resets in place."""
+        async with self._operation(view, PowerOperation.RESTART):
+            await asyncio.to_thread(self.ctx.hypervisor.reboot, view.identity.domain_name)
+        return self.refresh(view)
+
+    async def reset(self, view: VmView) -> VmView:
+        """Hard reset, like the power button: same QEMU process, the console stays connected."""
+        async with self._operation(view, PowerOperation.RESET):
+            await asyncio.to_thread(self.ctx.hypervisor.reset, view.identity.domain_name)
+        return self.refresh(view)
+
+    async def power_cycle(self, view: VmView) -> VmView:
+        """Pull the plug and power on again: a new QEMU process."""
+        async with self._operation(view, PowerOperation.POWER_CYCLE):
+            await self._stop(view, graceful=False)
+            await self._power_on(view)
+        return self.refresh(view)
+
+    async def deallocate(self, view: VmView) -> VmView:
+        async with self._operation(view, PowerOperation.DEALLOCATE):
+            if view.power_state is PowerState.RUNNING:
+                await self._stop(view, graceful=True)
+            self.consoles.remove(view.identity.domain_name, "the VM was deallocated")
+            self._set_allocation(view, True)
+        return self.refresh(view)
+
+    async def reimage(self, view: VmView) -> VmView:
+        """Back to the image: a fresh disk overlay; a running VM is restarted on it."""
+        async with self._operation(view, PowerOperation.REIMAGE):
+            was_running = view.power_state is PowerState.RUNNING
+            if was_running:
+                await self._stop(view, graceful=False)
+            image = self.ctx.images.get(view.model.image)
+            if image.disk:
+                base = self.ctx.images.path(image) / image.disk
+                overlay = self.ctx.vm_dir(view.identity) / "disk.qcow2"
+                await asyncio.to_thread(reset_overlay, base, overlay)
+            if was_running:
+                await self._power_on(view)
+        return self.refresh(view)
+
+    async def delete(self, view: VmView) -> None:
+        """Delete the VM and its disks; the boot-diagnostics blobs are kept, as in Azure."""
+        async with self._operation(view, PowerOperation.DELETE):
+            domain = view.identity.domain_name
+            self.consoles.remove(domain, "the VM was deleted")
+            await asyncio.to_thread(self.ctx.hypervisor.undefine, domain)
+            shutil.rmtree(self.ctx.vm_dir(view.identity), ignore_errors=True)
+
+    def refresh(self, view: VmView) -> VmView:
+        return self._view(self.ctx.hypervisor.domain(view.identity.domain_name))
+
+    # -- adoption -----------------------------------------------------------------------------
+    def adopt_running(self) -> builtins.list[VmView]:
+        """After a daemon (re)start: attach a broker to every running VM, without a reboot."""
+        adopted = []
+        for view in self.list():
+            if view.power_state is PowerState.RUNNING:
+                self.consoles.attach(
+                    view.identity.domain_name, self.ctx.serial_log_path(view.identity, view.model)
+                )
+                adopted.append(view)
+        return adopted

@@ -1,0 +1,56 @@
+"""Settings from the environment, prefix `LAB_` (pydantic-settings), in one place."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "serial-console-lab"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LAB_", extra="ignore")
+
+    libvirt_uri: str = "qemu:///system"
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    images_dir: Path = REPO_ROOT / "images"
+    #: "auto" probes KVM by booting the tiny kernel under it; "kvm" or "qemu" (TCG) forces one.
+    accel: str = "auto"
+    #: Seconds a graceful powerOff waits for the guest before it pulls the plug.
+    shutdown_timeout: float = 60.0
+    #: Bytes of console history a new console subscriber gets before the live stream.
+    replay_bytes: int = 64 * 1024
+    #: Minutes of keyboard silence after which an interactive console session is closed.
+    idle_timeout_minutes: float = 20.0
+
+    @property
+    def socket_path(self) -> Path:
+        return self.data_dir / "lab.sock"
+
+    @property
+    def image_cache_dir(self) -> Path:
+        return self.data_dir / "images"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def disk_dir(self) -> Path:
+        return self.data_dir / "disks"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.data_dir / "state"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

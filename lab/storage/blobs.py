@@ -1,0 +1,120 @@
+"""The local blob store: `<root>/<account>/<container>/<blob>`, read by byte offset.
+
+Boot-diagnostics logs are written by virtlogd straight into their blob's file, so the store
+never copies console bytes: a read is a file read at an offset. Names are checked before they
+touch the file system, so `..`, `%2e%2e` (once decoded), absolute paths, separators and NUL are
+refused.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab.domain.errors import InvalidInput, NotFound
+
+_ACCOUNT = re.compile(r"^[a-z0-9]{3,24}$")
+_CONTAINER = re.compile(r"^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}$")
+#: Largest single read; callers page with `start`/`next`.
+MAX_READ = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class BlobRange:
+    data: bytes
+    start: int
+    #: Offset to pass as `start` for the bytes after these.
+    next: int
+    #: Size of the blob when it was read.
+    size: int
+
+
+def check_blob_name(blob: str) -> None:
+    bad = (
+        not blob
+        or len(blob) > 1024
+        or "\x00" in blob
+        or "/" in blob
+        or "\\" in blob
+        or blob in (".", "..")
+        or blob.startswith(".")
+    )
+    if bad:
+        raise InvalidInput(f"invalid blob name {blob!r}", target="blob", code="InvalidResourceName")
+
+
+class BlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, account: str, container: str, blob: str) -> Path:
+        if not _ACCOUNT.match(account):
+            raise InvalidInput(f"invalid storage account name {account!r}", target="account")
+        if not _CONTAINER.match(container):
+            raise InvalidInput(
+                f"invalid container name {container!r}", target="container",
+                code="InvalidResourceName",
+            )  # fmt: skip
+        check_blob_name(blob)
+        return self.root / account / container / blob
+
+    def ensure_container(self, account: str, container: str) -> Path:
+        directory = self.path(account, container, "x").parent
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory
+
+    def size(self, account: str, container: str, blob: str) -> int:
+        try:
+            return self.path(account, container, blob).stat().st_size
+        except FileNotFoundError:
+            raise NotFound(
+                f"The specified blob does not exist: {account}/{container}/{blob}",
+                code="BlobNotFound",
+            ) from None
+
+    def read(
+        self, account: str, container: str, blob: str, start: int = 0, length: int | None = None
+    ) -> BlobRange:
+        """Bytes from `start` (negative: that many from the end) up to `length` or the end."""
+        path = self.path(account, container, blob)
+        try:
+            with path.open("rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if start < 0:
+                    start = max(0, size + start)
+                if start > size:
+                    raise InvalidInput(
+                        f"start offset {start} is past the end of the blob ({size} bytes)",
+                        target="start", code="InvalidRange",
+                    )  # fmt: skip
+                want = min(MAX_READ, size - start if length is None else max(0, length))
+                f.seek(start)
+                data = f.read(want)
+        except FileNotFoundError:
+            raise NotFound(
+                f"The specified blob does not exist: {account}/{container}/{blob}",
+                code="BlobNotFound",
+            ) from None
+        return BlobRange(data=data, start=start, next=start + len(data), size=size)
+
+    def write_atomic(self, account: str, container: str, blob: str, data: bytes) -> None:
+        path = self.path(account, container, blob)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, data)
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write, fsync, rename: a reader sees the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
