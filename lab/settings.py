@@ -34,9 +34,12 @@ class Settings(BaseSettings):
     def socket_path(self) -> Path:
         return self.data_dir / "lab.sock"
 
+    #: Where built images are cached; default `<data_dir>/images`. Labs may share one.
+    image_cache: Path | None = None
+
     @property
     def image_cache_dir(self) -> Path:
-        return self.data_dir / "images"
+        return self.image_cache or self.data_dir / "images"
 
     @property
     def blob_dir(self) -> Path:

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
+from rich.markup import escape
+
 from lab.api.client import LabClient
 from lab.cli import output
 from lab.domain.errors import DaemonUnavailable, LabError
@@ -26,8 +28,11 @@ def handle_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except LabError as exc:
-            output.err.print(f"[red]error[/] ({exc.code}): {exc.message}", markup=True,
-                             highlight=False)  # fmt: skip
+            output.err.print(
+                f"[red]error[/] ({exc.code}): {escape(exc.message)}",
+                highlight=False,
+                soft_wrap=True,
+            )  # fmt: skip
             sys.exit(exc.exit_code)
 
     return wrapper  # type: ignore[return-value]

@@ -105,20 +105,26 @@ def _disk_xml(path: str) -> str:
 
 
 def metadata_element(spec: DomainSpec) -> str:
-    """The `<lab:vm>` element alone, as `virDomainSetMetadata` takes it."""
-    return _metadata_xml(spec).strip()
+    """The element alone, unprefixed, as `virDomainSetMetadata` takes it (libvirt adds the
+    namespace and prefix itself and refuses an element that declares them)."""
+    return _metadata_xml(spec, prefix="").strip()
 
 
-def _metadata_xml(spec: DomainSpec) -> str:
+def _metadata_xml(spec: DomainSpec, prefix: str = "lab:") -> str:
     ident = spec.identity
     model_json = json.dumps(spec.model.model_dump(mode="json"), sort_keys=True)
     allocation = "deallocated" if spec.deallocated else "allocated"
-    return f"""    <lab:vm xmlns:lab={quoteattr(METADATA_NS)}>
-      <lab:labId>{escape(ident.lab_id)}</lab:labId>
-      <lab:subscriptionId>{escape(ident.subscription_id)}</lab:subscriptionId>
-      <lab:resourceGroup>{escape(ident.resource_group)}</lab:resourceGroup>
-      <lab:name>{escape(ident.name)}</lab:name>
-      <lab:vmId>{escape(ident.vm_id)}</lab:vmId>
-      <lab:allocation>{allocation}</lab:allocation>
-      <lab:model>{escape(model_json)}</lab:model>
-    </lab:vm>"""
+    fields = {
+        "labId": ident.lab_id,
+        "subscriptionId": ident.subscription_id,
+        "resourceGroup": ident.resource_group,
+        "name": ident.name,
+        "vmId": ident.vm_id,
+        "allocation": allocation,
+        "model": model_json,
+    }
+    xmlns = f" xmlns:lab={quoteattr(METADATA_NS)}" if prefix else ""
+    body = "".join(
+        f"\n      <{prefix}{tag}>{escape(value)}</{prefix}{tag}>" for tag, value in fields.items()
+    )
+    return f"    <{prefix}vm{xmlns}>{body}\n    </{prefix}vm>"

@@ -47,7 +47,7 @@ class Lab:
             self.settings.accel,
             image_dir / tiny.kernel,
             image_dir / tiny.initrd,
-            self.settings.state_dir / "accel.json",
+            self.settings.image_cache_dir / "accel.json",
         )
         set_accel = getattr(self.ctx.hypervisor, "set_accel", None)
         if set_accel is not None:

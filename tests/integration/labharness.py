@@ -1,0 +1,189 @@
+"""A real lab for integration tests: a daemon subprocess with its own data dir, the CLI as a
+user runs it, and helpers that read real serial output."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lab.api.client import LabClient
+from lab.domain.vm import DOMAIN_PREFIX, lab_id_for
+from lab.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+LAB_BIN = str(Path(sys.executable).with_name("lab"))
+
+
+@dataclass
+class LabHarness:
+    data_dir: Path
+    image_cache: Path
+    daemon: subprocess.Popen[bytes] | None = None
+    lab_files: list[Path] = field(default_factory=list)
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["LAB_DATA_DIR"] = str(self.data_dir)
+        env["LAB_IMAGE_CACHE"] = str(self.image_cache)
+        env["LAB_SHUTDOWN_TIMEOUT"] = "30"
+        env["COLUMNS"] = "200"
+        return env
+
+    @property
+    def settings(self) -> Settings:
+        return Settings(data_dir=self.data_dir, image_cache=self.image_cache)
+
+    @property
+    def client(self) -> LabClient:
+        return LabClient(self.settings)
+
+    # -- daemon ---------------------------------------------------------------------------------
+    def start_daemon(self, timeout: float = 120.0) -> None:
+        log = (self.data_dir / "daemon-test.log").open("ab")
+        self.daemon = subprocess.Popen(
+            [sys.executable, "-m", "lab.cli", "serve"],
+            env=self.env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.client.alive():
+                return
+            if self.daemon.poll() is not None:
+                raise RuntimeError(f"daemon exited: {self.daemon_log()[-3000:]}")
+            time.sleep(0.1)
+        raise RuntimeError(f"daemon did not answer: {self.daemon_log()[-3000:]}")
+
+    def kill_daemon(self, sig: int = signal.SIGKILL) -> None:
+        if self.daemon is not None and self.daemon.poll() is None:
+            self.daemon.send_signal(sig)
+            self.daemon.wait(timeout=30)
+        self.daemon = None
+
+    def daemon_log(self) -> str:
+        path = self.data_dir / "daemon-test.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    # -- CLI ------------------------------------------------------------------------------------
+    def cli(
+        self, *args: str, check: bool = True, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [LAB_BIN, *args], env=self.env, capture_output=True, text=True, timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"lab {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
+            )
+        return result
+
+    def write_lab(self, name: str, text: str) -> Path:
+        path = self.data_dir / name
+        path.write_text(text)
+        self.lab_files.append(path)
+        return path
+
+    # -- serial output --------------------------------------------------------------------------
+    def boot_log(self, vm: str, start: int = 0) -> bytes:
+        data = b""
+        offset = start
+        while True:
+            r = self.client.request("GET", f"/v1/vms/{vm}/boot-log", params={"start": offset})
+            data += r.content
+            offset = int(r.headers["X-Lab-Next"])
+            if offset >= int(r.headers["X-Lab-Size"]):
+                return data
+
+    def log_size(self, vm: str) -> int:
+        r = self.client.request("GET", f"/v1/vms/{vm}/boot-log", params={"start": -1})
+        return int(r.headers["X-Lab-Size"])
+
+    def wait_for_log(
+        self, vm: str, pattern: bytes | str, *, start: int = 0, timeout: float = 90, count: int = 1
+    ) -> bytes:
+        """Wait until the boot log after `start` matches `pattern` (a regex) `count` times."""
+        rx = re.compile(pattern.encode() if isinstance(pattern, str) else pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            data = self.boot_log(vm, start)
+            if len(rx.findall(data)) >= count:
+                return data
+            if time.monotonic() > deadline:
+                tail = data[-600:].decode(errors="replace")
+                raise AssertionError(f"{vm}: {pattern!r} x{count} not seen in {timeout} s: {tail}")
+            time.sleep(0.25)
+
+    def vm(self, name: str) -> dict[str, object]:
+        result: dict[str, object] = self.client.json("GET", f"/v1/vms/{name}")
+        return result
+
+    # -- cleanup --------------------------------------------------------------------------------
+    def cleanup(self) -> None:
+        """Delete every domain of this lab, whatever state the tests left it in."""
+        self.kill_daemon(signal.SIGTERM)
+        prefix = f"{DOMAIN_PREFIX}{lab_id_for(self.data_dir)}+"
+        names = subprocess.run(
+            ["virsh", "-c", self.settings.libvirt_uri, "list", "--all", "--name"],
+            capture_output=True, text=True, check=False,
+        ).stdout.split()  # fmt: skip
+        for name in names:
+            if name.startswith(prefix):
+                subprocess.run(["virsh", "destroy", name], capture_output=True, check=False)
+                subprocess.run(["virsh", "undefine", name], capture_output=True, check=False)
+
+
+class WsConsole:
+    """A minimal expect over the daemon's console websocket (the tests' own, independent of the
+    `lab.console` client API so they can check it)."""
+
+    def __init__(self, conn: object) -> None:
+        from websockets.sync.client import ClientConnection
+
+        assert isinstance(conn, ClientConnection)
+        self.conn = conn
+        self.buffer = b""
+        self.controls: list[str] = []
+
+    def send(self, data: bytes) -> None:
+        self.conn.send(data)
+
+    def expect(self, pattern: bytes, timeout: float = 60) -> re.Match[bytes]:
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            match = rx.search(self.buffer)
+            if match:
+                self.buffer = self.buffer[match.end() :]
+                return match
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"{pattern!r} not seen; last output: {self.buffer[-400:]!r}")
+            try:
+                message = self.conn.recv(timeout=min(remaining, 1.0))
+            except TimeoutError:
+                continue
+            if isinstance(message, bytes):
+                self.buffer += message
+            else:
+                self.controls.append(message)
+
+    def login(self, user: str = "azureuser", password: str = "Passw0rd!") -> None:
+        self.send(b"\r")
+        self.expect(rb"login: ")
+        self.send(user.encode() + b"\r")
+        self.expect(rb"Password: ")
+        self.send(password.encode() + b"\r")
+        self.expect(rb"\$ ")
+
+    def run(self, command: str, timeout: float = 30) -> str:
+        marker = f"__END_{time.monotonic_ns()}__"
+        self.send(f"{command}; echo {marker[:6]}''{marker[6:]}$?\r".encode())
+        match = self.expect(re.escape(marker.encode()) + rb"(\d+)", timeout)
+        return match.group(1).decode()
