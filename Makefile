@@ -9,6 +9,10 @@ VENV ?= .venv
 PYTEST_ARGS ?=
 
 export PYTHON VENV
+# A normal user's PATH on Debian lacks /usr/sbin, where the image builder's mkfs.ext4 lives.
+ifeq ($(findstring /usr/sbin,$(PATH)),)
+export PATH := $(PATH):/usr/sbin:/sbin
+endif
 
 BIN := $(VENV)/bin
 BENCHES := $(sort $(wildcard bench/*.py))

@@ -21,6 +21,12 @@ REPO_ROOT=$PWD
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 export DEBIAN_FRONTEND=noninteractive
+# A normal user's PATH on Debian lacks the sbin directories, where mkfs.ext4 (the image builder)
+# and libvirtd/virtlogd live.
+for d in /usr/local/sbin /usr/sbin /sbin; do
+  [[ :$PATH: == *:$d:* ]] || PATH=$PATH:$d
+done
+export PATH
 VIRSH_URI=qemu:///system
 
 APT_PACKAGES=(
@@ -58,19 +64,11 @@ if [[ $EUID -eq 0 ]]; then
 elif command -v sudo >/dev/null 2>&1; then
   SUDO=(sudo)
 else
-  SUDO=(__no_sudo__)
-fi
-# Run a command as root (directly, or through sudo for a normal user).
-as_root() {
-  if [[ ${SUDO[0]:-} == __no_sudo__ ]]; then
-    die "needs root for: $* -- run this script as root, or install sudo and give $(id -un) sudo rights"
-  fi
-  "${SUDO[@]}" "$@"
-}
-if [[ $EUID -ne 0 && ${SUDO[0]} == __no_sudo__ ]]; then
   die "not running as root and sudo is not installed: run as root, or install sudo" \
     "(apt-get install sudo) and give $(id -un) sudo rights"
 fi
+# Run a command as root (directly, or through sudo for a normal user).
+as_root() { "${SUDO[@]}" "$@"; }
 
 has_systemd() { [[ -d /run/systemd/system ]]; }
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import Any, TypeVar
 
 from rich.markup import escape
@@ -47,6 +49,8 @@ def ensure_daemon(settings: Settings) -> LabClient:
     c = LabClient(settings)
     if c.alive():
         return c
+    if daemon_starting(settings):
+        return _wait_for_daemon(c, None, settings.data_dir / "daemon.log")
     build_default_image(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     log_path = settings.data_dir / "daemon.log"
@@ -55,11 +59,30 @@ def ensure_daemon(settings: Settings) -> LabClient:
             [sys.executable, "-m", "lab.cli", "serve"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
         )  # fmt: skip
+    return _wait_for_daemon(c, proc, log_path)
+
+
+def daemon_starting(settings: Settings) -> bool:
+    """True if a daemon holds this data dir's lock (it may not answer yet while it starts)."""
+    path = settings.data_dir / "daemon.lock"
+    if not path.exists():
+        return False
+    with path.open("rb") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+    return False
+
+
+def _wait_for_daemon(
+    c: LabClient, proc: subprocess.Popen[bytes] | None, log_path: Path
+) -> LabClient:
     deadline = time.monotonic() + DAEMON_START_TIMEOUT
     while time.monotonic() < deadline:
         if c.alive():
             return c
-        if proc.poll() is not None:
+        if proc is not None and proc.poll() is not None:
             tail = log_path.read_text(errors="replace")[-2000:]
             raise DaemonUnavailable(f"the lab daemon exited at start; {log_path} says:\n{tail}")
         time.sleep(0.1)
@@ -76,5 +99,3 @@ def build_default_image(settings: Settings, name: str = "tiny") -> None:
     output.err.print(
         f"image {name}: {manifest.size_bytes / 1e6:.1f} MB, built in {manifest.build_seconds:.1f} s"
     )
-
-

@@ -7,6 +7,7 @@ import os
 import shutil
 import stat
 import subprocess
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -175,8 +176,8 @@ def test_round_trip_through_system_cpio(tmp_path: Path, files: dict[str, bytes])
     files = {n: d for n, d in files.items() if n not in (".", "..")}
     if not files:
         return
-    work = tmp_path / f"rt{abs(hash(tuple(sorted(files))))}"
-    work.mkdir()
+    # One fresh directory per example: hypothesis reuses the function-scoped tmp_path.
+    work = Path(tempfile.mkdtemp(dir=tmp_path))
 
     def build(w: CpioWriter) -> None:
         w.add_dir("d")

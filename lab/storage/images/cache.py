@@ -46,6 +46,8 @@ RESOLVED_FILE: Final = "resolved.json"
 #: Bump when the hashing scheme itself changes.
 HASH_SCHEME: Final = 1
 _NAME: Final = re.compile(r"[a-z0-9][a-z0-9_]*")
+#: Names of the cache's own entries, which no image may take.
+_RESERVED: Final = frozenset({DEBS_DIR})
 
 
 @dataclass(frozen=True)
@@ -252,7 +254,8 @@ class ImageCache:
     # --- internals -------------------------------------------------------------------------
 
     def _builder(self, name: str) -> ImageBuilder:
-        builder = self._builders.get(name) if _NAME.fullmatch(name) else None
+        usable = _NAME.fullmatch(name) and name not in _RESERVED
+        builder = self._builders.get(name) if usable else None
         if builder is None or not (self.recipes_dir / name).is_dir():
             raise NotFound(
                 f"There is no image recipe '{name}'. Recipes: {', '.join(self.names()) or 'none'}.",
