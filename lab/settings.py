@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     shutdown_timeout: float = 60.0
     #: Bytes of console history a new console subscriber gets before the live stream.
     replay_bytes: int = 64 * 1024
+    #: Bytes a console viewer may fall behind before it is dropped (it never slows the guest).
+    console_queue_limit: int = 4 * 1024 * 1024
     #: Minutes of keyboard silence after which an interactive console session is closed.
     idle_timeout_minutes: float = 20.0
 

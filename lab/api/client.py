@@ -83,11 +83,11 @@ class LabClient:
             return False
         return True
 
-    @contextmanager
-    def console(
+    def open_console(
         self, vm: str, *, resource_group: str | None = None, mode: str = "interactive",
         replay: int | None = None, user: str = "local",
-    ) -> Iterator[ClientConnection]:  # fmt: skip
+    ) -> ClientConnection:  # fmt: skip
+        """A websocket on the VM's console; the caller closes it."""
         query: dict[str, str] = {"mode": mode, "user": user}
         if resource_group:
             query["resourceGroup"] = resource_group
@@ -95,11 +95,20 @@ class LabClient:
             query["replay"] = str(replay)
         uri = f"ws://lab/v1/vms/{vm}/console?{urlencode(query)}"
         try:
-            conn = unix_connect(str(self.settings.socket_path), uri, max_size=None)
+            return unix_connect(str(self.settings.socket_path), uri, max_size=None)
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise DaemonUnavailable(
                 f"no lab daemon answers on {self.settings.socket_path}"
             ) from exc
+
+    @contextmanager
+    def console(
+        self, vm: str, *, resource_group: str | None = None, mode: str = "interactive",
+        replay: int | None = None, user: str = "local",
+    ) -> Iterator[ClientConnection]:  # fmt: skip
+        conn = self.open_console(
+            vm, resource_group=resource_group, mode=mode, replay=replay, user=user
+        )
         try:
             yield conn
         finally:

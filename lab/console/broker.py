@@ -173,6 +173,10 @@ class ConsoleBroker:
             self._interactive = None
         sub.closed = True
 
+    @property
+    def interactive(self) -> Subscriber | None:
+        return self._interactive
+
     def subscribers(self) -> list[Subscriber]:
         return list(self._subscribers.values())
 
@@ -183,15 +187,17 @@ class ConsoleBroker:
             raise StateError("console input", "not running", ("running",), target=self.vm)
         self._stream.write(data)
 
+    def write_admin(self, data: bytes) -> None:
+        """Input from an admin command (the key after a serial BREAK), not from a session."""
+        if self._stream is None:
+            raise StateError("console input", "not running", ("running",), target=self.vm)
+        self._stream.write(data)
+
     def _history(self, nbytes: int) -> Chunk:
-        end = self.offset
-        start = max(0, end - max(0, nbytes))
-        try:
-            with self.log_path.open("rb") as f:
-                f.seek(start)
-                data = f.read(end - start)
-        except FileNotFoundError:
-            return Chunk(end, b"")
+        # Read through the follower's own file: after a rotation, offsets no longer match
+        # positions in the file at `log_path`, and the file there may have just been replaced.
+        assert self._follower is not None
+        start, data = self._follower.read_back(self.offset - max(0, nbytes))
         return Chunk(start, data)
 
     def _publish(self, offset: int, data: bytes) -> None:

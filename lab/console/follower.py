@@ -94,6 +94,17 @@ class LogFollower:
             if self._open(at_start=True):
                 self._drain()
 
+    def read_back(self, start: int) -> tuple[int, bytes]:
+        """`(start, bytes from start up to offset)`, read from the file being followed.
+
+        Offsets count from the first byte ever followed, across rotations; bytes before the
+        current file's first one are gone, so `start` moves up to it.
+        """
+        if self._fd is None:
+            return self.offset, b""
+        start = min(max(start, self._base), self.offset)
+        return start, os.pread(self._fd, self.offset - start, start - self._base)
+
     def _drain(self) -> None:
         assert self._fd is not None
         while True:

@@ -160,6 +160,12 @@ class FakeHypervisor:
         with self._lock:
             return self._get(name).config.xml
 
+    def metadata(self, name: str) -> str | None:
+        """The domain's `<vm>` metadata element as libvirt would return it now."""
+        with self._lock:
+            dom = self._get(name)
+            return (dom.live or dom.config).metadata
+
     def sent_keys(self, name: str) -> list[list[int]]:
         with self._lock:
             return [list(k) for k in self._get(name).keys]

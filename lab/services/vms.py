@@ -92,8 +92,12 @@ class VmService:
 
     @asynccontextmanager
     async def _operation(self, view: VmView, op: PowerOperation) -> AsyncIterator[None]:
-        require_state(op, view.power_state, vm=view.identity.name)
         domain = view.identity.domain_name
+        # `view` may predate an operation started since (the reconciler holds views across
+        # awaits): an operation in flight decides, or two would interleave.
+        in_flight = self._in_flight.get(domain)
+        actual = TRANSITION[in_flight] if in_flight is not None else view.power_state
+        require_state(op, actual, vm=view.identity.name)
         self._in_flight[domain] = op
         try:
             yield

@@ -132,9 +132,10 @@ class Guest:
         """Run a shell command; its output (everything up to a unique end marker)."""
         self.proc.sendline(f"{command}; echo END-$((6 * 7))")
         # The marker's echo of the typed line reads "END-$((6 * 7))"; only the output is 42.
-        out = self.expect(r"END-42\r\n", timeout=timeout)
+        out = self.expect(r"END-42\r*\n", timeout=timeout)
         self.expect(PROMPT)
-        return out.replace("\r\n", "\n")
+        # The guest's tty and the host pty each turn "\n" into "\r\n": lines end "\r\r\n".
+        return out.replace("\r", "")
 
     def monitor(self, command: str) -> None:
         deadline = time.monotonic() + 10

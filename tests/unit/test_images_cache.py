@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lab.domain.errors import ImageError, NotFound
-from lab.storage.images import ImageCache, ImageManifest
+from lab.storage.images import ImageCache, ImageManifest, debpkg
 from lab.storage.images import cache as cache_mod
 from lab.storage.images.builder import BuildContext, BuildOutput
 
@@ -52,7 +52,7 @@ class FakeBuilder:
 
 @pytest.fixture(autouse=True)
 def _fixed_apt_state(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cache_mod.debpkg, "apt_state_fingerprint", lambda: "apt-state-1")
+    monkeypatch.setattr(debpkg, "apt_state_fingerprint", lambda: "apt-state-1")
 
 
 @pytest.fixture
@@ -122,11 +122,11 @@ def test_apt_state_change_resolves_again(
     cache: ImageCache, builder: FakeBuilder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first = cache.build("tiny")
-    monkeypatch.setattr(cache_mod.debpkg, "apt_state_fingerprint", lambda: "apt-state-2")
+    monkeypatch.setattr(debpkg, "apt_state_fingerprint", lambda: "apt-state-2")
     assert cache.build("tiny") == first
     assert builder.resolves == 2
     builder.pins = {"pkg-a": "1.1"}
-    monkeypatch.setattr(cache_mod.debpkg, "apt_state_fingerprint", lambda: "apt-state-3")
+    monkeypatch.setattr(debpkg, "apt_state_fingerprint", lambda: "apt-state-3")
     newer = cache.build("tiny")
     assert newer.content_hash != first.content_hash
     assert newer.packages == (("pkg-a", "1.1"),)
@@ -192,7 +192,7 @@ def test_offline_resolution_falls_back_to_the_current_build(
     cache: ImageCache, builder: FakeBuilder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first = cache.build("tiny")
-    monkeypatch.setattr(cache_mod.debpkg, "apt_state_fingerprint", lambda: "apt-state-2")
+    monkeypatch.setattr(debpkg, "apt_state_fingerprint", lambda: "apt-state-2")
     builder.fail_resolve = True
     assert cache.build("tiny") == first
     with pytest.raises(ImageError, match="no network"):

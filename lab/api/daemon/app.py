@@ -20,12 +20,19 @@ from lab.console.broker import SessionMode
 from lab.domain.errors import InvalidInput, LabError, NotFound, StateError
 from lab.domain.power import PowerState
 from lab.domain.vm import VmView
+from lab.services.consoles import SysRqMethod
 from lab.services.lab import Lab
 
 
 class LabFileBody(BaseModel):
     source: str
     text: str
+
+
+class SysRqBody(BaseModel):
+    keys: str
+    method: SysRqMethod = SysRqMethod.SENDKEY
+    user: str = "local"
 
 
 OnReady = Callable[[Lab], Awaitable[None]]
@@ -83,6 +90,26 @@ def _routes(app: FastAPI) -> None:
     @app.get("/v1/vms/{name}")
     def get_vm(lab: LabDep, name: str, rg: ResourceGroup = None) -> dict[str, Any]:
         return vm_json(lab.vms.find(name, rg))
+
+    # Specific routes before the generic `{action}` one, which would swallow them.
+    @app.post("/v1/vms/{name}/sysrq")
+    async def sysrq(
+        lab: LabDep, name: str, body: SysRqBody, rg: ResourceGroup = None
+    ) -> dict[str, str]:
+        view = lab.vms.find(name, rg)
+        keys = await lab.consoles.sysrq(view, body.keys, method=body.method, user=body.user)
+        return {"keys": keys, "method": body.method.value}
+
+    @app.post("/v1/vms/{name}/nmi")
+    async def nmi(
+        lab: LabDep, name: str, rg: ResourceGroup = None, user: str = "local"
+    ) -> dict[str, str]:
+        await lab.consoles.nmi(lab.vms.find(name, rg), user=user)
+        return {"status": "sent"}
+
+    @app.get("/v1/audit")
+    def audit(lab: LabDep) -> list[dict[str, Any]]:
+        return lab.consoles.audit.entries()
 
     @app.post("/v1/vms/{name}/{action}")
     async def vm_action(
@@ -161,10 +188,8 @@ def _routes(app: FastAPI) -> None:
             await ws.send_text(json.dumps({"type": "error", **exc.to_dict()}))
             await ws.close(code=4000 + exc.status, reason=exc.code)
             return
-        broker = lab.consoles.broker(
-            view.identity.domain_name, lab.ctx.serial_log_path(view.identity, view.model)
-        )
-        await serve_console(ws, broker, mode, user, replay)
+        idle = lab.settings.idle_timeout_minutes * 60
+        await serve_console(ws, lab.consoles, view, mode, user, replay, idle)
 
 
 def _running(view: VmView) -> VmView:

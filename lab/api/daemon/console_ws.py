@@ -1,58 +1,89 @@
 """The console websocket of the daemon API.
 
-Binary frames carry console bytes both ways. The server also sends text frames with JSON
-control messages: `{"type": "closed", "reason": ...}` as the last frame when the broker ends
-the session (takeover, stalled viewer, VM deleted).
+Binary frames carry console bytes both ways (a text frame from the client is typed too, as the
+Azure gateway does). The server also sends text frames with JSON control messages:
+`{"type": "closed", "reason": ...}` as the last frame when the session ends (takeover, stalled
+viewer, idle timeout, VM stopped) and `{"type": "error", ...}` when input is refused.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
+from typing import Any
 
 from fastapi import WebSocket, WebSocketDisconnect
 
-from lab.console.broker import Chunk, ConsoleBroker, SessionMode, Subscriber
+from lab.console.broker import Chunk, SessionMode, Subscriber
 from lab.domain.errors import LabError
+from lab.domain.vm import VmView
+from lab.services.consoles import ConsoleService
+
+IDLE_NOTICE = "the console session was closed after {minutes:g} minutes without input"
 
 
 async def serve_console(
-    ws: WebSocket, broker: ConsoleBroker, mode: SessionMode, user: str, replay: int | None
-) -> None:
+    ws: WebSocket, consoles: ConsoleService, view: VmView, mode: SessionMode, user: str,
+    replay: int | None, idle_timeout_s: float,
+) -> None:  # fmt: skip
+    broker, sub = consoles.open_session(view, mode, user, replay)
     await ws.accept()
-    sub = broker.subscribe(mode, user, replay)
+    reason = "the client disconnected"
+    last_input = time.monotonic()
     sender = asyncio.create_task(_pump_output(ws, sub))
+    receive: asyncio.Future[Any] | None = None
     try:
         while not sender.done():
-            receive = asyncio.ensure_future(ws.receive())
-            done, _ = await asyncio.wait({receive, sender}, return_when=asyncio.FIRST_COMPLETED)
-            if receive not in done:
-                receive.cancel()
+            if receive is None:
+                receive = asyncio.ensure_future(ws.receive())
+            idle_left = idle_timeout_s - (time.monotonic() - last_input)
+            if mode is SessionMode.INTERACTIVE and idle_left <= 0:
+                reason = IDLE_NOTICE.format(minutes=idle_timeout_s / 60)
+                await _close(ws, reason)
                 break
-            message = receive.result()
+            timeout = idle_left if mode is SessionMode.INTERACTIVE else None
+            waiting: set[asyncio.Future[Any]] = {receive, sender}
+            done, _ = await asyncio.wait(
+                waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if receive not in done:
+                continue
+            message, receive = receive.result(), None
             if message["type"] == "websocket.disconnect":
                 break
             data = message.get("bytes")
-            if data is None and message.get("text") is not None:
-                data = message["text"].encode()
-            if data:
+            text = message.get("text")
+            if data is None and isinstance(text, str):
+                data = text.encode()
+            if isinstance(data, bytes) and data:
+                last_input = time.monotonic()
                 try:
                     broker.write(sub, data)
                 except LabError as exc:
-                    await ws.send_text(json.dumps({"type": "error", "message": exc.message}))
+                    await ws.send_text(json.dumps({"type": "error", **exc.to_dict()}))
+        if sender.done() and not sender.cancelled() and sender.exception() is None:
+            reason = sender.result()
     except WebSocketDisconnect:
         pass
     finally:
-        broker.unsubscribe(sub)
+        if receive is not None:
+            receive.cancel()
         sender.cancel()
+        consoles.close_session(view, broker, sub, reason)
 
 
-async def _pump_output(ws: WebSocket, sub: Subscriber) -> None:
+async def _pump_output(ws: WebSocket, sub: Subscriber) -> str:
+    """Forward the subscriber's queue; return why the broker ended the session."""
     while True:
         item = await sub.next()
         if isinstance(item, Chunk):
             await ws.send_bytes(item.data)
             continue
-        await ws.send_text(json.dumps({"type": "closed", "reason": item.reason}))
-        await ws.close(code=1000, reason=item.reason[:120])
-        return
+        await _close(ws, item.reason)
+        return item.reason
+
+
+async def _close(ws: WebSocket, reason: str) -> None:
+    await ws.send_text(json.dumps({"type": "closed", "reason": reason}))
+    await ws.close(code=1000, reason=reason[:120])

@@ -39,6 +39,7 @@ from typing import Any, Final
 from lab.domain.errors import ImageError, NotFound
 from lab.storage.images import debpkg
 from lab.storage.images.builder import BuildContext, ImageBuilder, ProgressFn, no_progress
+from lab.storage.images.registry import BUILDERS
 
 MANIFEST_FILE: Final = "manifest.json"
 DEBS_DIR: Final = "debs"
@@ -138,13 +139,9 @@ class ImageCache:
         *,
         builders: Mapping[str, ImageBuilder] | None = None,
     ) -> None:
-        if builders is None:
-            from lab.storage.images.registry import BUILDERS
-
-            builders = BUILDERS
         self.cache_dir = Path(cache_dir)
         self.recipes_dir = Path(recipes_dir)
-        self._builders = builders
+        self._builders = BUILDERS if builders is None else builders
         self._resolved = debpkg.ResolutionCache(self.cache_dir / RESOLVED_FILE)
 
     # --- queries ---------------------------------------------------------------------------
@@ -369,7 +366,11 @@ class ImageCache:
                 debs_dir=self.cache_dir / DEBS_DIR,
                 progress=report,
             )
-            output = builder.build(ctx)
+            try:
+                output = builder.build(ctx)
+            except OSError as exc:
+                # Disk full, permissions...: say which build failed, as for a failing command.
+                raise ImageError(f"Building image {name} failed: {exc}") from exc
             shutil.rmtree(work_dir, ignore_errors=True)
             report("Writing the manifest", 0.97)
             manifest = ImageManifest(

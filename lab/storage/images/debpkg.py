@@ -157,9 +157,11 @@ class ResolutionCache:
             data = {}
         data[key] = {"fingerprint": fingerprint, "pins": pins}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        tmp.replace(self.path)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        os.chmod(tmp_name, 0o644)
+        os.replace(tmp_name, self.path)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,363 @@
+"""The console broker on a real log file: fan-out, slow viewers, replay, takeover, rotation.
+
+The log file plays virtlogd's part: the tests append to it as the guest's output would be.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lab.console.broker import (
+    SLOW_NOTICE,
+    TAKEOVER_NOTICE,
+    Chunk,
+    Closed,
+    ConsoleBroker,
+    SessionMode,
+    Subscriber,
+)
+from lab.domain.errors import Conflict, StateError
+
+TIMEOUT = 5.0
+
+
+class FakeStream:
+    """A serial chardev: input is recorded and echoed into the log, as a guest's tty would."""
+
+    def __init__(
+        self, log: Path, on_data: Callable[[bytes], None], on_close: Callable[[], None]
+    ) -> None:
+        self.log = log
+        self.on_data = on_data
+        self.on_close = on_close
+        self.written = bytearray()
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        assert not self.closed, "write on a closed stream"
+        self.written.extend(data)
+        append(self.log, data)
+        self.on_data(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def append(path: Path, data: bytes) -> None:
+    with path.open("ab") as f:
+        f.write(data)
+
+
+def run(test: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(asyncio.wait_for(test(), 20))
+
+
+async def next_item(sub: Subscriber) -> Chunk | Closed:
+    return await asyncio.wait_for(sub.next(), TIMEOUT)
+
+
+async def read_bytes(sub: Subscriber, n: int) -> list[Chunk]:
+    """Chunks until `n` bytes have arrived (failing on a Closed)."""
+    chunks: list[Chunk] = []
+    while sum(len(c.data) for c in chunks) < n:
+        item = await next_item(sub)
+        assert isinstance(item, Chunk), f"closed early: {item}"
+        chunks.append(item)
+    assert sum(len(c.data) for c in chunks) == n, "more bytes than written"
+    return chunks
+
+
+def contiguous(chunks: list[Chunk], start: int) -> bytes:
+    """The chunks' bytes, checking that each starts where the previous ended."""
+    offset = start
+    for c in chunks:
+        assert c.offset == offset, f"gap or overlap at {offset}: chunk starts at {c.offset}"
+        offset += len(c.data)
+    return b"".join(c.data for c in chunks)
+
+
+def drained(sub: Subscriber) -> list[Chunk | Closed]:
+    items = []
+    while not sub.queue.empty():
+        items.append(sub.queue.get_nowait())
+    return items
+
+
+class Rig:
+    """A broker on `log`, with the streams it opened."""
+
+    def __init__(self, log: Path, **kwargs: Any) -> None:
+        self.log = log
+        self.streams: list[FakeStream] = []
+        self.broker = ConsoleBroker("vm1", log, self._open, **kwargs)
+
+    def _open(self, on_data: Callable[[bytes], None], on_close: Callable[[], None]) -> FakeStream:
+        stream = FakeStream(self.log, on_data, on_close)
+        self.streams.append(stream)
+        return stream
+
+    async def __aenter__(self) -> Rig:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        self.broker.close()
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Path:
+    path = tmp_path / "vm1.serialconsole.log"
+    path.write_bytes(b"")
+    return path
+
+
+def test_two_viewers_receive_identical_bytes(log: Path) -> None:
+    async def scenario() -> None:
+        async with Rig(log) as rig:
+            a = rig.broker.subscribe(SessionMode.VIEW, "alice")
+            b = rig.broker.subscribe(SessionMode.VIEW, "bob")
+            payload = b""
+            for i in range(20):
+                piece = f"line {i} \x1b[1mbold\x1b[0m\r\n".encode() + bytes([i, 0, 255])
+                append(log, piece)
+                payload += piece
+                if i % 5 == 0:
+                    await asyncio.sleep(0)  # let some pieces arrive together, some apart
+            got_a = contiguous(await read_bytes(a, len(payload)), 0)
+            got_b = contiguous(await read_bytes(b, len(payload)), 0)
+            assert got_a == got_b == payload
+
+    run(scenario)
+
+
+def test_a_stalled_viewer_is_dropped_and_the_others_get_every_byte(log: Path) -> None:
+    async def scenario() -> None:
+        async with Rig(log, queue_limit=100) as rig:
+            slow = rig.broker.subscribe(SessionMode.VIEW, "slow")
+            fast = rig.broker.subscribe(SessionMode.VIEW, "fast")
+            received: list[Chunk] = []
+            payload = b""
+            for i in range(10):
+                piece = f"{i:02d}".encode() * 20  # 40 bytes
+                append(log, piece)
+                payload += piece
+                received += await read_bytes(fast, len(piece))
+            assert contiguous(received, 0) == payload
+            items = drained(slow)
+            assert items[-1] == Closed(SLOW_NOTICE)
+            data = contiguous([c for c in items[:-1] if isinstance(c, Chunk)], 0)
+            assert 0 < len(data) <= 100 and payload.startswith(data)
+            assert slow.closed
+            assert rig.broker.subscribers() == [fast]
+
+    run(scenario)
+
+
+def test_late_subscriber_gets_replay_then_live_with_no_gap_or_overlap(log: Path) -> None:
+    async def scenario() -> None:
+        async with Rig(log, replay_bytes=64) as rig:
+            early = rig.broker.subscribe(SessionMode.VIEW, "early")
+            history = bytes(range(65, 91)) * 10  # 260 bytes
+            append(log, history)
+            await read_bytes(early, len(history))
+            # Bytes the follower has not read yet when the late one subscribes: they must
+            # arrive exactly once, as history for the late one and live for the early one.
+            append(log, b"UNREAD")
+            late = rig.broker.subscribe(SessionMode.VIEW, "late")
+            append(log, b"live-1\r\n")
+            await asyncio.sleep(0)
+            append(log, b"live-2\r\n")
+            whole = log.read_bytes()
+            first = await next_item(late)
+            assert isinstance(first, Chunk)
+            assert first.offset == len(history) + 6 - 64
+            assert first.data == whole[first.offset : len(history) + 6]
+            rest = await read_bytes(late, 16)
+            assert contiguous([first, *rest], first.offset) == whole[-(64 + 16) :]
+            early_rest = await read_bytes(early, 6 + 16)
+            assert contiguous(early_rest, len(history)) == b"UNREAD" + b"live-1\r\nlive-2\r\n"
+
+    run(scenario)
+
+
+def test_replay_size_can_be_chosen_per_subscriber(log: Path) -> None:
+    async def scenario() -> None:
+        append(log, b"0123456789")
+        async with Rig(log, replay_bytes=4) as rig:
+            default = rig.broker.subscribe(SessionMode.VIEW, "a")
+            none = rig.broker.subscribe(SessionMode.VIEW, "b", replay=0)
+            everything = rig.broker.subscribe(SessionMode.VIEW, "c", replay=1000)
+            assert drained(default) == [Chunk(6, b"6789")]
+            assert drained(none) == []
+            assert drained(everything) == [Chunk(0, b"0123456789")]
+
+    run(scenario)
+
+
+def test_second_interactive_session_takes_over(log: Path) -> None:
+    async def scenario() -> None:
+        async with Rig(log, replay_bytes=0) as rig:
+            rig.broker.attach_chardev()
+            first = rig.broker.subscribe(SessionMode.INTERACTIVE, "alice")
+            rig.broker.write(first, b"whoami\r")
+            assert contiguous(await read_bytes(first, 7), 0) == b"whoami\r"
+            second = rig.broker.subscribe(SessionMode.INTERACTIVE, "bob")
+            assert await next_item(first) == Closed(TAKEOVER_NOTICE)
+            with pytest.raises(Conflict):
+                rig.broker.write(first, b"rm -rf /\r")
+            rig.broker.write(second, b"id\r")
+            (stream,) = rig.streams
+            assert bytes(stream.written) == b"whoami\rid\r"  # the same chardev connection
+            assert contiguous(await read_bytes(second, 3), 7) == b"id\r"
+            assert rig.broker.subscribers() == [second]
+
+    run(scenario)
+
+
+def test_a_viewer_cannot_write(log: Path) -> None:
+    async def scenario() -> None:
+        async with Rig(log) as rig:
+            rig.broker.attach_chardev()
+            viewer = rig.broker.subscribe(SessionMode.VIEW, "v")
+            with pytest.raises(Conflict) as exc:
+                rig.broker.write(viewer, b"x")
+            assert not isinstance(exc.value, StateError)
+            assert rig.streams[0].written == b""
+            # A viewer does not end the interactive session, nor is it ended by one.
+            user = rig.broker.subscribe(SessionMode.INTERACTIVE, "u")
+            rig.broker.write(user, b"ok")
+            assert rig.streams[0].written == b"ok"
+            assert drained(viewer) == []
+            assert set(rig.broker.subscribers()) == {viewer, user}
+
+    run(scenario)
+
+
+def test_writing_without_a_chardev_is_a_state_error(log: Path) -> None:
+    async def scenario() -> None:
+        async with Rig(log) as rig:
+            user = rig.broker.subscribe(SessionMode.INTERACTIVE, "u")
+            assert not rig.broker.attached
+            with pytest.raises(StateError):
+                rig.broker.write(user, b"x")
+            rig.broker.attach_chardev()
+            rig.broker.write(user, b"x")
+            # The VM stops: the stream hangs up, and input is refused again.
+            rig.streams[0].on_close()
+            await asyncio.sleep(0.01)
+            assert not rig.broker.attached
+            with pytest.raises(StateError) as exc:
+                rig.broker.write(user, b"y")
+            assert exc.value.status == 409
+            assert rig.streams[0].written == b"x"
+
+    run(scenario)
+
+
+def test_reattaching_closes_the_previous_stream(log: Path) -> None:
+    async def scenario() -> None:
+        async with Rig(log) as rig:
+            rig.broker.attach_chardev()
+            rig.broker.attach_chardev()
+            old, new = rig.streams
+            assert old.closed and not new.closed
+            user = rig.broker.subscribe(SessionMode.INTERACTIVE, "u")
+            rig.broker.write(user, b"z")
+            assert (bytes(old.written), bytes(new.written)) == (b"", b"z")
+        assert new.closed  # closing the broker closes the chardev
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("settle", [True, False], ids=["stepwise", "all-at-once"])
+def test_follower_continues_across_log_rotation(log: Path, settle: bool) -> None:
+    async def step(n: int, sub: Subscriber, chunks: list[Chunk]) -> None:
+        if settle:
+            chunks += await read_bytes(sub, n)
+
+    async def scenario() -> None:
+        async with Rig(log) as rig:
+            sub = rig.broker.subscribe(SessionMode.VIEW, "v")
+            chunks: list[Chunk] = []
+            append(log, b"A" * 100)
+            await step(100, sub, chunks)
+            log.rename(log.with_name(log.name + ".0"))  # virtlogd rotates...
+            append(log.with_name(log.name + ".0"), b"B" * 10)  # (bytes written just before)
+            await step(10, sub, chunks)
+            append(log, b"C" * 50)  # ...and writes on into a new file
+            await step(50, sub, chunks)
+            append(log, b"D" * 5)
+            await step(5, sub, chunks)
+            if not settle:
+                chunks = await read_bytes(sub, 165)
+            assert contiguous(chunks, 0) == b"A" * 100 + b"B" * 10 + b"C" * 50 + b"D" * 5
+            assert rig.broker.offset == 165
+
+    run(scenario)
+
+
+def test_replay_after_rotation_is_the_tail_at_the_right_offsets(log: Path) -> None:
+    async def scenario() -> None:
+        async with Rig(log, replay_bytes=30) as rig:
+            sub = rig.broker.subscribe(SessionMode.VIEW, "v")
+            append(log, b"A" * 100)
+            await read_bytes(sub, 100)
+            log.rename(log.with_name(log.name + ".0"))
+            append(log, b"0123456789" * 4)
+            await read_bytes(sub, 40)
+            late = rig.broker.subscribe(SessionMode.VIEW, "late")
+            history = await next_item(late)
+            # The last 30 bytes of the stream, at their stream offsets (100 + 40 - 30).
+            assert history == Chunk(110, (b"0123456789" * 4)[-30:])
+            append(log, b"live")
+            assert contiguous(await read_bytes(late, 4), 140) == b"live"
+
+    run(scenario)
+
+
+def test_follower_waits_for_a_log_that_does_not_exist_yet(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        log = tmp_path / "later.log"
+        async with Rig(log, replay_bytes=100) as rig:
+            sub = rig.broker.subscribe(SessionMode.VIEW, "v")
+            assert drained(sub) == []
+            append(log, b"first boot\r\n")
+            assert contiguous(await read_bytes(sub, 12), 0) == b"first boot\r\n"
+
+    run(scenario)
+
+
+def test_close_ends_every_session_with_the_reason(log: Path) -> None:
+    async def scenario() -> None:
+        rig = Rig(log, replay_bytes=0)
+        a = rig.broker.subscribe(SessionMode.VIEW, "a")
+        b = rig.broker.subscribe(SessionMode.INTERACTIVE, "b")
+        rig.broker.close("the VM was deleted")
+        assert drained(a) == [Closed("the VM was deleted")]
+        assert drained(b) == [Closed("the VM was deleted")]
+        assert rig.broker.subscribers() == []
+        append(log, b"after close")
+        await asyncio.sleep(0.05)
+        assert drained(a) == []
+
+    run(scenario)
+
+
+def test_unsubscribe_frees_the_interactive_seat(log: Path) -> None:
+    async def scenario() -> None:
+        async with Rig(log) as rig:
+            rig.broker.attach_chardev()
+            a = rig.broker.subscribe(SessionMode.INTERACTIVE, "a")
+            rig.broker.unsubscribe(a)
+            with pytest.raises(Conflict):
+                rig.broker.write(a, b"x")
+            b = rig.broker.subscribe(SessionMode.INTERACTIVE, "b")
+            rig.broker.write(b, b"y")
+            assert drained(a) == []  # unsubscribing is not a takeover
+            assert rig.streams[0].written == b"y"
+
+    run(scenario)

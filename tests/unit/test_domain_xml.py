@@ -1,0 +1,172 @@
+"""Golden-file tests of `build_domain_xml`: the exact libvirt XML of a lab VM.
+
+Run with `UPDATE_GOLDEN=1` to rewrite the files after an intended change, then review the diff.
+"""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from lab.domain.vm import METADATA_NS, BootDiagnosticsModel, VmIdentity, VmModel
+from lab.hypervisor.domain_xml import DomainSpec, build_domain_xml, metadata_element
+from lab.hypervisor.metadata import parse_metadata
+
+GOLDEN = Path(__file__).parent / "golden"
+NS = {"lab": METADATA_NS}
+
+
+def tcg_with_disk() -> DomainSpec:
+    identity = VmIdentity(
+        lab_id="0123abcd",
+        subscription_id="8f6a2c1e-5b3d-4c7a-9e21-0d4b6f3a9c10",
+        resource_group="Demo-RG",
+        name="vm1",
+        vm_id="6b1f3c52-2d4e-4c1a-9f0b-7e6d5c4b3a21",
+    )
+    model = VmModel(
+        image="debian",
+        vcpus=2,
+        memory_mib=1024,
+        admin_username="azureuser",
+        kernel_args="console=ttyS0,115200",
+        boot_diagnostics=BootDiagnosticsModel(
+            enabled=True,
+            storage_uri="https://demodiag.blob.core.windows.net/",
+            storage_account="demodiag",
+        ),
+        tags={"role": "web"},
+        size_name="Standard_B2s",
+    )
+    return DomainSpec(
+        identity=identity,
+        model=model,
+        uuid=identity.vm_id,
+        domain_type="qemu",
+        kernel="/data/images/debian-0123456789ab/vmlinuz",
+        initrd=f"/data/disks/{identity.domain_name}/initrd.img",
+        cmdline="console=ttyS0,115200 quiet console=ttyS0,115200",
+        disk=f"/data/disks/{identity.domain_name}/disk.qcow2",
+        serial_log=(
+            "/data/blobs/demodiag/bootdiagnostics-vm1-6b1f3c52-2d4e-4c1a-9f0b-7e6d5c4b3a21/"
+            "vm1.6b1f3c52-2d4e-4c1a-9f0b-7e6d5c4b3a21.serialconsole.log"
+        ),
+        run_as=(1000, 1000),
+    )
+
+
+def kvm_deallocated_escaped() -> DomainSpec:
+    identity = VmIdentity(
+        lab_id="feedf00d",
+        subscription_id="00000000-0000-0000-0000-000000000000",
+        resource_group="rg_(test).1",
+        name="Tiny.VM-2",
+        vm_id="0f0e0d0c-0b0a-4908-8706-050403020100",
+    )
+    model = VmModel(
+        image="tiny",
+        vcpus=1,
+        memory_mib=256,
+        admin_username="azureuser",
+        kernel_args='lab.msg="a&b<c>" it\'s',
+        tags={"owner": "Tom & Jerry", "quote": "say \"hi\" 'there'", "cmp": "1 < 2 > 0"},
+    )
+    return DomainSpec(
+        identity=identity,
+        model=model,
+        uuid=identity.vm_id,
+        domain_type="kvm",
+        kernel="/data/images/tiny-abcdefabcdef/vmlinuz",
+        initrd=f"/data/disks/{identity.domain_name}/initrd.img",
+        cmdline='console=ttyS0 lab.msg="a&b<c>" it\'s',
+        disk=None,
+        serial_log='/data/blobs/labmanageddiag/c/it\'s "odd" & <x>.log',
+        run_as=(1234, 5678),
+        deallocated=True,
+    )
+
+
+CASES = {
+    "tcg_disk_bootdiag": tcg_with_disk,
+    "kvm_nodisk_deallocated_escaped": kvm_deallocated_escaped,
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_domain_xml_matches_golden_file(case: str) -> None:
+    xml = build_domain_xml(CASES[case]())
+    path = GOLDEN / f"{case}.xml"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        path.write_text(xml)
+    assert path.exists(), f"{path} is missing; run with UPDATE_GOLDEN=1 to create it"
+    assert xml == path.read_text(), f"{path} differs; run with UPDATE_GOLDEN=1 and review the diff"
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_domain_xml_parses_and_keeps_every_value(case: str) -> None:
+    spec = CASES[case]()
+    root = ET.fromstring(build_domain_xml(spec))
+    assert root.tag == "domain"
+    assert root.get("type") == spec.domain_type
+    assert root.findtext("name") == spec.identity.domain_name
+    assert root.findtext("uuid") == spec.uuid
+    assert root.findtext("os/cmdline") == spec.cmdline
+    assert root.findtext("os/kernel") == spec.kernel
+    assert root.findtext("os/initrd") == spec.initrd
+    assert root.findtext("memory") == str(spec.model.memory_mib)
+    assert root.findtext("vcpu") == str(spec.model.vcpus)
+    log = root.find("devices/serial/log")
+    assert log is not None
+    assert log.get("file") == spec.serial_log
+    assert log.get("append") == "on"
+    assert root.find("devices/serial/target").get("type") == "isa-serial"  # type: ignore[union-attr]
+    disks = root.findall("devices/disk")
+    if spec.disk is None:
+        assert disks == []
+    else:
+        assert [d.find("source").get("file") for d in disks] == [spec.disk]  # type: ignore[union-attr]
+    cpu = root.find("cpu")
+    assert (cpu is not None) == (spec.domain_type == "kvm")
+    assert root.findtext("seclabel/label") == f"+{spec.run_as[0]}:+{spec.run_as[1]}"
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_metadata_in_domain_xml_round_trips(case: str) -> None:
+    spec = CASES[case]()
+    root = ET.fromstring(build_domain_xml(spec))
+    element = root.find("metadata/lab:vm", NS)
+    assert element is not None, "the metadata element is not in the lab namespace"
+    identity, model, deallocated = parse_metadata(ET.tostring(element, encoding="unicode"))
+    assert identity == spec.identity
+    assert model == spec.model
+    assert deallocated is spec.deallocated
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_metadata_element_is_unprefixed_and_round_trips(case: str) -> None:
+    spec = CASES[case]()
+    element = metadata_element(spec)
+    # virDomainSetMetadata adds namespace and prefix itself: the element must have neither.
+    assert "xmlns" not in element
+    assert "<lab:" not in element and "</lab:" not in element
+    assert element.startswith("<vm>")
+    assert element.endswith("</vm>")
+    root = ET.fromstring(element)
+    assert root.tag == "vm"
+    assert all(not child.tag.startswith("{") and ":" not in child.tag for child in root)
+    identity, model, deallocated = parse_metadata(element)
+    assert (identity, model, deallocated) == (spec.identity, spec.model, spec.deallocated)
+
+
+def test_allocation_flag_follows_the_spec() -> None:
+    spec = tcg_with_disk()
+    for flag in (False, True):
+        changed = DomainSpec(**{**spec.__dict__, "deallocated": flag})
+        assert parse_metadata(metadata_element(changed))[2] is flag
+        root = ET.fromstring(build_domain_xml(changed))
+        assert root.findtext("metadata/lab:vm/lab:allocation", namespaces=NS) == (
+            "deallocated" if flag else "allocated"
+        )
