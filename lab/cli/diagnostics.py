@@ -10,6 +10,7 @@ import click
 
 from lab.cli import output
 from lab.cli.common import client, handle_errors
+from lab.domain.errors import LabError
 
 _FOLLOW_POLL_S = 0.25
 
@@ -83,10 +84,66 @@ def console(name: str, resource_group: str | None, view: bool, replay: int | Non
     from lab.cli.terminal import run_terminal
 
     mode = "view" if view else "interactive"
-    with client().console(name, resource_group=resource_group, mode=mode, replay=replay) as conn:
+    c = client()
+    params = {"resourceGroup": resource_group} if resource_group else {}
+    vm = c.json("GET", f"/v1/vms/{name}", params=params)
+
+    def admin(command: str, key: str | None) -> str:
+        try:
+            if command == "nmi":
+                c.json("POST", f"/v1/vms/{name}/nmi", params=params)
+                return "NMI sent successfully"
+            if command == "reset":
+                c.json("POST", f"/v1/vms/{name}/reset", params=params)
+                return "Successfully Hard Reset VM"
+            c.json("POST", f"/v1/vms/{name}/sysrq", params=params, json={"keys": key or ""})
+            return "Successfully sent SysRq command"
+        except LabError as exc:
+            return f"[lab] {command} failed: {exc.message}"
+
+    with c.console(name, resource_group=resource_group, mode=mode, replay=replay) as conn:
         output.err.print(
             f"[lab] connected to {name} ({mode}); Ctrl+] then q to quit", highlight=False
         )
-        why = run_terminal(conn, read_only=view)
+        why = run_terminal(
+            conn, read_only=view, admin=admin, is_windows=vm["osType"].lower() == "windows"
+        )
     if why != "quit":
         sys.exit(1)
+
+
+@click.command()
+@click.argument("name")
+@click.argument("keys")
+@click.option("-g", "--resource-group")
+@click.option(
+    "--method",
+    type=click.Choice(["sendkey", "break"]),
+    default="sendkey",
+    show_default=True,
+    help="sendkey: alt+sysrq+key on the keyboard; break: a serial BREAK, then the key.",
+)
+@handle_errors
+def sysrq(name: str, keys: str, resource_group: str | None, method: str) -> None:
+    """Send a Magic SysRq key or sequence (e.g. h, or reisub) to a Linux VM."""
+    params = {"resourceGroup": resource_group} if resource_group else {}
+    r = client().json("POST", f"/v1/vms/{name}/sysrq", params=params,
+                      json={"keys": keys, "method": method})  # fmt: skip
+    output.err.print(f"sent SysRq {r['keys']!r} to {name} ({r['method']})")
+
+
+@click.command()
+@click.argument("name")
+@click.option("-g", "--resource-group")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@handle_errors
+def nmi(name: str, resource_group: str | None, yes: bool) -> None:
+    """Send a Non-Maskable Interrupt (usually crashes the guest OS, for a dump)."""
+    if not yes:
+        click.confirm(
+            "A Non-Maskable Interrupt (NMI) is used in debugging scenarios and is designed to "
+            f"crash your target Virtual Machine. Send an NMI to {name}?", abort=True,
+        )  # fmt: skip
+    params = {"resourceGroup": resource_group} if resource_group else {}
+    client().json("POST", f"/v1/vms/{name}/nmi", params=params)
+    output.err.print(f"NMI sent to {name}")

@@ -115,6 +115,8 @@ cli.add_command(images.image)
 cli.add_command(diagnostics.boot_log)
 cli.add_command(diagnostics.screenshot)
 cli.add_command(diagnostics.console)
+cli.add_command(diagnostics.sysrq)
+cli.add_command(diagnostics.nmi)
 
 
 def main() -> None:

@@ -111,8 +111,7 @@ class ConsoleService:
         _require_running(view, "sysrq")
         if view.model.os_type.lower() == "windows":
             raise InvalidInput(
-                f"SysRq is not supported for Windows VMs ('{view.identity.name}' is Windows); "
-                "use NMI or reset instead",
+                f"You can only send a SysRq to a Linux VM ('{view.identity.name}' is Windows).",
                 target=view.identity.name,
                 code="OperationNotSupported",
             )

@@ -77,6 +77,9 @@ def test_resolution_cache_round_trip_and_invalidation(tmp_path: Path) -> None:
     assert cache.load("tiny:abc", "fp1") == {"busybox-static": "1:1.35"}
     assert cache.load("tiny:abc", "fp2") is None, "apt state changed: resolve again"
     assert cache.load("tiny:zzz", "fp1") is None, "recipe changed: resolve again"
+    cache.store("tiny:new", "fp1", {"busybox-static": "1:1.36"})
+    assert cache.load("tiny:abc", "fp1") is None, "only the newest recipe of an image is kept"
+    assert cache.load("other:def", "fp1") == {"x": "1"}
     (tmp_path / "sub" / "resolved.json").write_text("[garbage")
     assert cache.load("tiny:abc", "fp1") is None
 

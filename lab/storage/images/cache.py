@@ -30,8 +30,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -46,7 +45,7 @@ DEBS_DIR: Final = "debs"
 RESOLVED_FILE: Final = "resolved.json"
 #: Bump when the hashing scheme itself changes.
 HASH_SCHEME: Final = 1
-_NAME: Final = re.compile(r"[a-z0-9][a-z0-9_]*")
+_NAME: Final = re.compile(r"[a-z0-9][a-z0-9_-]*")
 #: Names of the cache's own entries, which no image may take.
 _RESERVED: Final = frozenset({DEBS_DIR})
 
@@ -70,7 +69,7 @@ class ImageManifest:
     #: ISO 8601, UTC.
     built_at: str = ""
     #: (package, exact version) of every Debian package the image was made from.
-    packages: tuple[tuple[str, str], ...] = field(default=())
+    packages: tuple[tuple[str, str], ...] = ()
     #: Hash of the recipe files and builder version alone (without package versions).
     recipe_hash: str = ""
 
@@ -304,7 +303,7 @@ class ImageCache:
         tmp.symlink_to(target)
         tmp.replace(pointer)
 
-    @contextmanager
+    @contextlib.contextmanager
     def _lock(self, name: str) -> Iterator[None]:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         with open(self.cache_dir / f".lock-{name}", "a") as f:

@@ -149,12 +149,16 @@ class ResolutionCache:
         return {str(k): v for k, v in pins.items()}
 
     def store(self, key: str, fingerprint: str, pins: dict[str, str]) -> None:
+        """Remember `pins` for `key` (``<image>:<recipe hash>``), replacing older recipes'."""
         try:
             data = json.loads(self.path.read_text())
             if not isinstance(data, dict):
                 data = {}
         except (OSError, ValueError):
             data = {}
+        # One entry per image: the answer for an older recipe of it is of no further use.
+        image = key.partition(":")[0]
+        data = {k: v for k, v in data.items() if k.partition(":")[0] != image}
         data[key] = {"fingerprint": fingerprint, "pins": pins}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
