@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -25,6 +24,7 @@ from pathlib import Path
 from lab.console.follower import LogFollower
 from lab.domain.errors import Conflict, StateError
 from lab.hypervisor.base import ConsoleStream
+from lab.storage.serial_log import RotatingLog
 
 log = logging.getLogger(__name__)
 
@@ -99,11 +99,8 @@ class ConsoleBroker:
         if self._follower is not None:
             return
         self._loop = asyncio.get_running_loop()
-        try:
-            start = os.path.getsize(self.log_path)
-        except FileNotFoundError:
-            start = 0
-        self._follower = LogFollower(self.log_path, start, self._publish)
+        end, base = RotatingLog(self.log_path).tail()
+        self._follower = LogFollower(self.log_path, end, self._publish, base=base)
         self._follower.start()
 
     def attach_chardev(self) -> None:
@@ -194,11 +191,11 @@ class ConsoleBroker:
         self._stream.write(data)
 
     def _history(self, nbytes: int) -> Chunk:
-        # Read through the follower's own file: after a rotation, offsets no longer match
-        # positions in the file at `log_path`, and the file there may have just been replaced.
-        assert self._follower is not None
-        start, data = self._follower.read_back(self.offset - max(0, nbytes))
-        return Chunk(start, data)
+        # Global offsets across virtlogd's rotations, up to what the follower has published:
+        # history ends exactly where the live stream begins.
+        end = self.offset
+        blob = RotatingLog(self.log_path).read(max(0, end - max(0, nbytes)), None)
+        return Chunk(blob.start, blob.data[: max(0, end - blob.start)])
 
     def _publish(self, offset: int, data: bytes) -> None:
         chunk = Chunk(offset, data)

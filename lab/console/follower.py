@@ -29,12 +29,16 @@ _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True
 class LogFollower:
     """Calls `on_bytes(offset, data)` on the event loop for every byte appended to `path`."""
 
-    def __init__(self, path: Path, start: int, on_bytes: Callable[[int, bytes], None]) -> None:
+    def __init__(
+        self, path: Path, start: int, on_bytes: Callable[[int, bytes], None], base: int = 0
+    ) -> None:
+        """Follow `path` from global offset `start`; `base` is the global offset of the current
+        file's first byte (non-zero once virtlogd has rotated the log, see `serial_log.py`)."""
         self.path = path
         self.offset = start
         self._on_bytes = on_bytes
         #: Global offset of the current file's first byte (grows when virtlogd rotates).
-        self._base = 0
+        self._base = base
         self._fd: int | None = None
         self._ino: int | None = None
         self._inotify = -1
@@ -93,17 +97,6 @@ class LogFollower:
             self._fd = None
             if self._open(at_start=True):
                 self._drain()
-
-    def read_back(self, start: int) -> tuple[int, bytes]:
-        """`(start, bytes from start up to offset)`, read from the file being followed.
-
-        Offsets count from the first byte ever followed, across rotations; bytes before the
-        current file's first one are gone, so `start` moves up to it.
-        """
-        if self._fd is None:
-            return self.offset, b""
-        start = min(max(start, self._base), self.offset)
-        return start, os.pread(self._fd, self.offset - start, start - self._base)
 
     def _drain(self) -> None:
         assert self._fd is not None

@@ -130,6 +130,14 @@ class ConsoleSession(SpawnBase):  # type: ignore[misc]
             return self.send(s + self.enter.encode())
         return self.send(s + self.enter)
 
+    def sendcontrol(self, char: str) -> int:
+        """Send Ctrl+`char` (e.g. "c" for an interrupt), like pexpect's spawn."""
+        code = ord(char.lower()) - ord("a") + 1 if char.isalpha() else {"[": 27, "]": 29}[char]
+        return self.send(bytes([code]))
+
+    def sendintr(self) -> int:
+        return self.sendcontrol("c")
+
     def write(self, s: str | bytes) -> None:
         self.send(s)
 
@@ -170,10 +178,14 @@ class ConsoleSession(SpawnBase):  # type: ignore[misc]
         """Press Enter every `nudge` seconds until a `login:` prompt is on the screen.
 
         A shell left logged in by an earlier session (sessions survive takeover, as in Azure)
-        is logged out first, so the login that follows is a fresh one.
+        is logged out first, so the login that follows is a fresh one; a program left holding
+        the console (no prompt after a nudge) gets Ctrl+C.
         """
         deadline = time.monotonic() + timeout
+        silent = False
         while True:
+            if silent:
+                self.sendcontrol("c")
             self.sendline()
             left = deadline - time.monotonic()
             if left <= 0:
@@ -182,8 +194,9 @@ class ConsoleSession(SpawnBase):  # type: ignore[misc]
                 if self.expect([LOGIN_PROMPT, PROMPT], timeout=min(nudge, left)) == 0:
                     return
                 self.sendline("exit")
+                silent = False
             except TIMEOUT:
-                continue
+                silent = True
 
     def login(self, user: str, password: str, timeout: float = 120) -> None:
         """Log in at the serial getty, waiting for each prompt before typing."""
@@ -200,7 +213,13 @@ class ConsoleSession(SpawnBase):  # type: ignore[misc]
         tag = uuid.uuid4().hex[:12]
         # The markers are printed by printf with the tag split off, so the echoed command line
         # (which shows `__LAB_B_ tag`) never matches the printed marker (`__LAB_B_tag`).
-        line = f"printf '%s%s\\n' __LAB_B_ {tag}; {command}; printf '%s%s %d\\n' __LAB_E_ {tag} $?"
+        command = command.strip().rstrip(";")
+        # `cmd &; next` is a syntax error: a command sent to the background is already ended.
+        end = " " if command.endswith("&") else "; "
+        line = (
+            f"printf '%s%s\\n' __LAB_B_ {tag}; {command}{end}"
+            f"printf '%s%s %d\\n' __LAB_E_ {tag} $?"
+        )
         self.sendline(line)
         self.expect_exact(f"__LAB_B_{tag}", timeout=timeout)
         self.expect(rf"__LAB_E_{tag} (\d+)", timeout=timeout)

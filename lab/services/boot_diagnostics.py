@@ -12,6 +12,7 @@ from lab.domain.power import PowerState
 from lab.domain.vm import VmView
 from lab.services.context import LabContext
 from lab.storage.blobs import BlobRange
+from lab.storage.serial_log import RotatingLog
 
 
 class BootDiagnosticsService:
@@ -19,11 +20,9 @@ class BootDiagnosticsService:
         self.ctx = ctx
 
     def serial_log(self, view: VmView, start: int = 0, length: int | None = None) -> BlobRange:
-        b = self.ctx.boot_blobs(view.identity, view.model)
-        path = self.ctx.blobs.path(b.account, b.container, b.serial_log)
-        if not path.exists():  # never booted yet: an empty log, not an error
-            return BlobRange(b"", 0, 0, 0)
-        return self.ctx.blobs.read(b.account, b.container, b.serial_log, start, length)
+        # Read across virtlogd's rotated files with stable offsets; a VM that never booted has
+        # an empty log, not a missing one.
+        return RotatingLog(self.ctx.serial_log_path(view.identity, view.model)).read(start, length)
 
     async def screenshot(self, view: VmView) -> Image.Image:
         """Capture the VGA screen, store it as the `.screenshot.bmp` blob, return the image."""

@@ -30,9 +30,16 @@ resourceGroups:
         adminUsername: azureuser
         adminPassword: "Passw0rd!"
         bootDiagnostics: {enabled: true}
+      - name: it3
+        image: tiny
+        size: {vcpus: 1, memoryMiB: 256}
+        adminUsername: azureuser
+        adminPassword: "Passw0rd!"
+        kernelArgs: "unknown_nmi_panic=1"
+        bootDiagnostics: {enabled: true}
 """
 
-LOGIN = rb"(it1|it2) login: "
+LOGIN = rb"(it1|it2|it3) login: "
 
 
 @pytest.fixture(scope="session")
@@ -52,6 +59,6 @@ def it_lab(harness: LabHarness) -> LabHarness:
     """The two-VM lab, up, with both guests at `login:`."""
     lab_file = harness.write_lab("it.yaml", IT_LAB)
     harness.cli("up", str(lab_file))
-    for vm in ("it1", "it2"):
+    for vm in ("it1", "it2", "it3"):
         harness.wait_for_log(vm, LOGIN, timeout=120)
     return harness

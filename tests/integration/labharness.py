@@ -33,6 +33,11 @@ class LabHarness:
         env["LAB_DATA_DIR"] = str(self.data_dir)
         env["LAB_IMAGE_CACHE"] = str(self.image_cache)
         env["LAB_SHUTDOWN_TIMEOUT"] = "30"
+        # Small enough that a stalled viewer is dropped after a few hundred KiB of output.
+        env["LAB_CONSOLE_QUEUE_LIMIT"] = str(256 * 1024)
+        # Short, so the idle-timeout test is quick; but no shorter: a loaded 2-core host can make
+        # a TCG guest take several seconds to answer a command.
+        env["LAB_IDLE_TIMEOUT_MINUTES"] = "0.5"
         env["COLUMNS"] = "200"
         return env
 

@@ -14,22 +14,26 @@ from tests.integration.labharness import LAB_BIN, LabHarness, WsConsole
 
 pytestmark = pytest.mark.integration
 
-BOOT = rb"Linux version \d"
+#: Printed by the tiny image's init once per boot (the kernel itself is `quiet`).
+BOOT = rb"lab: init done"
 
 
 def test_boot_log_holds_every_number_from_power_on(it_lab: LabHarness) -> None:
     log = it_lab.wait_for_log("it1", rb"SEQ 300\r?\n")
-    # The very first bytes are the kernel's first line: nothing before the broker attached is lost.
-    assert log.startswith(b"[    0.000000] Linux version"), log[:120]
-    numbers = [int(n) for n in re.findall(rb"^SEQ (\d+)\r?$", log, re.M)]
-    assert numbers[:300] == list(range(1, 301))
+    # The init prints SEQ 1..300 as its very first action: every number is in the log, in
+    # order, though the broker attached only after the domain was created.
+    first_boot = log.split(BOOT, 1)[0]
+    numbers = [int(n) for n in re.findall(rb"^SEQ (\d+)\r?$", first_boot, re.M)]
+    assert numbers == list(range(1, 301))
 
 
 def test_login_with_pexpect_through_lab_console(it_lab: LabHarness) -> None:
     child = pexpect.spawn(LAB_BIN, ["console", "it1"], env=it_lab.env, timeout=60)
     try:
         child.send("\r")
-        child.expect("it1 login: ")
+        if child.expect(["it1 login: ", r"\$ "]) == 1:  # an earlier test left a shell
+            child.send("exit\r")
+            child.expect("it1 login: ")
         child.send("azureuser\r")
         child.expect("Password: ")
         child.send("Passw0rd!\r")
@@ -64,7 +68,7 @@ def test_hard_reset_boots_again_and_keeps_the_console_connected(it_lab: LabHarne
         viewer = WsConsole(conn)
         vm = json.loads(it_lab.cli("vm", "reset", "it1", "--json").stdout)
         assert vm["powerState"] == "running"
-        viewer.expect(BOOT, timeout=60)  # the same connection sees the new boot
+        viewer.expect(rb"SEQ 1\r?\n", timeout=60)  # the same connection sees the new boot
         viewer.expect(LOGIN, timeout=90)
     log = it_lab.wait_for_log("it1", BOOT, count=boots + 1)
     assert len(re.findall(rb"SEQ 1\r?\n", log)) == boots + 1
@@ -121,7 +125,9 @@ def test_new_daemon_adopts_running_vms_without_reboot(it_lab: LabHarness) -> Non
     it_lab.kill_daemon(signal.SIGKILL)
     it_lab.start_daemon()
     results = json.loads(it_lab.cli("up", str(it_lab.lab_files[0]), "--json").stdout)
-    assert {r["vm"]["name"]: r["action"] for r in results} == {"it1": "running", "it2": "running"}
+    assert {r["vm"]["name"]: r["action"] for r in results} == {
+        "it1": "running", "it2": "running", "it3": "running"
+    }  # fmt: skip
     with it_lab.client.console("it1", replay=0) as conn:
         c = WsConsole(conn)
         c.send(b"\r")

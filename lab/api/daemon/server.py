@@ -49,9 +49,15 @@ def serve(settings: Settings, lab: Lab, on_ready: OnReady | None = None) -> None
     sock = settings.socket_path
     sock.unlink(missing_ok=True)
     config = uvicorn.Config(
-        create_app(lab, on_ready), uds=str(sock), log_level="warning", lifespan="on",
-        ws="websockets",
-    )  # fmt: skip
+        create_app(lab, on_ready),
+        uds=str(sock),
+        log_level="warning",
+        lifespan="on",
+        ws="websockets-sansio",
+        # Console bytes are small and already cheap; per-message deflate costs ~250 KiB of
+        # compressor state per viewer (measured by bench/console.py), so it is off.
+        ws_per_message_deflate=False,
+    )
     server = uvicorn.Server(config)
     try:
         server.run()

@@ -1,0 +1,136 @@
+"""A serial log as virtlogd keeps it, read as one byte stream with stable offsets.
+
+virtlogd caps each log: when `x.log` reaches `max_size` (2 MiB by default) it renames
+`x.log.N-1` → `x.log.N` … `x.log` → `x.log.0`, keeps `max_backups` (3) old files and starts a
+new `x.log`. Offsets must not restart at each rotation, or a reader polling by offset would skip
+or re-read bytes. So the files are read oldest first as one stream, and each file's global start
+is remembered by inode (a rename keeps the inode) in a small index beside the log. Bytes that
+virtlogd has deleted are gone: a read before the oldest kept byte starts at that byte, and says so
+through `BlobRange.start`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab.domain.errors import InvalidInput
+from lab.storage.blobs import MAX_READ, BlobRange, write_atomic
+
+#: virtlogd's rotated files are `.0` (newest) up to `.N`; more than it ever keeps by default.
+MAX_BACKUPS = 16
+
+
+@dataclass(frozen=True)
+class Segment:
+    path: Path
+    ino: int
+    start: int
+    size: int
+
+    @property
+    def end(self) -> int:
+        return self.start + self.size
+
+
+class RotatingLog:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.index_path = path.with_name(f".{path.name}.offsets.json")
+
+    def segments(self) -> list[Segment]:
+        """The kept files, oldest first, with their global offsets (and the index updated)."""
+        files = [self.path.with_name(f"{self.path.name}.{n}") for n in range(MAX_BACKUPS, -1, -1)]
+        files.append(self.path)
+        stats = []
+        for f in files:
+            try:
+                st = f.stat()
+            except FileNotFoundError:
+                continue
+            stats.append((f, st.st_ino, st.st_size))
+        index = self._load_index()
+        starts = index.get("starts")
+        known: dict[str, int] = starts if isinstance(starts, dict) else {}
+        # The kept files are contiguous (each starts where the older one ended), so only the
+        # chain's first offset is needed. Every remembered file implies one; a file whose inode
+        # was reused after virtlogd deleted an older file implies an older (smaller) one, so the
+        # largest is right. With nothing remembered, the chain continues where it last ended.
+        implied = []
+        prefix = 0
+        for _f, ino, size in stats:
+            if str(ino) in known:
+                implied.append(known[str(ino)] - prefix)
+            prefix += size
+        last_end = index.get("end", 0)
+        pos = max(implied) if implied else (last_end if isinstance(last_end, int) else 0)
+        segments: list[Segment] = []
+        for f, ino, size in stats:
+            segments.append(Segment(f, ino, pos, size))
+            pos += size
+        self._save_index(segments, index)
+        return segments
+
+    def size(self) -> int:
+        """The global offset just past the last byte written."""
+        segs = self.segments()
+        return segs[-1].end if segs else 0
+
+    def tail(self) -> tuple[int, int]:
+        """(global end, global start of the current file)."""
+        segs = self.segments()
+        if not segs or segs[-1].path != self.path:
+            end = segs[-1].end if segs else 0
+            return end, end
+        return segs[-1].end, segs[-1].start
+
+    def read(self, start: int = 0, length: int | None = None) -> BlobRange:
+        """Bytes from global offset `start` (negative: from the end), like `BlobStore.read`."""
+        segs = self.segments()
+        first = segs[0].start if segs else 0
+        end = segs[-1].end if segs else 0
+        if start < 0:
+            start = max(first, end + start)
+        if start > end:
+            raise InvalidInput(
+                f"start offset {start} is past the end of the log ({end} bytes)",
+                target="start",
+                code="InvalidRange",
+            )
+        start = max(start, first)
+        want = min(MAX_READ, end - start if length is None else max(0, min(length, end - start)))
+        chunks: list[bytes] = []
+        pos = start
+        for seg in segs:
+            if pos >= start + want:
+                break
+            if seg.end <= pos:
+                continue
+            with seg.path.open("rb") as f:
+                f.seek(pos - seg.start)
+                data = f.read(min(seg.end, start + want) - pos)
+            chunks.append(data)
+            pos += len(data)
+        data = b"".join(chunks)
+        return BlobRange(data=data, start=start, next=start + len(data), size=end)
+
+    def _load_index(self) -> dict[str, object]:
+        try:
+            loaded = json.loads(self.index_path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return loaded if isinstance(loaded, dict) else {}
+
+    def _save_index(self, segments: list[Segment], old: dict[str, object]) -> None:
+        if not segments:
+            return
+        index = {"starts": {str(s.ino): s.start for s in segments}, "end": segments[-1].end}
+        # Rewrite only when a file's start changes (a rotation): the end moves on every write,
+        # and is only needed as a fallback when every remembered file is gone.
+        if old.get("starts") == index["starts"]:
+            return
+        # A read-only data dir still reads; offsets are recomputed next time.
+        with contextlib.suppress(OSError):
+            write_atomic(self.index_path, json.dumps(index).encode())
