@@ -58,7 +58,8 @@ def run_terminal(
     fd = sys.stdin.fileno()
     saved = termios.tcgetattr(fd) if os.isatty(fd) else None
     if saved is not None:
-        tty.setraw(fd)
+        # TCSANOW, not setraw's default TCSAFLUSH: keys typed while connecting are kept.
+        tty.setraw(fd, termios.TCSANOW)
     try:
         _pump_input(conn, _KeyReader(fd, ended), read_only, admin, is_windows)
     finally:
