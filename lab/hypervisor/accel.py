@@ -22,7 +22,10 @@ def probe_kvm(kernel: Path, initrd: Path, *, qemu: str = "qemu-system-x86_64") -
     """Boot `kernel`+`initrd` under KVM; return (works, what was seen)."""
     if not os.path.exists("/dev/kvm"):
         return False, "/dev/kvm does not exist"
+    # `timeout -s KILL` bounds the probe even if this process is killed while it runs: a guest
+    # hung under KVM would otherwise spin on a core forever as an orphan.
     cmd = [
+        "timeout", "-s", "KILL", str(int(PROBE_TIMEOUT_S) + 5),
         qemu, "-accel", "kvm", "-m", "128", "-display", "none", "-nodefaults", "-no-reboot",
         "-serial", "stdio", "-kernel", str(kernel), "-initrd", str(initrd),
         "-append", "console=ttyS0 lab.probe=1 panic=-1",
