@@ -7,14 +7,11 @@ disk), so VM creation really writes the per-VM initrd and a qcow2 overlay; only 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import subprocess
 import time
-from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -23,20 +20,22 @@ from lab.domain.boot_diagnostics import MANAGED_ACCOUNT, blobs_for
 from lab.domain.errors import Conflict, HypervisorError, InvalidInput, NotFound, StateError
 from lab.domain.labfile import parse_lab_definition
 from lab.domain.power import PowerState
-from lab.domain.vm import BootDiagnosticsModel, VmModel, VmView
 from lab.hypervisor.base import DomainState
 from lab.hypervisor.domain_xml import build_domain_xml, metadata_element
-from lab.hypervisor.fake import BOOT_BANNER, POWER_DOWN, SCREENSHOT_PPM, FakeHypervisor
+from lab.hypervisor.fake import POWER_DOWN, SCREENSHOT_PPM, FakeHypervisor
 from lab.services.lab import Lab
-from lab.services.vms import NewVm
 from lab.settings import Settings
-from lab.storage.images import ImageManifest
-
-SUBSCRIPTION = "8f6a2c1e-5b3d-4c7a-9e21-0d4b6f3a9c10"
-PASSWORD = "Passw0rd!"
-KERNEL = b"fake kernel\n"
-BASE_INITRD = b"070701fake base initrd\0\0"
-SHUTDOWN_TIMEOUT = 0.3
+from tests.unit.fakelab import (
+    BASE_INITRD,
+    PASSWORD,
+    SHUTDOWN_TIMEOUT,
+    SUBSCRIPTION,
+    banner,
+    new_vm,
+    ops,
+    run,
+    serial_log,
+)
 
 DEMO_LAB = f"""\
 subscriptionId: {SUBSCRIPTION}
@@ -64,102 +63,6 @@ resourceGroups:
         bootDiagnostics: {{enabled: true}}
         kernelArgs: "lab.seq=3"
 """
-
-
-# -- fixtures -----------------------------------------------------------------------------------
-
-
-def make_image(cache: Path, name: str, *, disk: bool) -> ImageManifest:
-    """A built image as `ImageCache` stores it: `<cache>/<name>` -> `<name>-<hash12>/`."""
-    chash = hashlib.sha256(f"fake {name}".encode()).hexdigest()
-    directory = cache / f"{name}-{chash[:12]}"
-    directory.mkdir(parents=True)
-    (directory / "vmlinuz").write_bytes(KERNEL)
-    (directory / "initrd.img").write_bytes(BASE_INITRD)
-    if disk:
-        subprocess.run(
-            ["qemu-img", "create", "-q", "-f", "qcow2", str(directory / "disk.qcow2"), "16M"],
-            check=True,
-        )
-    manifest = ImageManifest(
-        name=name,
-        content_hash=chash,
-        kernel="vmlinuz",
-        initrd="initrd.img",
-        disk="disk.qcow2" if disk else "",
-        kernel_version="6.1.0-fake",
-        cmdline="console=ttyS0,115200n8 panic=-1",
-    )
-    (directory / "manifest.json").write_text(manifest.to_json())
-    (cache / name).symlink_to(directory.name)
-    return manifest
-
-
-@pytest.fixture(scope="module")
-def image_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cache = tmp_path_factory.mktemp("images")
-    make_image(cache, "tiny", disk=True)
-    make_image(cache, "nodisk", disk=False)
-    return cache
-
-
-@pytest.fixture
-def settings(tmp_path: Path, image_cache: Path) -> Settings:
-    return Settings(
-        data_dir=tmp_path / "data",
-        image_cache=image_cache,
-        images_dir=tmp_path / "recipes",
-        libvirt_uri="test:///default",
-        accel="qemu",
-        shutdown_timeout=SHUTDOWN_TIMEOUT,
-        replay_bytes=4096,
-    )
-
-
-@pytest.fixture
-def hv() -> FakeHypervisor:
-    return FakeHypervisor()
-
-
-@pytest.fixture
-def lab(settings: Settings, hv: FakeHypervisor) -> Lab:
-    return Lab(settings, hv)
-
-
-def run(lab: Lab, scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Run on a fresh event loop; close every console broker before the loop goes."""
-
-    async def wrapped() -> None:
-        try:
-            await asyncio.wait_for(scenario(), 20)
-        finally:
-            lab.consoles.close_all()
-
-    asyncio.run(wrapped())
-
-
-def new_vm(name: str = "vm1", rg: str = "rg1", image: str = "tiny", **model: Any) -> NewVm:
-    fields: dict[str, Any] = {
-        "image": image,
-        "vcpus": 1,
-        "memory_mib": 256,
-        "admin_username": "azureuser",
-        "boot_diagnostics": BootDiagnosticsModel(enabled=True, storage_account=MANAGED_ACCOUNT),
-        **model,
-    }
-    return NewVm(SUBSCRIPTION, rg, name, VmModel(**fields), PASSWORD)
-
-
-def ops(hv: FakeHypervisor, domain: str) -> list[str]:
-    return [op for op, name in hv.calls if name == domain]
-
-
-def serial_log(lab: Lab, view: VmView) -> bytes:
-    return lab.boot_diagnostics.serial_log(view).data
-
-
-def banner(name: str = "vm1") -> bytes:
-    return BOOT_BANNER.format(name=name).encode()
 
 
 # -- create -------------------------------------------------------------------------------------
