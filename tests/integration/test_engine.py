@@ -41,6 +41,14 @@ def test_login_with_pexpect_through_lab_console(it_lab: LabHarness) -> None:
         child.expect(r"azureuser@it1:\S*\$ ")
         child.send("echo $((6*7)) $(hostname)\r")
         child.expect(r"42 it1")
+        # The Ctrl+] menu, as in the Azure CLI: s, then the SysRq key.
+        child.send("\x1d")
+        child.expect_exact("| Press n for NMI | s for SysRq | r to Reset VM |")
+        child.send("s")
+        child.expect_exact("Which SysRq command would you like to send? Press h for help: ")
+        child.send("h")
+        child.expect_exact("Successfully sent SysRq command")
+        child.expect(r"sysrq: HELP : loglevel")
         child.send("exit\r")
         child.expect("it1 login: ")
         child.send("\x1d")
@@ -156,3 +164,12 @@ def test_invalid_lab_files_give_located_errors(harness: LabHarness) -> None:
         assert result.returncode == 2, (name, result.stderr)
         assert f"{path}{where}" in result.stderr.replace("\n", ""), (name, result.stderr)
         assert what.lower() in result.stderr.lower(), (name, result.stderr)
+
+
+def test_screenshot_is_a_png_and_the_bmp_blob(it_lab: LabHarness) -> None:
+    out = it_lab.data_dir / "it1.png"
+    it_lab.cli("screenshot", "it1", "-o", str(out))
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    vm = it_lab.vm("it1")
+    blobs = list((it_lab.data_dir / "blobs" / "itdiag").glob(f"*/it1.{vm['vmId']}.screenshot.bmp"))
+    assert len(blobs) == 1 and blobs[0].read_bytes()[:2] == b"BM"
