@@ -7,6 +7,8 @@ until Ctrl+C. The VMs keep running after the daemon stops; the next daemon adopt
 from __future__ import annotations
 
 import asyncio
+import shutil
+import sys
 from pathlib import Path
 
 from lab.api.daemon.schemas import reconcile_json, vm_json
@@ -43,15 +45,31 @@ async def _bring_up(lab: Lab, defn: object, settings: Settings) -> None:
         return
     actions = {r["vm"]["vmId"]: r["action"] for r in results}
     output.out.print(output.vm_table([r["vm"] for r in results], actions))
-    names = [vm_json(v)["name"] for v in lab.vms.list()]
-    first = names[0] if names else "VM"
+    vms = [vm_json(v) for v in lab.vms.list()]
+    first = vms[0]["name"] if vms else "VM"
+    user = vms[0]["adminUsername"] if vms else "the admin user"
     env = f"LAB_DATA_DIR={settings.data_dir} " if settings.data_dir != Settings().data_dir else ""
+    cmd = env + lab_command()
     output.out.print(
         "\nThe lab is running. In another terminal, try:\n"
-        f"  {env}lab console {first}            # log in on the serial console (Ctrl+] q quits)\n"
-        f"  {env}lab boot-log {first} --follow  # every byte since power-on\n"
-        f"  {env}lab vm reset {first}           # hard reset; watch GRUB-less tiny reboot\n"
-        f"  {env}lab screenshot {first} -o {first}.png\n"
-        f"  {env}lab ls\n"
-        "Ctrl+C stops the daemon; the VMs keep running.\n"
+        f"  {cmd} console {first}            # log in as {user} (password: see the lab file);"
+        " Ctrl+] then q quits\n"
+        f"  {cmd} boot-log {first} --follow  # every byte since power-on\n"
+        f"  {cmd} vm reset {first}           # hard reset: the console stays connected\n"
+        f"  {cmd} screenshot {first} -o {first}.png\n"
+        f"  {cmd} ls\n"
+        "Ctrl+C stops the daemon; the VMs keep running.\n",
+        soft_wrap=True,
     )
+
+
+def lab_command() -> str:
+    """How to type `lab` here: plain if it is on PATH, else the venv's path (`.venv/bin/lab`)."""
+    mine = Path(sys.executable).with_name("lab")
+    found = shutil.which("lab")
+    if found and Path(found).resolve() == mine.resolve():
+        return "lab"
+    try:
+        return str(mine.relative_to(Path.cwd()))
+    except ValueError:
+        return str(mine)
