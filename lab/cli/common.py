@@ -41,7 +41,9 @@ def handle_errors(func: F) -> F:
 
 
 def client() -> LabClient:
-    return LabClient(get_settings())
+    """The daemon of this data dir, started in the background if none runs: VMs outlive the
+    daemon, so any command may find them without one."""
+    return ensure_daemon(get_settings())
 
 
 def ensure_daemon(settings: Settings) -> LabClient:

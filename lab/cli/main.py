@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from lab.api.client import LabClient
 from lab.cli import diagnostics, images, output, vm
 from lab.cli.common import client, ensure_daemon, handle_errors
 from lab.domain.errors import LabError
@@ -75,7 +76,7 @@ def shutdown() -> None:
     """Stop the lab daemon. VMs keep running; the next daemon adopts them."""
     import signal
 
-    status = client().json("GET", "/v1/status")
+    status = LabClient(get_settings()).json("GET", "/v1/status")
     os.kill(int(status["pid"]), signal.SIGTERM)
     output.err.print(f"stopped the lab daemon (pid {status['pid']})")
 
