@@ -98,25 +98,27 @@ def test_graceful_power_off_reaches_stopped_and_guard_refuses_restart(it_lab: La
     it_lab.wait_for_log("it2", LOGIN, start=start, timeout=120)
 
 
+def _login_and_run(lab: LabHarness, vm: str, command: str) -> str:
+    """Log in on a fresh interactive session, run `command`, return its exit status."""
+    with lab.client.console(vm, replay=0) as conn:
+        console = WsConsole(conn)
+        console.login()
+        return console.run(command)
+
+
+def _power_and_wait_for_login(lab: LabHarness, vm: str, operation: str) -> None:
+    start = lab.log_size(vm)
+    lab.cli("vm", operation, vm)
+    lab.wait_for_log(vm, LOGIN, start=start, timeout=120)
+
+
 def test_disk_survives_power_cycle_and_reimage_resets_it(it_lab: LabHarness) -> None:
-    with it_lab.client.console("it2", replay=0) as conn:
-        c = WsConsole(conn)
-        c.login()
-        assert c.run("case $HOME in /data/*) echo kept > ~/marker && sync;; *) false;; esac") == "0"
-    start = it_lab.log_size("it2")
-    it_lab.cli("vm", "power-cycle", "it2")
-    it_lab.wait_for_log("it2", LOGIN, start=start, timeout=120)
-    with it_lab.client.console("it2", replay=0) as conn:
-        c = WsConsole(conn)
-        c.login()
-        assert c.run("grep -q kept ~/marker") == "0"
-    start = it_lab.log_size("it2")
-    it_lab.cli("vm", "reimage", "it2")
-    it_lab.wait_for_log("it2", LOGIN, start=start, timeout=120)
-    with it_lab.client.console("it2", replay=0) as conn:
-        c = WsConsole(conn)
-        c.login()
-        assert c.run("test -e ~/marker") == "1"
+    write = "case $HOME in /data/*) echo kept > ~/marker && sync;; *) false;; esac"
+    assert _login_and_run(it_lab, "it2", write) == "0"  # home is on the VM's disk
+    _power_and_wait_for_login(it_lab, "it2", "power-cycle")
+    assert _login_and_run(it_lab, "it2", "grep -q kept ~/marker") == "0"
+    _power_and_wait_for_login(it_lab, "it2", "reimage")
+    assert _login_and_run(it_lab, "it2", "test -e ~/marker") == "1"
 
 
 def test_deallocate_then_start(it_lab: LabHarness) -> None:
