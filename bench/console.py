@@ -676,6 +676,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2,
                         help="fan-out passes over the viewer counts, alternately in reverse"
                         " order (default 2)")  # fmt: skip
+    parser.add_argument("--nice-viewers", type=int, default=0, metavar="N",
+                        help="run the fan-out's viewer clients (this process) at nice N, so on "
+                             "a small machine the load generator does not take the guest's CPU; "
+                             "the lab's daemon is not reniced")  # fmt: skip
     parser.add_argument("--keep-data", action="store_true",
                         help="keep the temporary data dir (serial log, daemon log)")  # fmt: skip
     args = parser.parse_args()
@@ -716,10 +720,13 @@ def main() -> None:
             lab.bare.kill()
             lab.bare.wait()
             lab.bare = None
+        if args.nice_viewers:
+            os.nice(args.nice_viewers)  # only this process: the viewers and the bench itself
+            note(f"fan-out viewers run at nice {args.nice_viewers}")
         rounds = asyncio.run(run_fanout(lab, status["pid"], counts, args.seconds, args.repeats))
     except BaseException:
         if lab.daemon is not None:
-            note(f"daemon log (tail):\n{lab.daemon_log_tail()}")
+            note(f"daemon exit status: {lab.daemon.poll()}; log (tail):\n{lab.daemon_log_tail()}")
         raise
     finally:
         note("cleaning up")

@@ -57,6 +57,10 @@ def serve(settings: Settings, lab: Lab, on_ready: OnReady | None = None) -> None
         # Console bytes are small and already cheap; per-message deflate costs ~250 KiB of
         # compressor state per viewer (measured by bench/console.py), so it is off.
         ws_per_message_deflate=False,
+        # Longer than clients keep idle connections (httpx: 5 s), so a client never reuses a
+        # connection at the moment the server closes it ("Server disconnected without sending
+        # a response", seen under load with uvicorn's default of 5 s on both sides).
+        timeout_keep_alive=30,
     )
     server = uvicorn.Server(config)
     try:
