@@ -50,13 +50,11 @@ class Reconciler:
     def __init__(self, vms: VmService) -> None:
         self.vms = vms
         self._slots = asyncio.Semaphore(max(1, os.cpu_count() or 1))
+        #: One lock per VM, so concurrent `up` requests never both create the same VM.
+        self._vm_locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     async def up(self, defn: LabDefinition) -> list[ReconcileResult]:
-        existing = {v.identity.key: v for v in self.vms.list()}
-        tasks = [
-            self._up_one(defn, rg, vm, existing.get((rg.name.lower(), vm.name.lower())))
-            for rg, vm in defn.virtual_machines()
-        ]
+        tasks = [self._up_one(defn, rg, vm) for rg, vm in defn.virtual_machines()]
         return list(await asyncio.gather(*tasks))
 
     async def _up_one(
@@ -64,9 +62,12 @@ class Reconciler:
         defn: LabDefinition,
         rg: ResourceGroupDef,
         vm: VirtualMachineDef,
-        current: VmView | None,
     ) -> ReconcileResult:
-        async with self._slots:
+        key = (rg.name.lower(), vm.name.lower())
+        lock = self._vm_locks.setdefault(key, asyncio.Lock())
+        async with lock, self._slots:
+            # Looked up under the lock: another `up` may have just created or started it.
+            current = next((v for v in self.vms.list() if v.identity.key == key), None)
             if current is None:
                 new = NewVm(defn.subscription_id, rg.name, vm.name, vm_model(defn, vm),
                             vm.admin_password)  # fmt: skip

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from lab.domain.errors import InvalidInput, NotFound
+from lab.domain.errors import Conflict, InvalidInput, NotFound
 from lab.domain.power import TRANSITION, PowerOperation, PowerState, require_state
 from lab.domain.vm import VmIdentity, VmModel, VmView
 from lab.hypervisor.base import DomainInfo, DomainState
@@ -106,6 +106,12 @@ class VmService:
 
     # -- create -------------------------------------------------------------------------------
     async def create(self, new: NewVm, *, start: bool = True) -> VmView:
+        key = (new.resource_group.lower(), new.name.lower())
+        if any(v.identity.key == key for v in self.list()):
+            raise Conflict(
+                f"VM '{new.name}' already exists in resource group '{new.resource_group}'",
+                target=new.name,
+            )
         identity = VmIdentity(
             lab_id=self.ctx.lab_id,
             subscription_id=new.subscription_id,

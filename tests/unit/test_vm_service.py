@@ -627,3 +627,19 @@ def test_fake_console_echo_takeover_and_hangup(lab: Lab, hv: FakeHypervisor) -> 
     third = hv.open_console(domain, seen.append, lambda: closed.append("third"))
     hv.destroy(domain)
     assert closed == ["first", "third"] and third.closed
+
+
+def test_concurrent_up_creates_each_vm_once(lab: Lab, hv: FakeHypervisor) -> None:
+    defn = parse_lab_definition(DEMO_LAB, source="demo.yaml")
+
+    async def scenario() -> None:
+        first, second = await asyncio.gather(lab.reconciler.up(defn), lab.reconciler.up(defn))
+        actions = sorted(r.action for r in first + second)
+        assert actions == ["created", "created", "running", "running"]
+        assert sorted(name for op, name in hv.calls if op == "define").count(
+            first[0].vm.identity.domain_name
+        ) == 2  # the create, then the redefine of the start: once per VM, not twice
+        with pytest.raises(Conflict):
+            await lab.vms.create(new_vm("vm1", rg="demo-rg"))
+
+    run(lab, scenario)
