@@ -95,6 +95,7 @@ def main() -> None:
     env = {
         **os.environ,
         "LAB_DATA_DIR": str(data_dir),
+        "LAB_API_PORT": "0",  # no HTTPS API: it is not measured, and 8443 may be taken
         "LAB_IMAGE_CACHE": str(settings.image_cache_dir),
     }
     lab_bin = str(Path(sys.executable).with_name("lab"))

@@ -107,6 +107,7 @@ class BenchLab:
         self.env = {
             **os.environ,
             "LAB_DATA_DIR": str(self.data_dir),
+            "LAB_API_PORT": "0",  # no HTTPS API: not measured here, and 8443 may be taken
             "LAB_IMAGE_CACHE": str(self.settings.image_cache_dir),
         }
         self.client = LabClient(self.settings)

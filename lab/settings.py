@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     replay_bytes: int = 64 * 1024
     #: Bytes a console viewer may fall behind before it is dropped (it never slows the guest).
     console_queue_limit: int = 4 * 1024 * 1024
+    #: The Azure-compatible HTTPS API: address and port (0 turns it off).
+    api_host: str = "127.0.0.1"
+    api_port: int = 8443
     #: Minutes of keyboard silence after which an interactive console session is closed.
     idle_timeout_minutes: float = 20.0
 
@@ -50,6 +53,10 @@ class Settings(BaseSettings):
     @property
     def disk_dir(self) -> Path:
         return self.data_dir / "disks"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.data_dir / "tls"
 
     @property
     def state_dir(self) -> Path:

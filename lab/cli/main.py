@@ -9,6 +9,8 @@ from typing import Any
 import click
 
 from lab.api.client import LabClient
+from lab.api.security.tls import ensure_certificates
+from lab.api.security.tokens import ROLES, issue, signing_key
 from lab.cli import diagnostics, images, output, vm
 from lab.cli.common import client, ensure_daemon, handle_errors
 from lab.domain.errors import LabError
@@ -109,6 +111,36 @@ def status(as_json: bool) -> None:
         f"accelerator: {info['accel']} ({info['accelReason']})"
     )
     output.out.print(output.vm_table(info["vms"]))
+
+
+@cli.command()
+@click.option("--user", default="labuser", show_default=True, help="Who the token is for.")
+@click.option("--role", type=click.Choice(list(ROLES)), default="Contributor", show_default=True)
+@click.option("--scope", default=None, help="Role scope (default: the whole subscription).")
+@click.option("--expires", "expires_minutes", type=float, default=60.0, show_default=True,
+              help="Minutes until the token expires.")  # fmt: skip
+@handle_errors
+def token(user: str, role: str, scope: str | None, expires_minutes: float) -> None:
+    """Print a bearer token for the Azure-compatible API."""
+    settings = get_settings()
+    key = signing_key(settings.tls_dir / "token-signing.key")
+    print(issue(key, user=user, role=role, scope=scope or "/", expires_in=expires_minutes * 60))
+
+
+@cli.command()
+@handle_errors
+def endpoints() -> None:
+    """What a client of the Azure-compatible API needs: endpoint, CA bundle, how to get a token."""
+    settings = get_settings()
+    files = ensure_certificates(settings.tls_dir)
+    output.out.print(
+        f"ARM endpoint:   https://{settings.api_host}:{settings.api_port}\n"
+        f"CA bundle:      {files.ca_cert}   (export REQUESTS_CA_BUNDLE={files.ca_cert})\n"
+        "Token:          lab token --user NAME --role Contributor\n"
+        "Subscription:   the subscriptionId of your lab file",
+        soft_wrap=True,
+        highlight=False,
+    )
 
 
 cli.add_command(vm.vm)

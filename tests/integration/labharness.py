@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +18,15 @@ from lab.domain.vm import DOMAIN_PREFIX, lab_id_for
 from lab.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
 LAB_BIN = str(Path(sys.executable).with_name("lab"))
 
 
@@ -25,6 +35,7 @@ class LabHarness:
     data_dir: Path
     image_cache: Path
     daemon: subprocess.Popen[bytes] | None = None
+    api_port: int = field(default_factory=lambda: free_port())
     lab_files: list[Path] = field(default_factory=list)
 
     @property
@@ -33,6 +44,7 @@ class LabHarness:
         env["LAB_DATA_DIR"] = str(self.data_dir)
         env["LAB_IMAGE_CACHE"] = str(self.image_cache)
         env["LAB_SHUTDOWN_TIMEOUT"] = "30"
+        env["LAB_API_PORT"] = str(self.api_port)
         # Small enough that a stalled viewer is dropped after a few hundred KiB of output.
         env["LAB_CONSOLE_QUEUE_LIMIT"] = str(256 * 1024)
         # Short, so the idle-timeout test is quick; but no shorter: a loaded 2-core host can make
@@ -43,7 +55,9 @@ class LabHarness:
 
     @property
     def settings(self) -> Settings:
-        return Settings(data_dir=self.data_dir, image_cache=self.image_cache)
+        return Settings(
+            data_dir=self.data_dir, image_cache=self.image_cache, api_port=self.api_port
+        )
 
     @property
     def client(self) -> LabClient:

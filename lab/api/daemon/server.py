@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import uvicorn
 
+from lab.api.azure.app import create_azure_app
 from lab.api.daemon.app import OnReady, create_app
+from lab.api.security.tls import ensure_certificates, server_context
+from lab.api.security.tokens import signing_key
 from lab.domain.errors import Conflict
 from lab.hypervisor.libvirt_driver import LibvirtHypervisor
 from lab.services.lab import Lab
@@ -45,10 +50,65 @@ def build_lab(settings: Settings) -> Lab:
 
 
 def serve(settings: Settings, lab: Lab, on_ready: OnReady | None = None) -> None:
-    """Serve until SIGINT/SIGTERM. VMs keep running after the daemon exits."""
+    """Serve until SIGINT/SIGTERM: the daemon API on the unix socket and, unless
+    `LAB_API_PORT=0`, the Azure-compatible API over HTTPS. VMs keep running afterwards."""
     sock = settings.socket_path
     sock.unlink(missing_ok=True)
+    servers = [uvicorn.Server(_daemon_config(settings, lab, on_ready))]
+    if settings.api_port:
+        servers.append(uvicorn.Server(_azure_config(settings, lab)))
+    try:
+        asyncio.run(_serve_all(servers))
+    finally:
+        sock.unlink(missing_ok=True)
+
+
+async def _serve_all(servers: list[uvicorn.Server]) -> None:
+    # Each server installs its own signal handlers (the last wins): when one stops, stop all.
+    tasks = [asyncio.ensure_future(s.serve()) for s in servers]
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for s in servers:
+        s.should_exit = True
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise Conflict(
+                f"the Azure-compatible API cannot listen on {host}:{port} ({exc.strerror}); "
+                "is another lab serving there? Set LAB_API_PORT to another port (0: no API)."
+            ) from exc
+
+
+def _azure_config(settings: Settings, lab: Lab) -> uvicorn.Config:
+    _check_port_free(settings.api_host, settings.api_port)
+    files = ensure_certificates(settings.tls_dir)
+    key = signing_key(settings.tls_dir / "token-signing.key")
     config = uvicorn.Config(
+        create_azure_app(lab, key),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level="warning",
+        lifespan="off",
+        ssl_certfile=str(files.server_cert),
+        ssl_keyfile=str(files.server_key),
+        timeout_keep_alive=30,
+        # An idle TLS keep-alive connection otherwise holds shutdown for asyncio's 30 s
+        # SSL-shutdown wait; a stopping daemon waits this long for requests, then goes.
+        timeout_graceful_shutdown=3,
+    )
+    config.load()
+    config.ssl = server_context(files)  # TLS 1.2 minimum, whatever OpenSSL's defaults are
+    return config
+
+
+def _daemon_config(settings: Settings, lab: Lab, on_ready: OnReady | None) -> uvicorn.Config:
+    sock = settings.socket_path
+    return uvicorn.Config(
         create_app(lab, on_ready),
         uds=str(sock),
         log_level="warning",
@@ -61,9 +121,5 @@ def serve(settings: Settings, lab: Lab, on_ready: OnReady | None = None) -> None
         # connection at the moment the server closes it ("Server disconnected without sending
         # a response", seen under load with uvicorn's default of 5 s on both sides).
         timeout_keep_alive=30,
+        timeout_graceful_shutdown=3,
     )
-    server = uvicorn.Server(config)
-    try:
-        server.run()
-    finally:
-        sock.unlink(missing_ok=True)

@@ -1,0 +1,1 @@
+"""The Azure-compatible REST API (ARM shapes): what the official SDKs and CLI talk to."""

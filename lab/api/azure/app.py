@@ -1,0 +1,19 @@
+"""The Azure-compatible API application (served over HTTPS by `lab serve`)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from lab import __version__
+from lab.api.azure import compute
+from lab.api.azure.common import install_error_handling
+from lab.services.lab import Lab
+
+
+def create_azure_app(lab: Lab, token_key: bytes) -> FastAPI:
+    app = FastAPI(title="Serial Console Lab: Azure-compatible API", version=__version__)
+    app.state.lab = lab
+    app.state.token_key = token_key
+    install_error_handling(app)
+    app.include_router(compute.router)
+    return app

@@ -1,0 +1,87 @@
+"""What every Azure route shares: the caller's token, `api-version`, paths, errors."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from lab.api.security.tokens import Principal, verify
+from lab.domain.errors import InvalidInput, LabError
+from lab.services.lab import Lab
+
+REQUEST_ID = "x-ms-request-id"
+
+
+def lab_of(request: Request) -> Lab:
+    lab: Lab = request.app.state.lab
+    return lab
+
+
+def caller(request: Request) -> Principal:
+    return verify(request.app.state.token_key, request.headers.get("authorization"))
+
+
+def api_version(request: Request) -> str:
+    version = request.query_params.get("api-version")
+    if not version:
+        raise InvalidInput(
+            "The api-version query parameter (?api-version=) is required for all requests.",
+            code="MissingApiVersionParameter",
+            target="api-version",
+        )
+    return version
+
+
+Caller = Annotated[Principal, Depends(caller)]
+ApiVersion = Annotated[str, Depends(api_version)]
+
+
+def arm_paths(suffix: str) -> list[str]:
+    """ARM accepts `resourceGroups` in any case; the SDKs and the spec use both spellings."""
+    return [
+        f"/subscriptions/{{subscription}}/{groups}/{{group}}{suffix}"
+        for groups in ("resourceGroups", "resourcegroups")
+    ]
+
+
+def error_response(exc: LabError, request_id: str) -> JSONResponse:
+    return JSONResponse({"error": exc.to_dict()}, status_code=exc.status,
+                        headers={REQUEST_ID: request_id})  # fmt: skip
+
+
+def install_error_handling(app: FastAPI) -> None:
+    """Azure's `{"error": {...}}` body and an `x-ms-request-id` on every response."""
+
+    @app.middleware("http")
+    async def request_id(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        rid = str(uuid.uuid4())
+        request.state.request_id = rid
+        response = await call_next(request)
+        response.headers[REQUEST_ID] = rid
+        return response
+
+    @app.exception_handler(LabError)
+    async def lab_error(request: Request, exc: LabError) -> JSONResponse:
+        return error_response(exc, getattr(request.state, "request_id", str(uuid.uuid4())))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        err = InvalidInput(f"{where}: {first.get('msg', 'invalid request')}", target=where)
+        return error_response(err, getattr(request.state, "request_id", str(uuid.uuid4())))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = "NotFound" if exc.status_code == 404 else "BadRequest"
+        err = LabError(str(exc.detail), code=code)
+        err.status = exc.status_code  # type: ignore[misc]
+        return error_response(err, getattr(request.state, "request_id", str(uuid.uuid4())))

@@ -1,0 +1,89 @@
+"""The official Azure SDK for Python against the lab's Azure-compatible API (first slice of
+issue 4: HTTPS with the lab's CA, lab-issued tokens, virtualMachines GET/list/instanceView)."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+import warnings
+from typing import Any
+
+import pytest
+from azure.core.credentials import AccessToken
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceNotFoundError,
+)
+from azure.mgmt.compute import ComputeManagementClient
+
+from tests.integration.labharness import LabHarness
+
+pytestmark = pytest.mark.integration
+
+SUBSCRIPTION = "11111111-2222-3333-4444-555555555555"
+
+
+class LabCredential:
+    """A `TokenCredential` that hands out one lab-issued token."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return AccessToken(self.token, int(time.time()) + 3600)
+
+
+def compute(lab: LabHarness, *args: str, token: str | None = None) -> ComputeManagementClient:
+    token = token or lab.cli("token", *args).stdout.strip()
+    return ComputeManagementClient(
+        LabCredential(token), SUBSCRIPTION, base_url=f"https://127.0.0.1:{lab.api_port}",
+        connection_verify=str(lab.data_dir / "tls" / "ca.pem"),
+    )  # fmt: skip
+
+
+def test_sdk_lists_and_gets_vms_with_instance_view(it_lab: LabHarness) -> None:
+    client = compute(it_lab, "--role", "Reader")
+    assert sorted(vm.name for vm in client.virtual_machines.list("it-rg")) == ["it1", "it2", "it3"]
+    assert {vm.name for vm in client.virtual_machines.list_all()} >= {"it1", "it2", "it3"}
+    vm = client.virtual_machines.get("it-rg", "IT1", expand="instanceView")  # any case, as ARM
+    assert vm.vm_id == it_lab.vm("it1")["vmId"]
+    assert vm.diagnostics_profile.boot_diagnostics.enabled is True
+    codes = [s.code for s in vm.instance_view.statuses]
+    assert "PowerState/running" in codes and "ProvisioningState/succeeded" in codes
+    log_uri = vm.instance_view.boot_diagnostics.serial_console_log_blob_uri
+    assert log_uri.endswith(
+        f"/itdiag/bootdiagnostics-it1-{vm.vm_id}/it1.{vm.vm_id}.serialconsole.log"
+    )
+    view = client.virtual_machines.instance_view("it-rg", "it2")
+    assert view.os_name == "Linux"
+
+
+def test_sdk_sees_azure_error_codes(it_lab: LabHarness) -> None:
+    client = compute(it_lab)
+    with pytest.raises(ResourceNotFoundError) as missing:
+        client.virtual_machines.get("it-rg", "nosuchvm")
+    assert missing.value.error.code == "ResourceNotFound"
+    assert missing.value.response.headers["x-ms-request-id"]
+    with pytest.raises(ClientAuthenticationError) as bad:
+        compute(it_lab, token="not-a-token").virtual_machines.get("it-rg", "it1")
+    assert bad.value.status_code == 401
+    expired = it_lab.cli("token", "--expires", "0.001").stdout.strip()
+    time.sleep(1.5)
+    with pytest.raises(HttpResponseError) as late:
+        compute(it_lab, token=expired).virtual_machines.get("it-rg", "it1")
+    assert late.value.status_code == 401 and late.value.error.code == "ExpiredAuthenticationToken"
+
+
+def test_tls_below_1_2_is_refused(it_lab: LabHarness) -> None:
+    old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    old.check_hostname = False
+    old.verify_mode = ssl.CERT_NONE
+    old.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+    with warnings.catch_warnings():  # TLS 1.1 is deprecated: that is the point of the test
+        warnings.simplefilter("ignore", DeprecationWarning)
+        old.maximum_version = ssl.TLSVersion.TLSv1_1
+    with socket.create_connection(("127.0.0.1", it_lab.api_port), timeout=5) as raw, \
+            pytest.raises(ssl.SSLError):  # fmt: skip
+        old.wrap_socket(raw, server_hostname="localhost")
