@@ -87,3 +87,31 @@ def test_tls_below_1_2_is_refused(it_lab: LabHarness) -> None:
     with socket.create_connection(("127.0.0.1", it_lab.api_port), timeout=5) as raw, \
             pytest.raises(ssl.SSLError):  # fmt: skip
         old.wrap_socket(raw, server_hostname="localhost")
+
+
+def test_sdk_power_actions_are_long_running_operations(it_lab: LabHarness) -> None:
+    client = compute(it_lab, "--role", "Virtual Machine Contributor")
+    start = it_lab.log_size("it2")
+    client.virtual_machines.begin_restart("it-rg", "it2").result()
+    it_lab.wait_for_log("it2", rb"power button", start=start, timeout=30)  # a graceful reboot
+    it_lab.wait_for_log("it2", rb"it2 login: ", start=start, timeout=120)
+    client.virtual_machines.begin_power_off("it-rg", "it2", skip_shutdown=True).result()
+    view = client.virtual_machines.instance_view("it-rg", "it2")
+    assert "PowerState/stopped" in [s.code for s in view.statuses]
+    with pytest.raises(HttpResponseError) as refused:  # the guard answers at once
+        client.virtual_machines.begin_restart("it-rg", "it2").result()
+    assert refused.value.status_code == 409
+    start = it_lab.log_size("it2")
+    client.virtual_machines.begin_start("it-rg", "it2").result()
+    assert it_lab.vm("it2")["powerState"] == "running"
+    it_lab.wait_for_log("it2", rb"it2 login: ", start=start, timeout=120)
+
+
+def test_reader_may_read_but_not_act(it_lab: LabHarness) -> None:
+    client = compute(it_lab, "--role", "Reader", "--user", "rita")
+    assert client.virtual_machines.get("it-rg", "it1").name == "it1"
+    with pytest.raises(HttpResponseError) as denied:
+        client.virtual_machines.begin_restart("it-rg", "it1").result()
+    assert denied.value.status_code == 403
+    assert denied.value.error.code == "AuthorizationFailed"
+    assert "Microsoft.Compute/virtualMachines/restart/action" in denied.value.error.message

@@ -85,3 +85,23 @@ def install_error_handling(app: FastAPI) -> None:
         err = LabError(str(exc.detail), code=code)
         err.status = exc.status_code  # type: ignore[misc]
         return error_response(err, getattr(request.state, "request_id", str(uuid.uuid4())))
+
+
+class AuthorizationFailed(LabError):
+    code = "AuthorizationFailed"
+    status = 403
+
+
+#: Built-in roles that may act on VMs (power actions); every role may read.
+_VM_ACTORS = frozenset({"Virtual Machine Contributor", "Contributor", "Owner"})
+
+
+def require_action(principal: Principal, action: str, scope: str) -> None:
+    """Refuse an action the caller's role does not grant (Azure's 403 body and wording).
+    Scopes are not checked yet: every role assignment counts for the whole subscription."""
+    if principal.role not in _VM_ACTORS:
+        raise AuthorizationFailed(
+            f"The client '{principal.name}' with object id '{principal.object_id}' does not have "
+            f"authorization to perform action '{action}' over scope '{scope}' or the scope is "
+            "invalid. If access was recently granted, please refresh your credentials.",
+        )

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 
-from lab.api.azure.common import ApiVersion, Caller, arm_paths, lab_of
+from lab.api.azure.common import ApiVersion, Caller, arm_paths, lab_of, require_action
+from lab.api.azure.operations import start_operation
+from lab.api.security.tokens import Principal
 from lab.domain.errors import NotFound
+from lab.domain.power import PowerOperation, require_state
 from lab.domain.vm import VmView
 
 router = APIRouter()
@@ -130,3 +133,50 @@ for _path in arm_paths("/providers/Microsoft.Compute/virtualMachines"):
         request: Request, subscription: str, group: str, name: str, _v: ApiVersion, _c: Caller,
     ) -> dict[str, Any]:  # fmt: skip
         return instance_view(request, _find(request, subscription, group, name))
+
+
+#: ARM action name -> (power operation, RBAC action).
+_ACTIONS = {
+    "start": (PowerOperation.START, "start"),
+    "powerOff": (PowerOperation.POWER_OFF, "powerOff"),
+    "restart": (PowerOperation.RESTART, "restart"),
+    "deallocate": (PowerOperation.DEALLOCATE, "deallocate"),
+    "reimage": (PowerOperation.REIMAGE, "reimage"),
+    # Azure moves the VM to another host; the lab's equivalent is a new QEMU process.
+    "redeploy": (PowerOperation.POWER_CYCLE, "redeploy"),
+}
+
+
+def _start_action(request: Request, view: VmView, action: str, principal: Principal) -> Response:
+    operation, rbac = _ACTIONS[action]
+    require_action(
+        principal, f"Microsoft.Compute/virtualMachines/{rbac}/action", view.identity.resource_id
+    )
+    # The state guard answers at once (409), as Azure does, rather than as a failed operation.
+    require_state(operation, view.power_state, vm=view.identity.name)
+    vms = lab_of(request).vms
+    skip = request.query_params.get("skipShutdown", "false").lower() == "true"
+    work = {
+        "start": lambda: vms.start(view),
+        "powerOff": lambda: vms.power_off(view, skip_shutdown=skip),
+        "restart": lambda: vms.restart(view),
+        "deallocate": lambda: vms.deallocate(view),
+        "reimage": lambda: vms.reimage(view),
+        "redeploy": lambda: vms.power_cycle(view),
+    }[action]()
+    return start_operation(request, view.model.location, work)
+
+
+for _path in arm_paths("/providers/Microsoft.Compute/virtualMachines/{name}/{action}"):
+
+    @router.post(_path)
+    async def vm_action(  # async: the operation's task runs on the server's event loop
+        request: Request, subscription: str, group: str, name: str, action: str,
+        _v: ApiVersion, principal: Caller,
+    ) -> Response:  # fmt: skip
+        if action not in _ACTIONS:
+            raise NotFound(
+                f"No action '{action}' on virtualMachines; the lab serves: {', '.join(_ACTIONS)}.",
+                target=action,
+            )
+        return _start_action(request, _find(request, subscription, group, name), action, principal)

@@ -1,0 +1,99 @@
+"""Long-running operations as the Azure SDK pollers expect them.
+
+An action answers 202 with `Azure-AsyncOperation` (polled for `{"status": ...}`), `Location`
+(202 until done, then 200) and `Retry-After`. The work runs as a task on the server's event loop.
+Operations live in memory: a restarted daemon forgets them (the VMs are unaffected).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from lab.api.azure.common import ApiVersion, Caller
+from lab.domain.errors import LabError, NotFound
+
+router = APIRouter()
+RETRY_AFTER_S = 1
+
+
+@dataclass
+class Operation:
+    id: str
+    started: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    ended: str | None = None
+    error: LabError | None = None
+    task: asyncio.Task[Any] | None = None
+
+    @property
+    def status(self) -> str:
+        if self.task is None or not self.task.done():
+            return "InProgress"
+        return "Failed" if self.error else "Succeeded"
+
+
+def start_operation(request: Request, location: str, work: Awaitable[Any]) -> Response:
+    """Run `work` in the background; answer 202 with the headers the SDK pollers follow."""
+    ops: dict[str, Operation] = request.app.state.operations
+    op = Operation(str(uuid.uuid4()))
+
+    async def run() -> None:
+        try:
+            await work
+        except LabError as exc:
+            op.error = exc
+        finally:
+            op.ended = datetime.now(UTC).isoformat()
+
+    op.task = asyncio.create_task(run())
+    ops[op.id] = op
+    base = str(request.base_url).rstrip("/")
+    sub = request.path_params["subscription"]
+    version = request.query_params.get("api-version", "")
+    prefix = f"{base}/subscriptions/{sub}/providers/Microsoft.Compute/locations/{location}"
+    return Response(status_code=202, headers={
+        "Azure-AsyncOperation": f"{prefix}/operations/{op.id}?api-version={version}",
+        "Location": f"{prefix}/operationResults/{op.id}?api-version={version}",
+        "Retry-After": str(RETRY_AFTER_S),
+    })  # fmt: skip
+
+
+def _operation(request: Request, operation_id: str) -> Operation:
+    op = request.app.state.operations.get(operation_id)
+    if op is None:
+        raise NotFound(f"The operation '{operation_id}' was not found.", target=operation_id)
+    assert isinstance(op, Operation)
+    return op
+
+
+_OPS = "/subscriptions/{subscription}/providers/Microsoft.Compute/locations/{location}"
+
+
+@router.get(_OPS + "/operations/{operation_id}")
+def operation_status(
+    request: Request, operation_id: str, _v: ApiVersion, _c: Caller
+) -> dict[str, Any]:
+    op = _operation(request, operation_id)
+    body: dict[str, Any] = {"name": op.id, "status": op.status, "startTime": op.started}
+    if op.ended:
+        body["endTime"] = op.ended
+    if op.error:
+        body["error"] = {"code": op.error.code, "message": op.error.message}
+    return body
+
+
+@router.get(_OPS + "/operationResults/{operation_id}")
+def operation_result(request: Request, operation_id: str, _v: ApiVersion, _c: Caller) -> Response:
+    op = _operation(request, operation_id)
+    if op.status == "InProgress":
+        return Response(status_code=202, headers={"Retry-After": str(RETRY_AFTER_S)})
+    if op.error:
+        return JSONResponse({"error": op.error.to_dict()}, status_code=op.error.status)
+    return Response(status_code=200)
