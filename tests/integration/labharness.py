@@ -82,7 +82,14 @@ class LabHarness:
     def kill_daemon(self, sig: int = signal.SIGKILL) -> None:
         if self.daemon is not None and self.daemon.poll() is None:
             self.daemon.send_signal(sig)
-            self.daemon.wait(timeout=30)
+            try:
+                self.daemon.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.daemon.kill()  # it did not stop: no test may leave a daemon behind
+                self.daemon.wait(timeout=30)
+                raise
+            finally:
+                self.daemon = None
         self.daemon = None
 
     def daemon_log(self) -> str:
@@ -146,7 +153,12 @@ class LabHarness:
     # -- cleanup --------------------------------------------------------------------------------
     def cleanup(self) -> None:
         """Delete every domain of this lab, whatever state the tests left it in."""
-        self.kill_daemon(signal.SIGTERM)
+        try:
+            self.kill_daemon(signal.SIGTERM)
+        finally:
+            self._delete_domains()
+
+    def _delete_domains(self) -> None:
         prefix = f"{DOMAIN_PREFIX}{lab_id_for(self.data_dir)}+"
         names = subprocess.run(
             ["virsh", "-c", self.settings.libvirt_uri, "list", "--all", "--name"],
