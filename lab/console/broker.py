@@ -180,12 +180,11 @@ class ConsoleBroker:
     def write(self, sub: Subscriber, data: bytes) -> None:
         if sub.mode is not SessionMode.INTERACTIVE or self._interactive is not sub:
             raise Conflict(f"this console session of VM '{self.vm}' is read-only")
-        if self._stream is None:
-            raise StateError("console input", "not running", ("running",), target=self.vm)
-        self._stream.write(data)
+        self.write_admin(data)
 
     def write_admin(self, data: bytes) -> None:
-        """Input from an admin command (the key after a serial BREAK), not from a session."""
+        """Bytes to the chardev: a session's keys (through `write`), or an admin command's
+        (the key after a serial BREAK)."""
         if self._stream is None:
             raise StateError("console input", "not running", ("running",), target=self.vm)
         self._stream.write(data)

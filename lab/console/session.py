@@ -217,8 +217,7 @@ class ConsoleSession(SpawnBase):  # type: ignore[misc]
         # `cmd &; next` is a syntax error: a command sent to the background is already ended.
         end = " " if command.endswith("&") else "; "
         line = (
-            f"printf '%s%s\\n' __LAB_B_ {tag}; {command}{end}"
-            f"printf '%s%s %d\\n' __LAB_E_ {tag} $?"
+            f"printf '%s%s\\n' __LAB_B_ {tag}; {command}{end}printf '%s%s %d\\n' __LAB_E_ {tag} $?"
         )
         self.sendline(line)
         self.expect_exact(f"__LAB_B_{tag}", timeout=timeout)

@@ -7,7 +7,7 @@ import asyncio
 from enum import StrEnum
 from pathlib import Path
 
-from lab.console.broker import TAKEOVER_NOTICE, ConsoleBroker, SessionMode, Subscriber
+from lab.console.broker import ConsoleBroker, SessionMode, Subscriber
 from lab.domain.errors import InvalidInput, StateError
 from lab.domain.power import PowerState
 from lab.domain.sysrq import KEY_LEFTALT, KEY_SYSRQ, KEYCODES, parse_sysrq_keys
@@ -141,6 +141,3 @@ def _require_running(view: VmView, operation: str) -> None:
     if view.power_state is not PowerState.RUNNING:
         raise StateError(operation, view.power_state.value, ("running",),
                          target=view.identity.name)  # fmt: skip
-
-
-__all__ = ["TAKEOVER_NOTICE", "ConsoleService", "SysRqMethod"]

@@ -259,6 +259,24 @@ class VmService:
             await asyncio.to_thread(self.ctx.hypervisor.undefine, domain)
             shutil.rmtree(self.ctx.vm_dir(view.identity), ignore_errors=True)
 
+    async def perform(
+        self, operation: PowerOperation, view: VmView, *, skip_shutdown: bool = False
+    ) -> VmView:
+        """Run a power operation by name: the one dispatch the daemon and Azure APIs share."""
+        if operation is PowerOperation.POWER_OFF:
+            return await self.power_off(view, skip_shutdown=skip_shutdown)
+        run = {
+            PowerOperation.START: self.start,
+            PowerOperation.RESTART: self.restart,
+            PowerOperation.RESET: self.reset,
+            PowerOperation.POWER_CYCLE: self.power_cycle,
+            PowerOperation.DEALLOCATE: self.deallocate,
+            PowerOperation.REIMAGE: self.reimage,
+        }.get(operation)
+        if run is None:
+            raise InvalidInput(f"'{operation.value}' is not a power action", target="action")
+        return await run(view)
+
     def refresh(self, view: VmView) -> VmView:
         return self._view(self.ctx.hypervisor.domain(view.identity.domain_name))
 

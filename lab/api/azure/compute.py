@@ -135,35 +135,27 @@ for _path in arm_paths("/providers/Microsoft.Compute/virtualMachines"):
         return instance_view(request, _find(request, subscription, group, name))
 
 
-#: ARM action name -> (power operation, RBAC action).
+#: ARM action name (also the RBAC action's name) -> power operation.
 _ACTIONS = {
-    "start": (PowerOperation.START, "start"),
-    "powerOff": (PowerOperation.POWER_OFF, "powerOff"),
-    "restart": (PowerOperation.RESTART, "restart"),
-    "deallocate": (PowerOperation.DEALLOCATE, "deallocate"),
-    "reimage": (PowerOperation.REIMAGE, "reimage"),
+    "start": PowerOperation.START,
+    "powerOff": PowerOperation.POWER_OFF,
+    "restart": PowerOperation.RESTART,
+    "deallocate": PowerOperation.DEALLOCATE,
+    "reimage": PowerOperation.REIMAGE,
     # Azure moves the VM to another host; the lab's equivalent is a new QEMU process.
-    "redeploy": (PowerOperation.POWER_CYCLE, "redeploy"),
+    "redeploy": PowerOperation.POWER_CYCLE,
 }
 
 
 def _start_action(request: Request, view: VmView, action: str, principal: Principal) -> Response:
-    operation, rbac = _ACTIONS[action]
+    operation = _ACTIONS[action]
     require_action(
-        principal, f"Microsoft.Compute/virtualMachines/{rbac}/action", view.identity.resource_id
+        principal, f"Microsoft.Compute/virtualMachines/{action}/action", view.identity.resource_id
     )
     # The state guard answers at once (409), as Azure does, rather than as a failed operation.
     require_state(operation, view.power_state, vm=view.identity.name)
-    vms = lab_of(request).vms
     skip = request.query_params.get("skipShutdown", "false").lower() == "true"
-    work = {
-        "start": lambda: vms.start(view),
-        "powerOff": lambda: vms.power_off(view, skip_shutdown=skip),
-        "restart": lambda: vms.restart(view),
-        "deallocate": lambda: vms.deallocate(view),
-        "reimage": lambda: vms.reimage(view),
-        "redeploy": lambda: vms.power_cycle(view),
-    }[action]()
+    work = lab_of(request).vms.perform(operation, view, skip_shutdown=skip)
     return start_operation(request, view.model.location, work)
 
 

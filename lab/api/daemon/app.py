@@ -17,9 +17,8 @@ from lab import __version__
 from lab.api.daemon.console_ws import serve_console
 from lab.api.daemon.schemas import reconcile_json, vm_json
 from lab.console.broker import SessionMode
-from lab.domain.errors import InvalidInput, LabError, NotFound, StateError
-from lab.domain.power import PowerState
-from lab.domain.vm import VmView
+from lab.domain.errors import InvalidInput, LabError, NotFound
+from lab.domain.power import PowerOperation
 from lab.services.consoles import SysRqMethod
 from lab.services.lab import Lab
 
@@ -122,18 +121,8 @@ def _routes(app: FastAPI) -> None:
         if action not in _ACTIONS:
             raise NotFound(f"unknown VM action '{action}'; one of: {', '.join(_ACTIONS)}")
         view = lab.vms.find(name, rg)
-        vms = lab.vms
-        if action == "powerOff":
-            return vm_json(await vms.power_off(view, skip_shutdown=skip_shutdown))
-        ops = {
-            "start": vms.start,
-            "restart": vms.restart,
-            "reset": vms.reset,
-            "powerCycle": vms.power_cycle,
-            "deallocate": vms.deallocate,
-            "reimage": vms.reimage,
-        }
-        return vm_json(await ops[action](view))
+        operation = PowerOperation(action)  # the action names are PowerOperation values
+        return vm_json(await lab.vms.perform(operation, view, skip_shutdown=skip_shutdown))
 
     @app.delete("/v1/vms/{name}", status_code=204)
     async def delete_vm(lab: LabDep, name: str, rg: ResourceGroup = None) -> Response:
@@ -181,7 +170,8 @@ def _routes(app: FastAPI) -> None:
         try:
             if replay is not None and replay < 0:
                 raise InvalidInput("replay must be >= 0", target="replay")
-            view = _running(lab.vms.find(name, rg))
+            view = lab.vms.find(name, rg)
+            broker, sub = lab.consoles.open_session(view, mode, user, replay)
         except LabError as exc:
             # Accept, then say why: a client sees the lab's message, not a bare 403.
             await ws.accept()
@@ -189,10 +179,4 @@ def _routes(app: FastAPI) -> None:
             await ws.close(code=4000 + exc.status, reason=exc.code)
             return
         idle = lab.settings.idle_timeout_minutes * 60
-        await serve_console(ws, lab.consoles, view, mode, user, replay, idle)
-
-
-def _running(view: VmView) -> VmView:
-    if view.power_state is not PowerState.RUNNING:
-        raise StateError("console", view.power_state.value, ("running",), target=view.identity.name)
-    return view
+        await serve_console(ws, lab.consoles, view, broker, sub, idle)

@@ -15,7 +15,7 @@ from typing import Any
 
 from fastapi import WebSocket, WebSocketDisconnect
 
-from lab.console.broker import Chunk, SessionMode, Subscriber
+from lab.console.broker import Chunk, ConsoleBroker, SessionMode, Subscriber
 from lab.domain.errors import LabError
 from lab.domain.vm import VmView
 from lab.services.consoles import ConsoleService
@@ -24,10 +24,11 @@ IDLE_NOTICE = "the console session was closed after {minutes:g} minutes without 
 
 
 async def serve_console(
-    ws: WebSocket, consoles: ConsoleService, view: VmView, mode: SessionMode, user: str,
-    replay: int | None, idle_timeout_s: float,
+    ws: WebSocket, consoles: ConsoleService, view: VmView, broker: ConsoleBroker,
+    sub: Subscriber, idle_timeout_s: float,
 ) -> None:  # fmt: skip
-    broker, sub = consoles.open_session(view, mode, user, replay)
+    """Serve a session `consoles.open_session` opened, until it ends; then close it."""
+    mode = sub.mode
     await ws.accept()
     reason = "the client disconnected"
     last_input = time.monotonic()
