@@ -30,9 +30,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("lab", "Serial Console Lab")
     group.addoption("--lab-file", help="lab definition (YAML) to bring up for the test session")
     group.addoption("--lab-vm", help="VM of the `vm` and `console` fixtures (default: first)")
-    group.addoption(
-        "--lab-keep", action="store_true", help="leave the lab's VMs after the session"
-    )
+    group.addoption("--lab-keep", action="store_true", help="leave the lab's VMs after the session")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -13,7 +13,7 @@ from lab.api.security.tls import ensure_certificates
 from lab.api.security.tokens import ROLES, issue, signing_key
 from lab.cli import diagnostics, images, output, vm
 from lab.cli.common import client, ensure_daemon, handle_errors
-from lab.domain.errors import LabError
+from lab.domain.errors import InvalidInput, LabError
 from lab.settings import get_settings
 
 
@@ -115,16 +115,40 @@ def status(as_json: bool) -> None:
 
 @cli.command()
 @click.option("--user", default="labuser", show_default=True, help="Who the token is for.")
-@click.option("--role", type=click.Choice(list(ROLES)), default="Contributor", show_default=True)
-@click.option("--scope", default=None, help="Role scope (default: the whole subscription).")
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    type=click.Choice(list(ROLES)),
+    help="A built-in role (default Contributor); repeat for several assignments.",
+)
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    help="The scope of the --role at the same position: /subscriptions/<id>, "
+    "/subscriptions/<id>/resourceGroups/<rg>, or a resource id (default: everything).",
+)
 @click.option("--expires", "expires_minutes", type=float, default=60.0, show_default=True,
               help="Minutes until the token expires.")  # fmt: skip
 @handle_errors
-def token(user: str, role: str, scope: str | None, expires_minutes: float) -> None:
-    """Print a bearer token for the Azure-compatible API."""
+def token(
+    user: str, roles: tuple[str, ...], scopes: tuple[str, ...], expires_minutes: float
+) -> None:
+    """Print a bearer token for the Azure-compatible API.
+
+    Each --role is assigned at the --scope given in the same position, e.g.
+    `lab token --role Reader --role "Virtual Machine Contributor" --scope /subscriptions/S
+    --scope /subscriptions/S/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1`.
+    """
+    roles = roles or ("Contributor",)
+    if len(scopes) > len(roles):
+        raise InvalidInput(f"{len(scopes)} --scope for {len(roles)} --role; give one scope "
+                           "per role, in the same order", target="scope")  # fmt: skip
+    pairs = [(r, scopes[i] if i < len(scopes) else "/") for i, r in enumerate(roles)]
     settings = get_settings()
     key = signing_key(settings.tls_dir / "token-signing.key")
-    print(issue(key, user=user, role=role, scope=scope or "/", expires_in=expires_minutes * 60))
+    print(issue(key, user=user, roles=pairs, expires_in=expires_minutes * 60))
 
 
 @cli.command()

@@ -11,10 +11,13 @@ from lab.services.boot_diagnostics import BootDiagnosticsService
 from lab.services.consoles import ConsoleService
 from lab.services.context import LabContext
 from lab.services.reconcile import Reconciler
+from lab.services.serial_console import SerialConsoleService
+from lab.services.storage_accounts import StorageAccountService
 from lab.services.vms import VmService
 from lab.settings import Settings
 from lab.storage.blobs import BlobStore
 from lab.storage.images import ImageCache
+from lab.storage.state import StateFile
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +34,10 @@ class Lab:
         self.consoles = ConsoleService(self.ctx)
         self.vms = VmService(self.ctx, self.consoles)
         self.boot_diagnostics = BootDiagnosticsService(self.ctx)
-        self.reconciler = Reconciler(self.vms)
+        state = StateFile(settings.state_dir / "resources.json")
+        self.storage_accounts = StorageAccountService(state)
+        self.serial_console = SerialConsoleService(state, self.storage_accounts)
+        self.reconciler = Reconciler(self.vms, self.storage_accounts)
         self.accel_reason = ""
         hypervisor.on_lifecycle(self._on_lifecycle)
 

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from lab.domain.boot_diagnostics import MANAGED_ACCOUNT
 from lab.domain.labfile import LabDefinition, ResourceGroupDef, VirtualMachineDef
 from lab.domain.power import PowerState
+from lab.domain.storage_account import StorageAccount
 from lab.domain.vm import BootDiagnosticsModel, VmModel, VmView
+from lab.services.storage_accounts import StorageAccountService
 from lab.services.vms import NewVm, VmService
 
 
@@ -46,14 +48,30 @@ def vm_model(defn: LabDefinition, vm: VirtualMachineDef) -> VmModel:
     )
 
 
+def storage_accounts(defn: LabDefinition) -> list[StorageAccount]:
+    return [
+        StorageAccount(
+            subscription_id=defn.subscription_id, resource_group=rg.name, name=a.name,
+            location=defn.location, allow_shared_key_access=a.allow_shared_key_access,
+            default_action=a.network_rule_set.default_action, tags=dict(a.tags),
+        )
+        for rg in defn.resource_groups
+        for a in rg.storage_accounts
+    ]  # fmt: skip
+
+
 class Reconciler:
-    def __init__(self, vms: VmService) -> None:
+    def __init__(self, vms: VmService, storage: StorageAccountService) -> None:
         self.vms = vms
+        self.storage = storage
         self._slots = asyncio.Semaphore(max(1, os.cpu_count() or 1))
         #: One lock per VM, so concurrent `up` requests never both create the same VM.
         self._vm_locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     async def up(self, defn: LabDefinition) -> list[ReconcileResult]:
+        # Accounts first: the lab file is the desired state, so its settings win.
+        for account in storage_accounts(defn):
+            self.storage.put(account)
         tasks = [self._up_one(defn, rg, vm) for rg, vm in defn.virtual_machines()]
         return list(await asyncio.gather(*tasks))
 

@@ -54,6 +54,11 @@ class LabHarness:
         return env
 
     @property
+    def ca(self) -> Path:
+        """The lab CA's certificate, for HTTPS clients of the Azure-compatible API."""
+        return self.data_dir / "tls" / "ca.pem"
+
+    @property
     def settings(self) -> Settings:
         return Settings(
             data_dir=self.data_dir, image_cache=self.image_cache, api_port=self.api_port

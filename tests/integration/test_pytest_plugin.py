@@ -20,7 +20,7 @@ resourceGroups:
         bootDiagnostics: {enabled: true}
 """
 
-CI_TESTS = '''
+CI_TESTS = """
 import pytest
 
 def test_command_output_and_status(console):
@@ -34,7 +34,7 @@ def test_vm_handle(vm):
 @pytest.mark.lab_vm("pl1")
 def test_marker_starts_a_stopped_vm(lab):
     assert lab.vm("pl1").info()["powerState"] == "running"
-'''
+"""
 
 
 def test_plugin_fixtures_run_a_boot_test_and_clean_up(

@@ -636,9 +636,12 @@ def test_concurrent_up_creates_each_vm_once(lab: Lab, hv: FakeHypervisor) -> Non
         first, second = await asyncio.gather(lab.reconciler.up(defn), lab.reconciler.up(defn))
         actions = sorted(r.action for r in first + second)
         assert actions == ["created", "created", "running", "running"]
-        assert sorted(name for op, name in hv.calls if op == "define").count(
-            first[0].vm.identity.domain_name
-        ) == 2  # the create, then the redefine of the start: once per VM, not twice
+        assert (
+            sorted(name for op, name in hv.calls if op == "define").count(
+                first[0].vm.identity.domain_name
+            )
+            == 2
+        )  # the create, then the redefine of the start: once per VM, not twice
         with pytest.raises(Conflict):
             await lab.vms.create(new_vm("vm1", rg="demo-rg"))
 

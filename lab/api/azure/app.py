@@ -3,19 +3,36 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 from lab import __version__
-from lab.api.azure import compute, operations
+from lab.api.azure import compute, gateway, operations, serialconsole, storage
 from lab.api.azure.common import install_error_handling
 from lab.services.lab import Lab
 
 
-def create_azure_app(lab: Lab, token_key: bytes) -> FastAPI:
-    app = FastAPI(title="Serial Console Lab: Azure-compatible API", version=__version__)
+def _operation_id(route: APIRoute) -> str:
+    # Routes registered once per path spelling share a function name; the path keeps ids unique.
+    return f"{route.name}_{'_'.join(sorted(route.methods or ()))}_{route.path_format}"
+
+
+def create_azure_app(lab: Lab, token_key: bytes, storage_secret: bytes) -> FastAPI:
+    app = FastAPI(
+        title="Serial Console Lab: Azure-compatible API",
+        version=__version__,
+        generate_unique_id_function=_operation_id,
+        # The lab serves its own OpenAPI description; no interactive docs pages.
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.lab = lab
     app.state.token_key = token_key
+    app.state.storage_secret = storage_secret
     app.state.operations = {}
     install_error_handling(app)
-    app.include_router(compute.router)
-    app.include_router(operations.router)
+    for router in (compute.router, operations.router, storage.router, serialconsole.router,
+                   gateway.router):  # fmt: skip
+        app.include_router(router)
+    # Last: the blob endpoint's `/{account}/{container}/{blob}` would shadow ARM paths.
+    app.include_router(storage.blob_router)
     return app

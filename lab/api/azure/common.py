@@ -92,14 +92,10 @@ class AuthorizationFailed(LabError):
     status = 403
 
 
-#: Built-in roles that may act on VMs (power actions); every role may read.
-_VM_ACTORS = frozenset({"Virtual Machine Contributor", "Contributor", "Owner"})
-
-
 def require_action(principal: Principal, action: str, scope: str) -> None:
-    """Refuse an action the caller's role does not grant (Azure's 403 body and wording).
-    Scopes are not checked yet: every role assignment counts for the whole subscription."""
-    if principal.role not in _VM_ACTORS:
+    """Refuse an action none of the caller's role assignments grants on `scope` (a resource
+    id), with Azure's 403 body and wording."""
+    if not principal.may(action, scope):
         raise AuthorizationFailed(
             f"The client '{principal.name}' with object id '{principal.object_id}' does not have "
             f"authorization to perform action '{action}' over scope '{scope}' or the scope is "

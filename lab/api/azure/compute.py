@@ -1,4 +1,5 @@
-"""Microsoft.Compute/virtualMachines: wire shapes and read routes (GET, list, instanceView)."""
+"""Microsoft.Compute/virtualMachines: wire shapes, reads (GET, list, instanceView), power
+actions as long-running operations, and retrieveBootDiagnosticsData (SAS-signed blob URIs)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from fastapi import APIRouter, Request, Response
 
 from lab.api.azure.common import ApiVersion, Caller, arm_paths, lab_of, require_action
 from lab.api.azure.operations import start_operation
+from lab.api.security import sas
 from lab.api.security.tokens import Principal
-from lab.domain.errors import NotFound
+from lab.domain.errors import Conflict, InvalidInput, NotFound
 from lab.domain.power import PowerOperation, require_state
 from lab.domain.vm import VmView
 
@@ -82,7 +84,10 @@ def vm_resource(request: Request, view: VmView, *, expand: bool = False) -> dict
     }
 
 
-def _find(request: Request, subscription: str, group: str, name: str) -> VmView:
+_READ = "Microsoft.Compute/virtualMachines/read"
+
+
+def find_vm(request: Request, subscription: str, group: str, name: str) -> VmView:
     lab = lab_of(request)
     for view in lab.vms.list():
         ident = view.identity
@@ -97,42 +102,113 @@ def _find(request: Request, subscription: str, group: str, name: str) -> VmView:
     )
 
 
-def _in_subscription(request: Request, subscription: str, group: str | None) -> list[VmView]:
+def readable_vm(
+    request: Request, principal: Principal, subscription: str, group: str, name: str,
+    action: str = _READ,
+) -> VmView:  # fmt: skip
+    """The VM, once the caller may perform `action` (a read by default) on it. Authorization
+    comes first, as in ARM: a caller without access learns nothing, not even whether it exists."""
+    require_action(principal, action, vm_resource_id(subscription, group, name))
+    return find_vm(request, subscription, group, name)
+
+
+def vm_resource_id(subscription: str, group: str, name: str) -> str:
+    return (f"/subscriptions/{subscription}/resourceGroups/{group}"
+            f"/providers/Microsoft.Compute/virtualMachines/{name}")  # fmt: skip
+
+
+def _visible(
+    request: Request, principal: Principal, subscription: str, group: str | None
+) -> list[VmView]:
+    """The VMs of a subscription (or group) the caller may read: lists leave the others out,
+    as ARM does."""
     return [
         v for v in lab_of(request).vms.list()
         if v.identity.subscription_id.lower() == subscription.lower()
         and (group is None or v.identity.resource_group.lower() == group.lower())
+        and principal.may(_READ, v.identity.resource_id)
     ]  # fmt: skip
 
 
 @router.get("/subscriptions/{subscription}/providers/Microsoft.Compute/virtualMachines")
-def list_all(request: Request, subscription: str, _v: ApiVersion, _c: Caller) -> dict[str, Any]:
-    return {
-        "value": [vm_resource(request, v) for v in _in_subscription(request, subscription, None)]
-    }
+def list_all(
+    request: Request, subscription: str, _v: ApiVersion, principal: Caller
+) -> dict[str, Any]:
+    views = _visible(request, principal, subscription, None)
+    return {"value": [vm_resource(request, v) for v in views]}
 
 
 for _path in arm_paths("/providers/Microsoft.Compute/virtualMachines"):
 
     @router.get(_path)
     def list_group(
-        request: Request, subscription: str, group: str, _v: ApiVersion, _c: Caller
+        request: Request, subscription: str, group: str, _v: ApiVersion, principal: Caller
     ) -> dict[str, Any]:
-        views = _in_subscription(request, subscription, group)
+        views = _visible(request, principal, subscription, group)
         return {"value": [vm_resource(request, v) for v in views]}
 
     @router.get(_path + "/{name}")
     def get_vm(
-        request: Request, subscription: str, group: str, name: str, _v: ApiVersion, _c: Caller,
+        request: Request, subscription: str, group: str, name: str, _v: ApiVersion,
+        principal: Caller,
     ) -> dict[str, Any]:  # fmt: skip
         expand = request.query_params.get("$expand", "").lower() == "instanceview"
-        return vm_resource(request, _find(request, subscription, group, name), expand=expand)
+        view = readable_vm(request, principal, subscription, group, name)
+        return vm_resource(request, view, expand=expand)
 
     @router.get(_path + "/{name}/instanceView")
     def get_instance_view(
-        request: Request, subscription: str, group: str, name: str, _v: ApiVersion, _c: Caller,
+        request: Request, subscription: str, group: str, name: str, _v: ApiVersion,
+        principal: Caller,
     ) -> dict[str, Any]:  # fmt: skip
-        return instance_view(request, _find(request, subscription, group, name))
+        action = "Microsoft.Compute/virtualMachines/instanceView/read"
+        view = readable_vm(request, principal, subscription, group, name, action)
+        return instance_view(request, view)
+
+    @router.post(_path + "/{name}/retrieveBootDiagnosticsData")
+    def retrieve_boot_diagnostics_data(
+        request: Request, subscription: str, group: str, name: str, _v: ApiVersion,
+        principal: Caller,
+    ) -> dict[str, Any]:  # fmt: skip
+        action = "Microsoft.Compute/virtualMachines/retrieveBootDiagnosticsData/action"
+        view = readable_vm(request, principal, subscription, group, name, action)
+        return boot_diagnostics_data(request, view)
+
+
+def _sas_minutes(request: Request) -> int:
+    raw = request.query_params.get("sasUriExpirationTimeInMinutes", "120")
+    try:
+        minutes = int(raw)
+    except ValueError:
+        minutes = 0
+    if not 1 <= minutes <= 1440:
+        raise InvalidInput(
+            f"sasUriExpirationTimeInMinutes is {raw!r}; it must be a whole number of minutes "
+            "from 1 to 1440 (default 120).",
+            target="sasUriExpirationTimeInMinutes",
+        )
+    return minutes
+
+
+def boot_diagnostics_data(request: Request, view: VmView) -> dict[str, Any]:
+    """The blob URIs of the serial log and screenshot, each with a read SAS."""
+    minutes = _sas_minutes(request)
+    if not view.model.boot_diagnostics.enabled:
+        raise Conflict(
+            f"Boot diagnostics is not enabled for virtual machine '{view.identity.name}'.",
+            code="BootDiagnosticsDisabled", target=view.identity.name,
+        )  # fmt: skip
+    b = lab_of(request).ctx.boot_blobs(view.identity, view.model)
+    secret: bytes = request.app.state.storage_secret
+
+    def signed(blob: str) -> str:
+        query = sas.sign(secret, b.account, b.container, blob, minutes=minutes)
+        return f"{blob_uri(request, b.account, b.container, blob)}?{query}"
+
+    return {
+        "consoleScreenshotBlobUri": signed(b.screenshot),
+        "serialConsoleLogBlobUri": signed(b.serial_log),
+    }
 
 
 #: ARM action name (also the RBAC action's name) -> power operation.
@@ -147,11 +223,8 @@ _ACTIONS = {
 }
 
 
-def _start_action(request: Request, view: VmView, action: str, principal: Principal) -> Response:
+def _start_action(request: Request, view: VmView, action: str) -> Response:
     operation = _ACTIONS[action]
-    require_action(
-        principal, f"Microsoft.Compute/virtualMachines/{action}/action", view.identity.resource_id
-    )
     # The state guard answers at once (409), as Azure does, rather than as a failed operation.
     require_state(operation, view.power_state, vm=view.identity.name)
     skip = request.query_params.get("skipShutdown", "false").lower() == "true"
@@ -171,4 +244,6 @@ for _path in arm_paths("/providers/Microsoft.Compute/virtualMachines/{name}/{act
                 f"No action '{action}' on virtualMachines; the lab serves: {', '.join(_ACTIONS)}.",
                 target=action,
             )
-        return _start_action(request, _find(request, subscription, group, name), action, principal)
+        rbac = f"Microsoft.Compute/virtualMachines/{action}/action"
+        view = readable_vm(request, principal, subscription, group, name, rbac)
+        return _start_action(request, view, action)

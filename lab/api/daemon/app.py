@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from lab import __version__
-from lab.api.daemon.console_ws import serve_console
+from lab.api.console_ws import serve_console
 from lab.api.daemon.schemas import reconcile_json, vm_json
 from lab.console.broker import SessionMode
 from lab.domain.errors import InvalidInput, LabError, NotFound
@@ -179,4 +179,5 @@ def _routes(app: FastAPI) -> None:
             await ws.close(code=4000 + exc.status, reason=exc.code)
             return
         idle = lab.settings.idle_timeout_minutes * 60
+        await ws.accept()
         await serve_console(ws, lab.consoles, view, broker, sub, idle)

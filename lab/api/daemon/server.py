@@ -88,14 +88,17 @@ def _azure_config(settings: Settings, lab: Lab) -> uvicorn.Config:
     _check_port_free(settings.api_host, settings.api_port)
     files = ensure_certificates(settings.tls_dir)
     key = signing_key(settings.tls_dir / "token-signing.key")
+    storage_secret = signing_key(settings.tls_dir / "storage-signing.key")
     config = uvicorn.Config(
-        create_azure_app(lab, key),
+        create_azure_app(lab, key, storage_secret),
         host=settings.api_host,
         port=settings.api_port,
         log_level="warning",
         lifespan="off",
         ssl_certfile=str(files.server_cert),
         ssl_keyfile=str(files.server_key),
+        ws="websockets-sansio",  # the serial-console gateway; as on the daemon socket
+        ws_per_message_deflate=False,
         timeout_keep_alive=30,
         # An idle TLS keep-alive connection otherwise holds shutdown for asyncio's 30 s
         # SSL-shutdown wait; a stopping daemon waits this long for requests, then goes.

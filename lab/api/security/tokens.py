@@ -1,9 +1,9 @@
 """Bearer tokens the lab issues (`lab token`) and verifies on every API request.
 
 HS256 JWTs signed with a per-lab secret (`<data dir>/tls/token-signing.key`, mode 0600), with
-Azure's audience and the claims the API needs: who (`name`, `oid`), their role and its scope,
-issue and expiry times. Anything else (expired, wrong signature, wrong audience, `alg: none`,
-missing) is refused with a 401 and Azure's body.
+Azure's audience and the claims the API needs: who (`name`, `oid`), their role assignments
+(`roles`: a list of `{"role", "scope"}`), issue and expiry times. Anything else (expired, wrong
+signature, wrong audience, `alg: none`, missing) is refused with a 401 and Azure's body.
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ from pathlib import Path
 
 import jwt
 
-from lab.domain.errors import LabError
+from lab.domain.errors import InvalidInput, LabError
+from lab.domain.rbac import ROLE_NAMES, RoleAssignment, normalise_scope, role
 
 AUDIENCE = "https://management.azure.com/"
 ISSUER = "https://serial-console-lab.local/"
-ROLES = ("Reader", "Virtual Machine Contributor", "Contributor", "Owner")
+ROLES = ROLE_NAMES
 
 
 class AuthenticationFailed(LabError):
@@ -33,8 +34,10 @@ class AuthenticationFailed(LabError):
 class Principal:
     name: str
     object_id: str
-    role: str
-    scope: str
+    assignments: tuple[RoleAssignment, ...]
+
+    def may(self, action: str, resource_id: str) -> bool:
+        return any(a.grants(action, resource_id) for a in self.assignments)
 
 
 def signing_key(path: Path) -> bytes:
@@ -50,15 +53,16 @@ def signing_key(path: Path) -> bytes:
         return key
 
 
-def issue(key: bytes, *, user: str, role: str, scope: str, expires_in: float = 3600) -> str:
-    if role not in ROLES:
-        raise LabError(f"unknown role {role!r}; one of: {', '.join(ROLES)}", code="InvalidRole",
-                       target="role")  # fmt: skip
+def issue(key: bytes, *, user: str, roles: list[tuple[str, str]], expires_in: float = 3600) -> str:
+    """A token for `user` holding `roles`: (role name, scope) pairs, checked here."""
+    if not roles:
+        raise InvalidInput("a token needs at least one role assignment", target="role")
+    assignments = [{"role": role(r).name, "scope": normalise_scope(s)} for r, s in roles]
     now = int(time.time())
     claims = {"aud": AUDIENCE, "iss": ISSUER, "iat": now, "nbf": now,
               "exp": now + int(expires_in), "name": user,
               "oid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"lab-user:{user}")),
-              "role": role, "scope": scope}  # fmt: skip
+              "roles": assignments}  # fmt: skip
     return jwt.encode(claims, key, algorithm="HS256")
 
 
@@ -79,4 +83,10 @@ def verify(key: bytes, authorization: str | None) -> Principal:
         ) from None
     except jwt.InvalidTokenError as exc:
         raise AuthenticationFailed(f"The access token is invalid: {exc}.") from None
-    return Principal(claims["name"], claims["oid"], claims["role"], claims["scope"])
+    try:
+        assignments = tuple(
+            RoleAssignment(role(a["role"]), normalise_scope(a["scope"])) for a in claims["roles"]
+        )
+        return Principal(str(claims["name"]), str(claims["oid"]), assignments)
+    except (KeyError, TypeError, LabError) as exc:
+        raise AuthenticationFailed(f"The access token's claims are invalid: {exc}.") from None

@@ -1,9 +1,9 @@
-"""The console websocket of the daemon API.
+"""A console session over a websocket, for both APIs that serve one: the daemon's and the
+Azure serial-console gateway's. They differ only in framing, which a `Framing` supplies.
 
-Binary frames carry console bytes both ways (a text frame from the client is typed too, as the
-Azure gateway does). The server also sends text frames with JSON control messages:
-`{"type": "closed", "reason": ...}` as the last frame when the session ends (takeover, stalled
-viewer, idle timeout, VM stopped) and `{"type": "error", ...}` when input is refused.
+Console bytes come in as binary or text frames (both are typed, as the Azure gateway does);
+output, the end of the session (takeover, stalled viewer, idle timeout, VM stopped) and refused
+input go out as the framing says.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import WebSocket, WebSocketDisconnect
@@ -23,16 +25,36 @@ from lab.services.consoles import ConsoleService
 IDLE_NOTICE = "the console session was closed after {minutes:g} minutes without input"
 
 
+@dataclass(frozen=True)
+class Framing:
+    send_output: Callable[[WebSocket, bytes], Awaitable[None]]
+    #: Say why the session ends (the socket is closed after it).
+    send_closed: Callable[[WebSocket, str], Awaitable[None]]
+    send_refused: Callable[[WebSocket, LabError], Awaitable[None]]
+
+
+async def _json_closed(ws: WebSocket, reason: str) -> None:
+    await ws.send_text(json.dumps({"type": "closed", "reason": reason}))
+
+
+async def _json_refused(ws: WebSocket, exc: LabError) -> None:
+    await ws.send_text(json.dumps({"type": "error", **exc.to_dict()}))
+
+
+#: The daemon API's framing: binary frames of console bytes, JSON text frames for control.
+LAB_FRAMING = Framing(WebSocket.send_bytes, _json_closed, _json_refused)
+
+
 async def serve_console(
     ws: WebSocket, consoles: ConsoleService, view: VmView, broker: ConsoleBroker,
-    sub: Subscriber, idle_timeout_s: float,
+    sub: Subscriber, idle_timeout_s: float, framing: Framing = LAB_FRAMING,
 ) -> None:  # fmt: skip
-    """Serve a session `consoles.open_session` opened, until it ends; then close it."""
+    """Serve a session `consoles.open_session` opened on an accepted websocket, until it ends;
+    then close it."""
     mode = sub.mode
-    await ws.accept()
     reason = "the client disconnected"
     last_input = time.monotonic()
-    sender = asyncio.create_task(_pump_output(ws, sub))
+    sender = asyncio.create_task(_pump_output(ws, sub, framing))
     receive: asyncio.Future[Any] | None = None
     try:
         while not sender.done():
@@ -41,7 +63,7 @@ async def serve_console(
             idle_left = idle_timeout_s - (time.monotonic() - last_input)
             if mode is SessionMode.INTERACTIVE and idle_left <= 0:
                 reason = IDLE_NOTICE.format(minutes=idle_timeout_s / 60)
-                await _close(ws, reason)
+                await _close(ws, reason, framing)
                 break
             timeout = idle_left if mode is SessionMode.INTERACTIVE else None
             waiting: set[asyncio.Future[Any]] = {receive, sender}
@@ -62,7 +84,7 @@ async def serve_console(
                 try:
                     broker.write(sub, data)
                 except LabError as exc:
-                    await ws.send_text(json.dumps({"type": "error", **exc.to_dict()}))
+                    await framing.send_refused(ws, exc)
         if sender.done() and not sender.cancelled() and sender.exception() is None:
             reason = sender.result()
     except WebSocketDisconnect:
@@ -74,17 +96,17 @@ async def serve_console(
         consoles.close_session(view, broker, sub, reason)
 
 
-async def _pump_output(ws: WebSocket, sub: Subscriber) -> str:
+async def _pump_output(ws: WebSocket, sub: Subscriber, framing: Framing) -> str:
     """Forward the subscriber's queue; return why the broker ended the session."""
     while True:
         item = await sub.next()
         if isinstance(item, Chunk):
-            await ws.send_bytes(item.data)
+            await framing.send_output(ws, item.data)
             continue
-        await _close(ws, item.reason)
+        await _close(ws, item.reason, framing)
         return item.reason
 
 
-async def _close(ws: WebSocket, reason: str) -> None:
-    await ws.send_text(json.dumps({"type": "closed", "reason": reason}))
+async def _close(ws: WebSocket, reason: str, framing: Framing) -> None:
+    await framing.send_closed(ws, reason)
     await ws.close(code=1000, reason=reason[:120])

@@ -1,0 +1,150 @@
+"""The serial-console gateway: the websocket behind `connect`'s connection string, and the
+admin commands posted next to it. It speaks what the Azure CLI's serial-console extension does:
+
+1. the server sends a first frame (a prompt the client does not print);
+2. the client answers with its bearer token as a text frame;
+3. console bytes flow both ways: keystrokes from the client (text or binary frames), output to
+   the client as text frames when it is UTF-8 and binary frames when it is not.
+
+Admin commands: `POST .../sessions/{id}/adminCommand/{nmi|reset|sysrq}` with the bearer token
+and `{"command", "requestId", "commandParameters": {"SysRqCommand": "b"}}`; 200 on success.
+Sessions go through the console broker: takeover, idle timeout and audit apply as everywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+from typing import Any
+
+from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
+from pydantic import BaseModel, ConfigDict, Field
+
+from lab.api.azure.common import Caller, lab_of, require_action
+from lab.api.azure.serialconsole import CONNECT_ACTION, GATEWAY_PREFIX
+from lab.api.console_ws import Framing, serve_console
+from lab.api.security.tokens import verify
+from lab.console.broker import SessionMode
+from lab.domain.errors import InvalidInput, LabError, NotFound
+from lab.domain.power import PowerOperation
+from lab.domain.vm import VmView
+from lab.services.lab import Lab
+
+router = APIRouter()
+#: The first frame: the gateway's prompt for the token (the CLI does not print it).
+FIRST_FRAME = "serial-console-lab: send the bearer token as a text frame"
+TOKEN_TIMEOUT_S = 15.0
+
+
+def _vm_of(lab: Lab, resource_id: str) -> VmView:
+    for view in lab.vms.list():
+        if view.identity.resource_id.lower() == resource_id.lower():
+            return view
+    raise NotFound(f"The VM of this session ({resource_id}) no longer exists.",
+                   target=resource_id)  # fmt: skip
+
+
+class _Utf8Output:
+    """Text frames for UTF-8 output (a character split across chunks waits for its end);
+    binary frames for anything else, so no byte is lost or altered."""
+
+    def __init__(self) -> None:
+        self.decoder = codecs.getincrementaldecoder("utf-8")()
+
+    async def send(self, ws: WebSocket, data: bytes) -> None:
+        try:
+            text = self.decoder.decode(data)
+        except UnicodeDecodeError:
+            pending = self.decoder.getstate()[0]
+            self.decoder.reset()
+            await ws.send_bytes(pending + data)
+            return
+        if text:
+            await ws.send_text(text)
+
+
+def _framing() -> Framing:
+    output = _Utf8Output()
+
+    async def closed(ws: WebSocket, reason: str) -> None:
+        await ws.send_text(f"\r\n[serial console: {reason}]\r\n")
+
+    async def refused(ws: WebSocket, exc: LabError) -> None:
+        await ws.send_text(f"\r\n[serial console: {exc.message}]\r\n")
+
+    return Framing(output.send, closed, refused)
+
+
+async def _refuse(ws: WebSocket, exc: LabError) -> None:
+    await ws.send_text(f"\r\n[serial console: {exc.message}]\r\n")
+    await ws.close(code=4000 + exc.status, reason=exc.code)
+
+
+@router.websocket(GATEWAY_PREFIX + "/{session_id}/client")
+async def client(ws: WebSocket, session_id: str) -> None:
+    lab: Lab = ws.app.state.lab
+    await ws.accept()
+    await ws.send_text(FIRST_FRAME)
+    try:
+        token = await asyncio.wait_for(ws.receive_text(), TOKEN_TIMEOUT_S)
+    except (TimeoutError, WebSocketDisconnect, KeyError):
+        # KeyError: a binary frame where the token's text frame belongs.
+        await ws.close(code=4401, reason="no token")
+        return
+    try:
+        principal = verify(ws.app.state.token_key, f"Bearer {token.strip()}")
+        session = lab.serial_console.open(session_id, principal.object_id)
+        require_action(principal, CONNECT_ACTION, session.resource_id)
+        view = _vm_of(lab, session.resource_id)
+        broker, sub = lab.consoles.open_session(view, SessionMode.INTERACTIVE,
+                                                principal.name, None)  # fmt: skip
+    except LabError as exc:
+        await _refuse(ws, exc)
+        return
+    idle = lab.settings.idle_timeout_minutes * 60
+    try:
+        await serve_console(ws, lab.consoles, view, broker, sub, idle, _framing())
+    finally:
+        lab.serial_console.close(session)
+
+
+class AdminBody(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    command: str | None = None
+    request_id: str | None = Field(default=None, alias="requestId")
+    command_parameters: dict[str, Any] = Field(default_factory=dict, alias="commandParameters")
+
+
+_COMMANDS = ("nmi", "reset", "sysrq")
+
+
+@router.post(GATEWAY_PREFIX + "/{session_id}/adminCommand/{command}")
+async def admin_command(
+    request: Request, session_id: str, command: str, body: AdminBody, principal: Caller
+) -> dict[str, Any]:
+    """NMI, reset (a hard power cycle in the same QEMU: the console stays connected) or SysRq
+    on the session's VM."""
+    lab = lab_of(request)
+    if command.lower() not in _COMMANDS:
+        raise NotFound(f"Unknown admin command '{command}'; one of: {', '.join(_COMMANDS)}.",
+                       target=command)  # fmt: skip
+    cmd = command.lower()
+    if body.command is not None and body.command.lower() != cmd:
+        raise InvalidInput(f"The body's command '{body.command}' does not match the URL's "
+                           f"'{command}'.", target="command")  # fmt: skip
+    session = lab.serial_console.live(session_id, principal.object_id)
+    require_action(principal, CONNECT_ACTION, session.resource_id)
+    view = _vm_of(lab, session.resource_id)
+    if cmd == "nmi":
+        await lab.consoles.nmi(view, user=principal.name)
+    elif cmd == "sysrq":
+        keys = body.command_parameters.get("SysRqCommand")
+        if not isinstance(keys, str) or not keys:
+            raise InvalidInput('A SysRq command needs commandParameters {"SysRqCommand": "<key>"}'
+                               ", e.g. \"b\" (reboot) or \"REISUB\".",
+                               target="commandParameters.SysRqCommand")  # fmt: skip
+        await lab.consoles.sysrq(view, keys, user=principal.name)
+    else:
+        await lab.vms.perform(PowerOperation.RESET, view)
+        lab.consoles.audit.record("reset", vm=view.identity.name, user=principal.name)
+    return {"requestId": body.request_id, "command": cmd, "status": "Succeeded"}

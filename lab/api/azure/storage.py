@@ -1,0 +1,278 @@
+"""Microsoft.Storage (minimal): storageAccounts GET/PUT/list, and the blob endpoint that
+serves boot-diagnostics blobs path-style (`https://<host>/<account>/<container>/<blob>`, as
+Azurite does) to SAS-signed reads, with `Range`/`x-ms-range`, so `azure-storage-blob` works.
+
+Blob errors are Azure Storage's, not ARM's: an XML `<Error>` body and `x-ms-error-code`.
+"""
+
+from __future__ import annotations
+
+import re
+from email.utils import formatdate
+from typing import Any
+from xml.sax.saxutils import escape
+
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from lab.api.azure.common import ApiVersion, Caller, arm_paths, lab_of, require_action
+from lab.api.security import sas
+from lab.domain.errors import LabError, NotFound
+from lab.domain.names import validate_storage_account_name
+from lab.domain.power import PowerState
+from lab.domain.storage_account import StorageAccount
+from lab.domain.vm import VmView
+from lab.storage.blobs import BlobRange
+
+router = APIRouter()
+blob_router = APIRouter()
+_TYPE = "Microsoft.Storage/storageAccounts"
+
+
+def account_resource(account: StorageAccount) -> dict[str, Any]:
+    return {
+        "id": account.resource_id,
+        "name": account.name,
+        "type": _TYPE,
+        "location": account.location,
+        "tags": account.tags,
+        "kind": "StorageV2",
+        "sku": {"name": "Standard_LRS", "tier": "Standard"},
+        "properties": {
+            "provisioningState": "Succeeded",
+            "allowSharedKeyAccess": account.allow_shared_key_access,
+            "networkAcls": {"defaultAction": account.default_action, "bypass": "AzureServices",
+                            "ipRules": [], "virtualNetworkRules": []},
+            "primaryEndpoints": {"blob": f"https://{account.name}.blob.core.windows.net/"},
+            "supportsHttpsTrafficOnly": True,
+            "minimumTlsVersion": "TLS1_2",
+        },
+    }  # fmt: skip
+
+
+class _NetworkAcls(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    defaultAction: str = Field(default="Allow", pattern="^(Allow|Deny)$")
+
+
+class _AccountProperties(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    allowSharedKeyAccess: bool | None = None
+    networkAcls: _NetworkAcls | None = None
+    #: The lab file calls it networkRuleSet; both are accepted.
+    networkRuleSet: _NetworkAcls | None = None
+
+
+class AccountBody(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    location: str = Field(pattern=r"^[a-z0-9]+$", description="Azure region, e.g. westeurope")
+    tags: dict[str, str] = {}
+    properties: _AccountProperties = _AccountProperties()
+
+
+def _account_id(subscription: str, group: str, name: str) -> str:
+    return f"/subscriptions/{subscription}/resourceGroups/{group}/providers/{_TYPE}/{name}"
+
+
+def _account_in(
+    request: Request, subscription: str, group: str | None, name: str
+) -> StorageAccount:
+    account = lab_of(request).storage_accounts.get(name)
+    if (
+        account is None
+        or account.subscription_id.lower() != subscription.lower()
+        or (group is not None and account.resource_group.lower() != group.lower())
+    ):
+        raise NotFound(f"The Resource '{_TYPE}/{name}' under resource group '{group}' was not "
+                       "found.", target=name)  # fmt: skip
+    return account
+
+
+@router.get(f"/subscriptions/{{subscription}}/providers/{_TYPE}")
+def list_accounts(
+    request: Request, subscription: str, _v: ApiVersion, principal: Caller
+) -> dict[str, Any]:
+    accounts = lab_of(request).storage_accounts.list(subscription)
+    visible = [a for a in accounts if principal.may(f"{_TYPE}/read", a.resource_id)]
+    return {"value": [account_resource(a) for a in visible]}
+
+
+for _path in arm_paths(f"/providers/{_TYPE}"):
+
+    @router.get(_path)
+    def list_group_accounts(
+        request: Request, subscription: str, group: str, _v: ApiVersion, principal: Caller
+    ) -> dict[str, Any]:
+        accounts = lab_of(request).storage_accounts.list(subscription, group)
+        visible = [a for a in accounts if principal.may(f"{_TYPE}/read", a.resource_id)]
+        return {"value": [account_resource(a) for a in visible]}
+
+    @router.get(_path + "/{name}")
+    def get_account(
+        request: Request, subscription: str, group: str, name: str, _v: ApiVersion,
+        principal: Caller,
+    ) -> dict[str, Any]:  # fmt: skip
+        require_action(principal, f"{_TYPE}/read", _account_id(subscription, group, name))
+        return account_resource(_account_in(request, subscription, group, name))
+
+    @router.put(_path + "/{name}")
+    def put_account(
+        request: Request, subscription: str, group: str, name: str, body: AccountBody,
+        _v: ApiVersion, principal: Caller, response: Response,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Create or update synchronously (ARM allows a 200/201 answer to a PUT)."""
+        require_action(principal, f"{_TYPE}/write", _account_id(subscription, group, name))
+        validate_storage_account_name(name, target=name)
+        store = lab_of(request).storage_accounts
+        current = store.get(name)
+        props = body.properties
+        acls = props.networkAcls or props.networkRuleSet
+        account = StorageAccount(
+            subscription_id=subscription, resource_group=group, name=name.lower(),
+            location=body.location, tags=body.tags,
+            allow_shared_key_access=(props.allowSharedKeyAccess
+                                     if props.allowSharedKeyAccess is not None
+                                     else current.allow_shared_key_access if current else True),
+            default_action=(acls.defaultAction if acls
+                            else current.default_action if current else "Allow"),
+        )  # fmt: skip
+        store.put(account)
+        response.status_code = 200 if current else 201
+        return account_resource(account)
+
+
+# -- the blob endpoint ----------------------------------------------------------------------------
+
+
+class StorageError(LabError):
+    """An Azure Storage data-plane error (rendered as XML by `storage_error_response`)."""
+
+
+def storage_error_response(exc: LabError, request_id: str) -> Response:
+    body = (
+        '<?xml version="1.0" encoding="utf-8"?><Error>'
+        f"<Code>{escape(exc.code)}</Code><Message>{escape(exc.message)}\nRequestId:{request_id}"
+        f"\nTime:{formatdate(usegmt=True)}</Message></Error>"
+    )
+    headers = {"x-ms-error-code": exc.code, "x-ms-request-id": request_id}
+    return Response(body, status_code=exc.status, media_type="application/xml", headers=headers)
+
+
+def _blob_owner(request: Request, account: str, container: str, blob: str) -> tuple[VmView, str]:
+    """The VM a boot-diagnostics blob belongs to, and which blob it is (log or screenshot)."""
+    lab = lab_of(request)
+    for view in lab.vms.list():
+        if not view.model.boot_diagnostics.enabled:
+            continue
+        b = lab.ctx.boot_blobs(view.identity, view.model)
+        if (b.account, b.container) == (account, container) and blob in (
+            b.serial_log,
+            b.screenshot,
+        ):
+            return view, ("log" if blob == b.serial_log else "screenshot")
+    raise _storage_error(404, "BlobNotFound", "The specified blob does not exist.")
+
+
+def _storage_error(status: int, code: str, message: str) -> LabError:
+    err = StorageError(message, code=code)
+    err.status = status  # type: ignore[misc]
+    return err
+
+
+def _check_account_access(request: Request, account_name: str) -> None:
+    account = lab_of(request).storage_accounts.get(account_name)
+    if account is None:
+        # The managed account (and accounts of VMs made before the lab kept accounts) are open.
+        return
+    if account.firewall_on:
+        raise _storage_error(
+            403, "AuthorizationFailure", "This request is not authorized to perform this operation."
+        )
+    if not account.allow_shared_key_access:
+        raise _storage_error(
+            403,
+            "KeyBasedAuthenticationNotPermitted",
+            "Key based authentication is not permitted on this storage account.",
+        )
+
+
+_RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
+
+
+def _requested_range(request: Request) -> tuple[int, int | None] | None:
+    """(first, last or None) of `x-ms-range` (preferred, as Azure does) or `Range`."""
+    raw = request.headers.get("x-ms-range") or request.headers.get("range")
+    if not raw:
+        return None
+    m = _RANGE.match(raw.strip())
+    if not m:
+        raise _storage_error(416, "InvalidRange", f"The range specified is invalid: {raw!r}.")
+    first, last = int(m.group(1)), (int(m.group(2)) if m.group(2) else None)
+    if last is not None and last < first:
+        raise _storage_error(416, "InvalidRange", f"The range specified is invalid: {raw!r}.")
+    return first, last
+
+
+async def _blob_content(request: Request, view: VmView, kind: str, rng: tuple[int, int | None]
+                        | None) -> tuple[BlobRange, str]:  # fmt: skip
+    lab = lab_of(request)
+    if kind == "log":
+        first = rng[0] if rng else 0
+        length = (rng[1] - first + 1) if rng and rng[1] is not None else None
+        size = lab.boot_diagnostics.serial_log(view, 0, 0).size
+        if rng and first >= size:
+            raise _storage_error(416, "InvalidRange", "The range specified is invalid for the "
+                                 "current size of the resource.")  # fmt: skip
+        return lab.boot_diagnostics.serial_log(view, first, length), "text/plain"
+    # The screenshot blob is refreshed on every read of a running VM.
+    if view.power_state is PowerState.RUNNING:
+        await lab.boot_diagnostics.screenshot(view)
+    b = lab.ctx.boot_blobs(view.identity, view.model)
+    try:
+        data = lab.ctx.blobs.path(b.account, b.container, b.screenshot).read_bytes()
+    except FileNotFoundError:
+        raise _storage_error(404, "BlobNotFound", "The specified blob does not exist.") from None
+    first = rng[0] if rng else 0
+    if rng and first >= len(data):
+        raise _storage_error(416, "InvalidRange", "The range specified is invalid for the "
+                             "current size of the resource.")  # fmt: skip
+    end = len(data) if not rng or rng[1] is None else min(len(data), rng[1] + 1)
+    return BlobRange(data[first:end], first, end, len(data)), "image/bmp"
+
+
+@blob_router.api_route("/{account}/{container}/{blob}", methods=["GET", "HEAD"],
+                       include_in_schema=True)  # fmt: skip
+async def get_blob(request: Request, account: str, container: str, blob: str) -> Response:
+    """Read a boot-diagnostics blob with a SAS (`?sv=...&sig=...`)."""
+    try:
+        sas.verify(request.app.state.storage_secret, account, container, blob,
+                   dict(request.query_params))  # fmt: skip
+        _check_account_access(request, account)
+        view, kind = _blob_owner(request, account, container, blob)
+        rng = _requested_range(request)
+        part, media = await _blob_content(request, view, kind, rng)
+    except LabError as exc:
+        return storage_error_response(exc, request.state.request_id)
+    etag = f'"0x{part.size:X}"'  # the blobs only grow: the size identifies a version
+    if_match = request.headers.get("if-match")
+    if if_match and if_match not in ("*", etag):
+        err = _storage_error(
+            412,
+            "ConditionNotMet",
+            "The condition specified using HTTP conditional header(s) is not met.",
+        )
+        return storage_error_response(err, request.state.request_id)
+    headers = {
+        "ETag": etag, "Last-Modified": formatdate(usegmt=True), "Accept-Ranges": "bytes",
+        "x-ms-blob-type": "BlockBlob", "x-ms-version": sas.SAS_VERSION,
+        "x-ms-creation-time": formatdate(usegmt=True), "x-ms-lease-state": "available",
+        "x-ms-lease-status": "unlocked", "x-ms-server-encrypted": "true",
+    }  # fmt: skip
+    status = 200
+    if rng is not None:
+        status = 206
+        last = part.start + len(part.data) - 1
+        headers["Content-Range"] = f"bytes {part.start}-{last}/{part.size}"
+    body = b"" if request.method == "HEAD" else part.data
+    headers["Content-Length"] = str(len(part.data))
+    return Response(body, status_code=status, media_type=media, headers=headers)

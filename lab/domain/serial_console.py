@@ -1,0 +1,121 @@
+"""Serial console rules: serial ports of a VM and the prerequisites of a connection.
+
+The prerequisites are the ones Azure documents, checked in the order the service checks them,
+each failing with the message users of the cloud service see.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict
+
+from lab.domain.errors import Conflict, InvalidInput, LabError
+from lab.domain.power import PowerState
+from lab.domain.storage_account import StorageAccount
+from lab.domain.vm import VmView
+
+#: The serial ports a VM has: COM1/ttyS0 is port "0" (Azure connects to it).
+PORTS = ("0",)
+
+
+class PortState(StrEnum):
+    ENABLED = "enabled"
+    DISABLED = "disabled"
+
+
+class SerialPort(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    #: The parent resource's id (a VM, or a scale-set instance).
+    parent_id: str
+    name: str
+    state: PortState = PortState.ENABLED
+
+
+class ConsolePrerequisiteFailed(LabError):
+    """The serial console cannot connect to this VM; the message says which rule failed."""
+
+    code = "SerialConsolePrerequisiteFailed"
+    status = 400
+
+
+class ConsoleDisabled(LabError):
+    code = "SerialConsoleDisabled"
+    status = 403
+
+
+class StorageForbidden(LabError):
+    code = "StorageAccountForbidden"
+    status = 403
+
+
+def check_port_name(port: str) -> None:
+    if port not in PORTS:
+        raise InvalidInput(
+            f"Serial port '{port}' does not exist; a VM has serial port 0 (COM1, ttyS0).",
+            target="serialPort",
+        )
+
+
+def check_connect(
+    view: VmView,
+    *,
+    console_disabled: bool,
+    account: StorageAccount | None,
+    port: SerialPort | None,
+) -> None:
+    """Raise the first documented prerequisite the connection fails, or return."""
+    name = view.identity.name
+    if console_disabled:
+        raise ConsoleDisabled(
+            "Azure Serial Console is not enabled for this subscription. Enable it with "
+            "'az serial-console enable' (POST .../consoleServices/default/enableConsole).",
+            target=view.identity.subscription_id,
+        )
+    bd = view.model.boot_diagnostics
+    if not bd.enabled:
+        raise ConsolePrerequisiteFailed(
+            f"Azure Serial Console requires boot diagnostics to be enabled on '{name}'. Enable "
+            "boot diagnostics (diagnosticsProfile.bootDiagnostics.enabled) and try again.",
+            code="BootDiagnosticsDisabled", target=name,
+        )  # fmt: skip
+    if bd.storage_uri is not None and bd.storage_uri.lower().startswith("http://"):
+        raise ConsolePrerequisiteFailed(
+            f"The boot diagnostics storage URI of '{name}' ({bd.storage_uri}) uses http; "
+            "Azure Serial Console requires an https:// storage URI.",
+            code="InvalidStorageUri", target="storageUri",
+        )  # fmt: skip
+    if view.power_state is not PowerState.RUNNING:
+        raise Conflict(
+            f"Azure Serial Console requires a virtual machine to be running; '{name}' is "
+            f"{view.power_state.value}. Start the virtual machine and try again.",
+            code="VmNotRunning", target=name,
+        )  # fmt: skip
+    if account is None:
+        raise ConsolePrerequisiteFailed(
+            f"The storage account '{bd.storage_account}' used for boot diagnostics on '{name}' "
+            "could not be found. Verify that boot diagnostics is enabled for this VM and that "
+            "the storage account exists.",
+            code="StorageAccountNotFound", target=bd.storage_account,
+        )  # fmt: skip
+    if account.firewall_on:
+        raise StorageForbidden(
+            f'A "Forbidden" response was encountered when accessing this VM\'s boot diagnostic '
+            f"storage account '{account.name}': its firewall denies access "
+            "(networkRuleSet.defaultAction is Deny). Allow access, or use managed storage.",
+            target=account.name,
+        )
+    if not account.allow_shared_key_access:
+        raise StorageForbidden(
+            f"Azure Serial Console cannot use the boot diagnostics storage account "
+            f"'{account.name}': 'Allow storage account key access' is disabled "
+            "(allowSharedKeyAccess is false). Enable it, or use managed storage.",
+            code="KeyBasedAuthenticationNotPermitted", target=account.name,
+        )  # fmt: skip
+    if port is not None and port.state is PortState.DISABLED:
+        raise Conflict(
+            f"Serial port '{port.name}' of '{name}' is disabled; enable it "
+            '(PUT .../serialPorts/0 with {"properties": {"state": "enabled"}}).',
+            code="SerialPortDisabled", target=port.name,
+        )  # fmt: skip

@@ -1,0 +1,335 @@
+"""The Azure-compatible API over `FakeHypervisor`: RBAC scopes, Microsoft.SerialConsole, the
+connect prerequisites, storage accounts, SAS-signed boot-diagnostics blobs."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from lab.api.azure.app import create_azure_app
+from lab.api.security.tokens import issue
+from lab.domain.storage_account import StorageAccount
+from lab.domain.vm import BootDiagnosticsModel
+from lab.hypervisor.fake import FakeHypervisor
+from lab.services.lab import Lab
+from tests.unit.fakelab import SUBSCRIPTION, banner, new_vm, run
+
+TOKEN_KEY = b"k" * 32
+STORAGE_KEY = b"s" * 32
+V = "?api-version=2024-07-01"
+RG = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg1"
+VM1 = f"{RG}/providers/Microsoft.Compute/virtualMachines/vm1"
+PORTS = (
+    f"/subscriptions/{SUBSCRIPTION}/resourcegroups/rg1/providers/Microsoft.Compute"
+    "/virtualMachines/vm1/providers/Microsoft.SerialConsole/serialPorts"
+)
+SERVICES = (
+    f"/subscriptions/{SUBSCRIPTION}/providers/Microsoft.SerialConsole/consoleServices/default"
+)
+
+Client = httpx.AsyncClient
+
+
+def token(*roles: tuple[str, str], expires: float = 600) -> dict[str, str]:
+    t = issue(TOKEN_KEY, user="alice", roles=list(roles) or [("Contributor", "/")],
+              expires_in=expires)  # fmt: skip
+    return {"Authorization": f"Bearer {t}"}
+
+
+OWNER = token(("Owner", "/"))
+
+
+def scenario(lab: Lab, body: Callable[[Client], Awaitable[None]], *vms: Any) -> None:
+    """Create `vms` (NewVm), then run `body` with a client of the Azure app."""
+    app = create_azure_app(lab, TOKEN_KEY, STORAGE_KEY)
+
+    async def go() -> None:
+        for vm in vms or (new_vm(),):
+            await lab.vms.create(vm)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="https://lab.test") as c:
+            await body(c)
+
+    run(lab, go)
+
+
+def test_rbac_scopes_decide_reads_and_actions(lab: Lab) -> None:
+    in_rg1 = token(("Virtual Machine Contributor", RG))
+    reader_vm1 = token(("Reader", VM1))
+
+    async def body(c: Client) -> None:
+        assert (await c.get(VM1 + V, headers=in_rg1)).status_code == 200
+        vm3 = VM1.replace("/rg1/", "/rg2/").replace("/vm1", "/vm3")
+        denied = await c.get(vm3 + V, headers=in_rg1)
+        assert denied.status_code == 403
+        assert denied.json()["error"]["code"] == "AuthorizationFailed"
+        assert "Microsoft.Compute/virtualMachines/read" in denied.json()["error"]["message"]
+        # Lists leave out what the caller may not read.
+        listed = await c.get(
+            f"/subscriptions/{SUBSCRIPTION}/providers/Microsoft.Compute/virtualMachines{V}",
+            headers=reader_vm1,
+        )
+        assert [v["name"] for v in listed.json()["value"]] == ["vm1"]
+        # A Reader on the VM may read, not restart; a missing VM in scope is a 404.
+        assert (await c.post(VM1 + "/restart" + V, headers=reader_vm1)).status_code == 403
+        missing = await c.get(
+            f"{RG}/providers/Microsoft.Compute/virtualMachines/nope{V}", headers=in_rg1
+        )
+        assert missing.status_code == 404
+
+    scenario(lab, body, new_vm("vm1"), new_vm("vm2"), new_vm("vm3", rg="rg2"))
+
+
+def test_console_service_switch_persists_and_unknown_subscription_is_flat_404(lab: Lab) -> None:
+    async def body(c: Client) -> None:
+        assert (await c.get(SERVICES + V, headers=OWNER)).json() == {
+            "properties": {"disabled": False}
+        }
+        off = await c.post(SERVICES + "/disableConsole" + V, headers=OWNER)
+        assert off.json() == {"properties": {"disabled": True}}
+        assert (await c.get(SERVICES + V, headers=OWNER)).json()["properties"]["disabled"] is True
+        # A Reader may not flip the switch.
+        denied = await c.post(SERVICES + "/enableConsole" + V, headers=token(("Reader", "/")))
+        assert denied.status_code == 403
+        other = SERVICES.replace(SUBSCRIPTION, "00000000-0000-0000-0000-0000000000aa")
+        missing = await c.get(other + V, headers=OWNER)
+        assert missing.status_code == 404
+        assert missing.json()["code"] == "SubscriptionNotFound"
+
+    scenario(lab, body)
+    assert lab.serial_console.disabled(SUBSCRIPTION)  # persisted in the state file
+    again = Lab(lab.settings, FakeHypervisor())
+    assert again.serial_console.disabled(SUBSCRIPTION)
+
+
+def test_serial_ports_crud_and_operations(lab: Lab) -> None:
+    async def body(c: Client) -> None:
+        ops = (
+            await c.get("/providers/Microsoft.SerialConsole/operations" + V, headers=OWNER)
+        ).json()
+        names = [o["name"] for o in ops["value"]]
+        assert "Microsoft.SerialConsole/serialPorts/connect/action" in names
+        assert all(o["isDataAction"] == "false" for o in ops["value"])
+        r0 = await c.get(PORTS + V, headers=OWNER)
+        assert r0.status_code == 200, r0.text
+        listed = r0.json()["value"]
+        assert [p["name"] for p in listed] == ["0"]
+        assert listed[0]["properties"] == {"state": "enabled", "connectionState": "inactive"}
+        put = await c.put(
+            PORTS + "/0" + V, headers=OWNER, json={"properties": {"state": "disabled"}}
+        )
+        assert put.status_code == 201 and put.json()["properties"]["state"] == "disabled"
+        assert (
+            put.json()["id"]
+            == VM1.replace("resourceGroups", "resourceGroups")
+            + "/providers/Microsoft.SerialConsole/serialPorts/0"
+        )
+        refused = await c.post(PORTS + "/0/connect" + V, headers=OWNER)
+        assert (
+            refused.status_code == 409 and refused.json()["error"]["code"] == "SerialPortDisabled"
+        )
+        assert (await c.delete(PORTS + "/0" + V, headers=OWNER)).status_code == 200
+        assert (await c.get(PORTS + "/0" + V, headers=OWNER)).status_code == 404
+        created = await c.put(
+            PORTS + "/0" + V, headers=OWNER, json={"properties": {"state": "enabled"}}
+        )
+        assert created.status_code == 201
+        bad = await c.put(PORTS + "/7" + V, headers=OWNER, json={})
+        assert bad.status_code == 400
+        # A scale-set parent, in either spelling, is routed (and not found: no scale sets yet).
+        vmss = PORTS.replace("virtualMachines/vm1", "virtualMachineScaleSets/ss/virtualMachines/0")
+        assert (await c.get(vmss + V, headers=OWNER)).status_code == 404
+        quoted = PORTS.replace(
+            "virtualMachines/vm1", "virtualMachineScaleSets/ss%2FvirtualMachines%2F0"
+        )
+        r = await c.get(quoted + V, headers=OWNER)
+        assert r.status_code == 404 and "virtualMachineScaleSets/ss" in r.json()["error"]["message"]
+
+    scenario(lab, body)
+
+
+def test_connect_prerequisites_in_documented_order(lab: Lab) -> None:
+    lab.storage_accounts.put(
+        StorageAccount(
+            subscription_id=SUBSCRIPTION, resource_group="rg1", name="fwdiag", default_action="Deny"
+        )
+    )
+    lab.storage_accounts.put(
+        StorageAccount(
+            subscription_id=SUBSCRIPTION,
+            resource_group="rg1",
+            name="nokeydiag",
+            allow_shared_key_access=False,
+        )
+    )
+
+    def bd(account: str | None, enabled: bool = True) -> BootDiagnosticsModel:
+        uri = f"https://{account}.blob.core.windows.net/" if account else None
+        return BootDiagnosticsModel(enabled=enabled, storage_uri=uri, storage_account=account)
+
+    def connect(c: Client, vm: str, headers: dict[str, str] = OWNER) -> Awaitable[httpx.Response]:
+        return c.post(PORTS.replace("/vm1/", f"/{vm}/") + "/0/connect" + V, headers=headers)
+
+    async def body(c: Client) -> None:
+        ok = await connect(c, "vm1")
+        assert ok.status_code == 200
+        cs = ok.json()["connectionString"]
+        assert cs.startswith("wss://lab.test/n/connector/serialconsole/sessions/") and cs.endswith(
+            "/client"
+        )
+        for vm, status, code in [
+            ("nobd", 400, "BootDiagnosticsDisabled"),
+            ("fw", 403, "StorageAccountForbidden"),
+            ("nokey", 403, "KeyBasedAuthenticationNotPermitted"),
+            ("gone", 400, "StorageAccountNotFound"),
+        ]:
+            r = await connect(c, vm)
+            assert (r.status_code, r.json()["error"]["code"]) == (status, code), vm
+        reader = await connect(c, "vm1", token(("Reader", "/")))
+        assert reader.status_code == 403 and reader.json()["error"]["code"] == "AuthorizationFailed"
+        await c.post(SERVICES + "/disableConsole" + V, headers=OWNER)
+        disabled = await connect(c, "vm1")
+        assert disabled.status_code == 403
+        assert "not enabled for this subscription" in disabled.json()["error"]["message"]
+        await c.post(SERVICES + "/enableConsole" + V, headers=OWNER)
+        await c.post(VM1 + "/powerOff" + V + "&skipShutdown=true", headers=OWNER)
+        for _ in range(100):
+            if (await connect(c, "vm1")).status_code == 409:
+                break
+        stopped = await connect(c, "vm1")
+        assert stopped.status_code == 409 and stopped.json()["error"]["code"] == "VmNotRunning"
+
+    scenario(lab, body, new_vm("vm1"), new_vm("nobd", boot_diagnostics=bd(None, enabled=False)),
+             new_vm("fw", boot_diagnostics=bd("fwdiag")),
+             new_vm("nokey", boot_diagnostics=bd("nokeydiag")),
+             new_vm("gone", boot_diagnostics=bd("missingdiag")))  # fmt: skip
+
+
+def test_sessions_are_single_use_and_bound_to_their_user(lab: Lab) -> None:
+    async def body(c: Client) -> None:
+        view = lab.vms.find("vm1")
+        alice = lab.serial_console.connect(view, "0", "oid-alice")
+        with pytest.raises(Exception, match=r"already used|not found"):
+            lab.serial_console.open(alice.id, "oid-bob")
+        lab.serial_console.open(alice.id, "oid-alice")
+        with pytest.raises(Exception, match="already used"):
+            lab.serial_console.open(alice.id, "oid-alice")
+        assert lab.serial_console.live(alice.id, "oid-alice") is alice
+        lab.serial_console.close(alice)
+        with pytest.raises(Exception, match="has ended"):
+            lab.serial_console.live(alice.id, "oid-alice")
+
+    scenario(lab, body)
+
+
+def test_unopened_sessions_expire(lab: Lab) -> None:
+    now = [1000.0]
+    lab.serial_console.clock = lambda: now[0]
+
+    async def body(c: Client) -> None:
+        s = lab.serial_console.connect(lab.vms.find("vm1"), "0", "oid")
+        now[0] += 61
+        with pytest.raises(Exception, match="expired"):
+            lab.serial_console.open(s.id, "oid")
+
+    scenario(lab, body)
+
+
+def test_boot_diagnostics_data_sas_blob_download_and_range(lab: Lab, hv: FakeHypervisor) -> None:
+    async def body(c: Client) -> None:
+        r = await c.post(
+            VM1 + "/retrieveBootDiagnosticsData" + V + "&sasUriExpirationTimeInMinutes=5",
+            headers=token(("Virtual Machine Contributor", VM1)),
+        )
+        assert r.status_code == 200, r.text
+        uri = r.json()["serialConsoleLogBlobUri"]
+        parts = urlsplit(uri)
+        assert "sig=" in parts.query and "se=" in parts.query
+        full = await c.get(parts.path + "?" + parts.query)
+        assert full.status_code == 200 and full.content.startswith(banner()[:10])
+        part = await c.get(parts.path + "?" + parts.query, headers={"x-ms-range": "bytes=0-3"})
+        assert part.status_code == 206 and part.content == full.content[:4]
+        assert part.headers["content-range"] == f"bytes 0-3/{len(full.content)}"
+        tampered = parts.query.replace("sp=r", "sp=rw")
+        bad = await c.get(parts.path + "?" + tampered)
+        assert bad.status_code == 403 and bad.headers["x-ms-error-code"] == "AuthenticationFailed"
+        other = parts.path.replace("serialconsole.log", "screenshot.bmp")
+        assert (await c.get(other + "?" + parts.query)).status_code == 403  # signed for the log
+        shot = urlsplit(r.json()["consoleScreenshotBlobUri"])
+        bmp = await c.get(shot.path + "?" + shot.query)
+        assert bmp.status_code == 200 and bmp.content[:2] == b"BM"
+        for bad_minutes in ("0", "1441", "x"):
+            q = await c.post(
+                VM1
+                + "/retrieveBootDiagnosticsData"
+                + V
+                + f"&sasUriExpirationTimeInMinutes={bad_minutes}",
+                headers=OWNER,
+            )
+            assert (
+                q.status_code == 400
+                and q.json()["error"]["target"] == "sasUriExpirationTimeInMinutes"
+            )
+
+    scenario(lab, body)
+
+
+def test_expired_sas_is_refused() -> None:
+    from datetime import UTC, datetime, timedelta
+    from urllib.parse import parse_qsl
+
+    from lab.api.security import sas
+
+    q = dict(parse_qsl(sas.sign(STORAGE_KEY, "acct", "cont", "b.log", minutes=1)))
+    sas.verify(STORAGE_KEY, "acct", "cont", "b.log", q)
+    later = datetime.now(UTC) + timedelta(minutes=2)
+    with pytest.raises(sas.SasRejected, match="Signed expiry time"):
+        sas.verify(STORAGE_KEY, "acct", "cont", "b.log", q, now=later)
+    with pytest.raises(sas.SasRejected, match="Signature did not match"):
+        sas.verify(STORAGE_KEY, "acct", "cont", "other.log", q)
+
+
+def test_storage_accounts_put_get_list(lab: Lab) -> None:
+    sa = f"{RG}/providers/Microsoft.Storage/storageAccounts"
+
+    async def body(c: Client) -> None:
+        put = await c.put(
+            sa + "/newdiag" + V,
+            headers=OWNER,
+            json={
+                "location": "westeurope",
+                "properties": {
+                    "allowSharedKeyAccess": False,
+                    "networkAcls": {"defaultAction": "Deny"},
+                },
+            },
+        )
+        assert put.status_code == 201, put.text
+        got = (await c.get(sa + "/newdiag" + V, headers=OWNER)).json()
+        assert got["properties"]["allowSharedKeyAccess"] is False
+        assert got["properties"]["networkAcls"]["defaultAction"] == "Deny"
+        again = await c.put(sa + "/newdiag" + V, headers=OWNER, json={"location": "westeurope"})
+        assert (
+            again.status_code == 200 and again.json()["properties"]["allowSharedKeyAccess"] is False
+        )
+        listed = (await c.get(sa + V, headers=OWNER)).json()["value"]
+        assert [a["name"] for a in listed] == ["newdiag"]
+        bad = await c.put(sa + "/Bad_Name" + V, headers=OWNER, json={"location": "westeurope"})
+        assert bad.status_code == 400 and "storage account name" in bad.json()["error"]["message"]
+        taken = await c.put(
+            sa.replace("rg1", "rg2") + "/newdiag" + V,
+            headers=OWNER,
+            json={"location": "westeurope"},
+        )
+        assert taken.status_code == 409
+        assert (
+            await c.put(
+                sa + "/x1diag" + V, headers=token(("Reader", "/")), json={"location": "westeurope"}
+            )
+        ).status_code == 403
+
+    scenario(lab, body)
