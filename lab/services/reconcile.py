@@ -13,7 +13,12 @@ import os
 from dataclasses import dataclass
 
 from lab.domain.boot_diagnostics import MANAGED_ACCOUNT
-from lab.domain.labfile import LabDefinition, ResourceGroupDef, VirtualMachineDef
+from lab.domain.labfile import (
+    BootDiagnosticsDef,
+    LabDefinition,
+    ResourceGroupDef,
+    VirtualMachineDef,
+)
 from lab.domain.power import PowerState
 from lab.domain.storage_account import StorageAccount
 from lab.domain.vm import BootDiagnosticsModel, VmModel, VmView
@@ -28,8 +33,19 @@ class ReconcileResult:
     action: str
 
 
+def boot_diagnostics_model(bd: BootDiagnosticsDef) -> BootDiagnosticsModel:
+    account = bd.storage_account or (MANAGED_ACCOUNT if bd.enabled else None)
+    return BootDiagnosticsModel(
+        enabled=bd.enabled, storage_uri=bd.storage_uri, storage_account=account
+    )
+
+
 def vm_model(defn: LabDefinition, vm: VirtualMachineDef) -> VmModel:
-    bd = vm.boot_diagnostics
+    return model_from_def(vm, defn.location)
+
+
+def model_from_def(vm: VirtualMachineDef, location: str) -> VmModel:
+    """The model of a VM as a lab file (or an API PUT, validated the same way) defines it."""
     return VmModel(
         image=vm.image,
         vcpus=vm.vcpus,
@@ -37,13 +53,9 @@ def vm_model(defn: LabDefinition, vm: VirtualMachineDef) -> VmModel:
         os_type=vm.os_type,
         admin_username=vm.admin_username,
         kernel_args=vm.kernel_args,
-        boot_diagnostics=BootDiagnosticsModel(
-            enabled=bd.enabled,
-            storage_uri=bd.storage_uri,
-            storage_account=bd.storage_account or (MANAGED_ACCOUNT if bd.enabled else None),
-        ),
+        boot_diagnostics=boot_diagnostics_model(vm.boot_diagnostics),
         tags=dict(vm.tags),
-        location=defn.location,
+        location=location,
         size_name=vm.size_name,
     )
 

@@ -167,6 +167,32 @@ class VmService:
         spec = self._spec(view.identity, view.model, deallocated)
         self.ctx.hypervisor.set_metadata(view.identity.domain_name, metadata_element(spec))
 
+    # -- update -------------------------------------------------------------------------------
+    def update(self, view: VmView, model: VmModel) -> VmView:
+        """Change what can change on an existing VM: tags and whether boot diagnostics is on.
+        Anything else (image, size, user, where the serial log is kept) is fixed at create, as
+        in Azure; changing it is refused with Azure's code."""
+        current = view.model
+        fixed = current.model_copy(
+            update={"tags": model.tags, "boot_diagnostics": model.boot_diagnostics}
+        )
+        moved = self.ctx.serial_log_path(view.identity, model) != self.ctx.serial_log_path(
+            view.identity, current
+        )
+        if fixed != model or moved:
+            changed = sorted(
+                k for k in VmModel.model_fields if getattr(model, k) != getattr(current, k)
+            )
+            raise Conflict(
+                f"Changing property {', '.join(changed)} of VM '{view.identity.name}' is not "
+                "allowed; only tags and diagnosticsProfile.bootDiagnostics.enabled can change. "
+                "Delete and recreate the VM to change the others.",
+                code="PropertyChangeNotAllowed", target=view.identity.name,
+            )  # fmt: skip
+        spec = self._spec(view.identity, model, view.deallocated)
+        self.ctx.hypervisor.set_metadata(view.identity.domain_name, metadata_element(spec))
+        return self.refresh(view)
+
     # -- power --------------------------------------------------------------------------------
     async def start(self, view: VmView) -> VmView:
         async with self._operation(view, PowerOperation.START):

@@ -115,3 +115,30 @@ def test_reader_may_read_but_not_act(it_lab: LabHarness) -> None:
     assert denied.value.status_code == 403
     assert denied.value.error.code == "AuthorizationFailed"
     assert "Microsoft.Compute/virtualMachines/restart/action" in denied.value.error.message
+
+
+def test_sdk_put_creates_a_real_vm_patch_updates_delete_removes(it_lab: LabHarness) -> None:
+    client = compute(it_lab, "--role", "Virtual Machine Contributor")
+    body = {
+        "location": "westeurope",
+        "tags": {"made": "by-sdk"},
+        "properties": {
+            "hardwareProfile": {"vmSize": "Lab_1vCPU_256MiB"},
+            "storageProfile": {"imageReference": {"publisher": "SerialConsoleLab",
+                                                  "offer": "tiny", "sku": "tiny",
+                                                  "version": "latest"}},
+            "osProfile": {"computerName": "sdkvm", "adminUsername": "azureuser",
+                          "adminPassword": "Passw0rd!"},
+            "diagnosticsProfile": {"bootDiagnostics": {"enabled": True}},
+        },
+    }  # fmt: skip
+    vm = client.virtual_machines.begin_create_or_update("it-rg", "sdkvm", body).result()
+    try:
+        assert vm.name == "sdkvm" and vm.provisioning_state == "Succeeded"
+        it_lab.wait_for_log("sdkvm", rb"sdkvm login: ", timeout=120)  # a real guest booted
+        patched = client.virtual_machines.begin_update("it-rg", "sdkvm", {"tags": {"t": "2"}})
+        assert patched.result().tags == {"t": "2"}
+    finally:
+        client.virtual_machines.begin_delete("it-rg", "sdkvm").result()
+    with pytest.raises(ResourceNotFoundError):
+        client.virtual_machines.get("it-rg", "sdkvm")

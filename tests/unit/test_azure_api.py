@@ -333,3 +333,143 @@ def test_storage_accounts_put_get_list(lab: Lab) -> None:
         ).status_code == 403
 
     scenario(lab, body)
+
+
+def _vm_body(**over: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "location": "westeurope",
+        "tags": {"made": "by-put"},
+        "properties": {
+            "hardwareProfile": {"vmSize": "Lab_1vCPU_256MiB"},
+            "storageProfile": {"imageReference": {"publisher": "SerialConsoleLab",
+                                                  "offer": "tiny", "sku": "tiny",
+                                                  "version": "latest"}},
+            "osProfile": {"computerName": "made", "adminUsername": "azureuser",
+                          "adminPassword": "Passw0rd!"},
+            "diagnosticsProfile": {"bootDiagnostics": {"enabled": True}},
+        },
+    }  # fmt: skip
+    body.update(over)
+    return body
+
+
+async def _settle(c: Client, response: httpx.Response) -> str:
+    """Poll a long-running operation to its end; return its status."""
+    url = response.headers["azure-asyncoperation"]
+    for _ in range(200):
+        status = (await c.get(url, headers=OWNER)).json()["status"]
+        if status != "InProgress":
+            return str(status)
+        import asyncio
+
+        await asyncio.sleep(0.02)
+    raise AssertionError("operation did not finish")
+
+
+def test_put_creates_patch_updates_delete_removes(lab: Lab, hv: FakeHypervisor) -> None:
+    made = f"{RG}/providers/Microsoft.Compute/virtualMachines/made"
+
+    async def body(c: Client) -> None:
+        r = await c.put(made + V, headers=OWNER, json=_vm_body())
+        assert r.status_code == 201, r.text
+        assert r.json()["properties"]["provisioningState"] == "Creating"
+        assert "adminPassword" not in r.text
+        assert await _settle(c, r) == "Succeeded"
+        got = (await c.get(made + V + "&$expand=instanceView", headers=OWNER)).json()
+        assert got["tags"] == {"made": "by-put"}
+        assert got["properties"]["hardwareProfile"]["vmSize"] == "Lab_1vCPU_256MiB"
+        assert "PowerState/running" in [
+            s["code"] for s in got["properties"]["instanceView"]["statuses"]
+        ]
+        # PATCH: tags and boot diagnostics may change; the size may not.
+        p = await c.patch(
+            made + V,
+            headers=OWNER,
+            json={
+                "tags": {"t": "2"},
+                "properties": {"diagnosticsProfile": {"bootDiagnostics": {"enabled": False}}},
+            },
+        )
+        assert p.status_code == 200, p.text
+        assert p.json()["tags"] == {"t": "2"}
+        assert p.json()["properties"]["diagnosticsProfile"]["bootDiagnostics"]["enabled"] is False
+        resized = _vm_body()
+        resized["properties"]["hardwareProfile"]["vmSize"] = "Lab_2vCPU_512MiB"
+        refused = await c.put(made + V, headers=OWNER, json=resized)
+        assert (
+            refused.status_code == 409
+            and refused.json()["error"]["code"] == "PropertyChangeNotAllowed"
+        )
+        http = await c.patch(
+            made + V,
+            headers=OWNER,
+            json={
+                "properties": {
+                    "diagnosticsProfile": {
+                        "bootDiagnostics": {
+                            "enabled": True,
+                            "storageUri": "http://x1diag.blob.core.windows.net/",
+                        }
+                    }
+                }
+            },
+        )
+        assert http.status_code == 400 and "must be https" in http.json()["error"]["message"]
+        d = await c.delete(made + V, headers=OWNER)
+        assert d.status_code == 202 and await _settle(c, d) == "Succeeded"
+        assert (await c.get(made + V, headers=OWNER)).status_code == 404
+        assert (await c.delete(made + V, headers=OWNER)).status_code == 204
+
+    scenario(lab, body)
+
+
+@pytest.mark.parametrize(
+    ("change", "target", "words"),
+    [
+        (
+            lambda b: b["properties"]["osProfile"].pop("adminPassword"),
+            "properties.osProfile.adminPassword",
+            "required",
+        ),
+        (
+            lambda b: b["properties"]["osProfile"].update(adminPassword="short"),
+            "properties.osProfile.adminPassword",
+            "password",
+        ),
+        (
+            lambda b: b["properties"]["storageProfile"]["imageReference"].update(
+                offer="nosuch", sku="nosuch"
+            ),
+            "properties.storageProfile.imageReference",
+            "not a known image",
+        ),
+        (
+            lambda b: b["properties"]["hardwareProfile"].update(vmSize="Standard_Nope"),
+            "properties.hardwareProfile.vmSize",
+            "Standard_Nope",
+        ),
+        (
+            lambda b: b["properties"]["diagnosticsProfile"]["bootDiagnostics"].update(
+                storageUri="https://nodiag.blob.core.windows.net/"
+            ),
+            "properties.diagnosticsProfile",
+            "not found",
+        ),
+        (lambda b: b.pop("location"), "location", "location"),
+    ],
+)
+def test_put_refuses_bad_bodies_with_a_located_error(
+    lab: Lab, change: Any, target: str, words: str
+) -> None:
+    async def body(c: Client) -> None:
+        bad = _vm_body()
+        change(bad)
+        r = await c.put(
+            f"{RG}/providers/Microsoft.Compute/virtualMachines/bad{V}", headers=OWNER, json=bad
+        )
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert err["target"] == target and words.lower() in err["message"].lower(), err
+        assert lab.vms.list() == [] or all(v.identity.name != "bad" for v in lab.vms.list())
+
+    scenario(lab, body)

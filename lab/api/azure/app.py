@@ -6,7 +6,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from lab import __version__
-from lab.api.azure import compute, gateway, operations, serialconsole, storage
+from lab.api.azure import compute, gateway, operations, serialconsole, storage, vm_write
 from lab.api.azure.common import install_error_handling
 from lab.services.lab import Lab
 
@@ -30,8 +30,9 @@ def create_azure_app(lab: Lab, token_key: bytes, storage_secret: bytes) -> FastA
     app.state.storage_secret = storage_secret
     app.state.operations = {}
     install_error_handling(app)
-    for router in (compute.router, operations.router, storage.router, serialconsole.router,
-                   gateway.router):  # fmt: skip
+    routers = (compute.router, vm_write.router, operations.router, storage.router,
+               serialconsole.router, gateway.router)  # fmt: skip
+    for router in routers:
         app.include_router(router)
     # Last: the blob endpoint's `/{account}/{container}/{blob}` would shadow ARM paths.
     app.include_router(storage.blob_router)

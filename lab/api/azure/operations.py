@@ -39,8 +39,12 @@ class Operation:
         return "Failed" if self.error else "Succeeded"
 
 
-def start_operation(request: Request, location: str, work: Awaitable[Any]) -> Response:
-    """Run `work` in the background; answer 202 with the headers the SDK pollers follow."""
+def start_operation(
+    request: Request, location: str, work: Awaitable[Any], *, status: int = 202,
+    body: dict[str, Any] | None = None,
+) -> Response:  # fmt: skip
+    """Run `work` in the background; answer `status` (202, or 201 with `body` for a PUT that
+    creates) with the headers the SDK pollers follow."""
     ops: dict[str, Operation] = request.app.state.operations
     op = Operation(str(uuid.uuid4()))
 
@@ -58,11 +62,14 @@ def start_operation(request: Request, location: str, work: Awaitable[Any]) -> Re
     sub = request.path_params["subscription"]
     version = request.query_params.get("api-version", "")
     prefix = f"{base}/subscriptions/{sub}/providers/Microsoft.Compute/locations/{location}"
-    return Response(status_code=202, headers={
+    headers = {
         "Azure-AsyncOperation": f"{prefix}/operations/{op.id}?api-version={version}",
         "Location": f"{prefix}/operationResults/{op.id}?api-version={version}",
         "Retry-After": str(RETRY_AFTER_S),
-    })  # fmt: skip
+    }
+    if body is not None:
+        return JSONResponse(body, status_code=status, headers=headers)
+    return Response(status_code=status, headers=headers)
 
 
 def _operation(request: Request, operation_id: str) -> Operation:

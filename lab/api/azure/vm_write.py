@@ -1,0 +1,220 @@
+"""Microsoft.Compute/virtualMachines PUT, PATCH and DELETE.
+
+PUT creates a real VM from an image of the lab's catalogue (`imageReference.offer` or `.sku`
+names it, as the lab's GET reports it), validated by the same rules as a lab file, and answers
+201 with the long-running operation's headers. On an existing VM, PUT and PATCH change what
+Azure lets change after create: tags and whether boot diagnostics is on. DELETE is a
+long-running operation too; deleting a VM that does not exist answers 204, as ARM does.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from lab.api.azure.common import ApiVersion, Caller, arm_paths, lab_of, require_action
+from lab.api.azure.compute import find_vm, vm_resource, vm_resource_id
+from lab.api.azure.operations import start_operation
+from lab.domain.errors import InvalidInput, NotFound
+from lab.domain.labfile import BootDiagnosticsDef, VirtualMachineDef
+from lab.domain.vm import BootDiagnosticsModel, VmModel, VmView
+from lab.services.lab import Lab
+from lab.services.reconcile import boot_diagnostics_model, model_from_def
+from lab.services.vms import NewVm
+
+router = APIRouter()
+_VMS = "Microsoft.Compute/virtualMachines"
+_CUSTOM_SIZE = re.compile(r"^Lab_(\d+)vCPU_(\d+)MiB$")
+#: Where each lab-file field lives in an ARM VirtualMachine body (for error targets).
+_ARM_FIELD = {
+    "name": "name",
+    "image": "properties.storageProfile.imageReference",
+    "size": "properties.hardwareProfile.vmSize",
+    "osType": "properties.storageProfile.osDisk.osType",
+    "adminUsername": "properties.osProfile.adminUsername",
+    "adminPassword": "properties.osProfile.adminPassword",
+    "bootDiagnostics": "properties.diagnosticsProfile.bootDiagnostics",
+    "tags": "tags",
+}
+#: Stands in for the password on an update, which Azure does not take again.
+_KEPT_PASSWORD = "Kept-Passw0rd"
+
+
+class VmBody(BaseModel):
+    """The parts of an ARM VirtualMachine the lab uses; other fields are accepted and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+    location: str | None = None
+    tags: dict[str, str] | None = None
+    properties: dict[str, Any] = {}
+
+
+def _obj(parent: Any, key: str, where: str) -> dict[str, Any]:
+    value = parent.get(key) if isinstance(parent, dict) else None
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{where}.{key} must be an object", target=f"{where}.{key}")
+    return value
+
+
+def _image(props: dict[str, Any]) -> str:
+    ref = _obj(_obj(props, "storageProfile", "properties"), "imageReference",
+               "properties.storageProfile")  # fmt: skip
+    name = ref.get("offer") or ref.get("sku")
+    if not name and isinstance(ref.get("id"), str):
+        name = ref["id"].rstrip("/").rsplit("/", 1)[-1]
+    if not isinstance(name, str) or not name:
+        raise InvalidInput(
+            "properties.storageProfile.imageReference must name a lab image: "
+            '{"publisher": "SerialConsoleLab", "offer": "tiny", "sku": "tiny", '
+            '"version": "latest"} (`lab image ls` lists them)',
+            target="properties.storageProfile.imageReference",
+        )
+    return name
+
+
+def _size(props: dict[str, Any]) -> Any:
+    size = _obj(props, "hardwareProfile", "properties").get("vmSize")
+    if isinstance(size, str) and (m := _CUSTOM_SIZE.match(size)):
+        return {"vcpus": int(m.group(1)), "memoryMiB": int(m.group(2))}
+    return size
+
+
+def lab_definition(name: str, body: VmBody, lab: Lab, password: str | None) -> VirtualMachineDef:
+    """The lab-file form of an ARM body, validated by the lab file's rules."""
+    props = body.properties
+    os_profile = _obj(props, "osProfile", "properties")
+    os_disk = _obj(_obj(props, "storageProfile", "properties"), "osDisk",
+                   "properties.storageProfile")  # fmt: skip
+    bd = _obj(_obj(props, "diagnosticsProfile", "properties"), "bootDiagnostics",
+              "properties.diagnosticsProfile")  # fmt: skip
+    data: dict[str, Any] = {
+        "name": name,
+        "image": _image(props),
+        "size": _size(props),
+        "osType": os_disk.get("osType", "Linux"),
+        "adminUsername": os_profile.get("adminUsername"),
+        "adminPassword": password if password is not None else os_profile.get("adminPassword"),
+        "bootDiagnostics": {"enabled": bool(bd.get("enabled", False)),
+                            "storageUri": bd.get("storageUri")},
+        "tags": body.tags or {},
+    }  # fmt: skip
+    # The catalogue a PUT may use: the images built in this lab's cache.
+    data = {k: v for k, v in data.items() if v is not None}  # absent: "is required"
+    context = {"known_images": frozenset(m.name for m in lab.images.list())}
+    try:
+        return VirtualMachineDef.model_validate(data, context=context, by_alias=True)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = [str(p) for p in first["loc"]]
+        target = ".".join([_ARM_FIELD.get(loc[0], loc[0]), *loc[1:]]) if loc else None
+        if first["type"] == "missing":
+            raise InvalidInput(f"{target} is required", target=target) from None
+        raise InvalidInput(f"{target}: {first['msg']}", target=target) from None
+
+
+def _check_storage_account(lab: Lab, model: VmModel) -> None:
+    bd = model.boot_diagnostics
+    if bd.storage_uri is not None and lab.storage_accounts.get(bd.storage_account or "") is None:
+        raise InvalidInput(
+            f"Storage account '{bd.storage_account}' not found. Ensure storage account is not "
+            "deleted and belongs to the same Azure location as the VM.",
+            code="StorageAccountNotFound", target="properties.diagnosticsProfile",
+        )  # fmt: skip
+
+
+def _location(body: VmBody, default: str | None) -> str:
+    location = body.location or default
+    if not location or not re.fullmatch(r"[a-z0-9]+", location):
+        raise InvalidInput("location is required: an Azure region such as westeurope",
+                           target="location")  # fmt: skip
+    return location
+
+
+for _path in arm_paths(f"/providers/{_VMS}/{{name}}"):
+
+    @router.put(_path)
+    async def put_vm(  # async: a create runs as a task on the server's event loop
+        request: Request, subscription: str, group: str, name: str, body: VmBody,
+        _v: ApiVersion, principal: Caller,
+    ) -> Response:  # fmt: skip
+        require_action(principal, f"{_VMS}/write", vm_resource_id(subscription, group, name))
+        lab = lab_of(request)
+        try:
+            current: VmView | None = find_vm(request, subscription, group, name)
+        except NotFound:
+            current = None
+        if current is not None:
+            defn = lab_definition(name, body, lab, _KEPT_PASSWORD)
+            model = model_from_def(defn, _location(body, current.model.location))
+            _check_storage_account(lab, model)
+            updated = lab.vms.update(current, model)
+            return JSONResponse(vm_resource(request, updated))
+        defn = lab_definition(name, body, lab, None)
+        model = model_from_def(defn, _location(body, None))
+        _check_storage_account(lab, model)
+        new = NewVm(subscription, group, name, model, defn.admin_password)
+        creating = _creating(subscription, group, name, body, model)
+        return start_operation(request, model.location, lab.vms.create(new), status=201,
+                               body=creating)  # fmt: skip
+
+    @router.patch(_path)
+    def patch_vm(
+        request: Request, subscription: str, group: str, name: str, body: VmBody,
+        _v: ApiVersion, principal: Caller,
+    ) -> dict[str, Any]:  # fmt: skip
+        require_action(principal, f"{_VMS}/write", vm_resource_id(subscription, group, name))
+        lab = lab_of(request)
+        view = find_vm(request, subscription, group, name)
+        model = view.model
+        bd = _obj(_obj(body.properties, "diagnosticsProfile", "properties"), "bootDiagnostics",
+                  "properties.diagnosticsProfile")  # fmt: skip
+        if bd:
+            enabled = bd.get("enabled", model.boot_diagnostics.enabled)
+            if not isinstance(enabled, bool):
+                raise InvalidInput(
+                    "bootDiagnostics.enabled must be true or false",
+                    target="properties.diagnosticsProfile.bootDiagnostics.enabled",
+                )
+            uri = bd.get("storageUri", model.boot_diagnostics.storage_uri)
+            defn_bd = {"enabled": enabled, "storageUri": uri}
+            model = model.model_copy(update={"boot_diagnostics": _boot_diagnostics(defn_bd)})
+        if body.tags is not None:
+            model = model.model_copy(update={"tags": body.tags})
+        _check_storage_account(lab, model)
+        return vm_resource(request, lab.vms.update(view, model))
+
+    @router.delete(_path)
+    async def delete_vm(
+        request: Request, subscription: str, group: str, name: str, _v: ApiVersion,
+        principal: Caller,
+    ) -> Response:  # fmt: skip
+        require_action(principal, f"{_VMS}/delete", vm_resource_id(subscription, group, name))
+        try:
+            view = find_vm(request, subscription, group, name)
+        except NotFound:
+            return Response(status_code=204)
+        return start_operation(request, view.model.location, lab_of(request).vms.delete(view))
+
+
+def _boot_diagnostics(raw: dict[str, Any]) -> BootDiagnosticsModel:
+    """Validated as in a lab file (an http:// storageUri is refused there, with Azure's 400)."""
+    try:
+        return boot_diagnostics_model(BootDiagnosticsDef.model_validate(raw, by_alias=True))
+    except ValidationError as exc:
+        target = "properties.diagnosticsProfile.bootDiagnostics.storageUri"
+        raise InvalidInput(exc.errors()[0]["msg"], target=target) from None
+
+
+def _creating(subscription: str, group: str, name: str, body: VmBody,
+              model: VmModel) -> dict[str, Any]:  # fmt: skip
+    """The 201 body of a create: the request's resource, provisioning."""
+    props = {k: v for k, v in body.properties.items() if k != "osProfile"}
+    props["provisioningState"] = "Creating"
+    return {"id": vm_resource_id(subscription, group, name), "name": name, "type": _VMS,
+            "location": model.location, "tags": model.tags, "properties": props}  # fmt: skip
