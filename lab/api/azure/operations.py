@@ -85,8 +85,9 @@ _OPS = "/subscriptions/{subscription}/providers/Microsoft.Compute/locations/{loc
 
 @router.get(_OPS + "/operations/{operation_id}")
 def operation_status(
-    request: Request, operation_id: str, _v: ApiVersion, _c: Caller
-) -> dict[str, Any]:
+    request: Request, subscription: str, location: str, operation_id: str, _v: ApiVersion,
+    _c: Caller,
+) -> dict[str, Any]:  # fmt: skip
     op = _operation(request, operation_id)
     body: dict[str, Any] = {"name": op.id, "status": op.status, "startTime": op.started}
     if op.ended:
@@ -97,7 +98,10 @@ def operation_status(
 
 
 @router.get(_OPS + "/operationResults/{operation_id}")
-def operation_result(request: Request, operation_id: str, _v: ApiVersion, _c: Caller) -> Response:
+def operation_result(
+    request: Request, subscription: str, location: str, operation_id: str, _v: ApiVersion,
+    _c: Caller,
+) -> Response:  # fmt: skip
     op = _operation(request, operation_id)
     if op.status == "InProgress":
         return Response(status_code=202, headers={"Retry-After": str(RETRY_AFTER_S)})

@@ -240,8 +240,8 @@ async def _blob_content(request: Request, view: VmView, kind: str, rng: tuple[in
     return BlobRange(data[first:end], first, end, len(data)), "image/bmp"
 
 
-@blob_router.api_route("/{account}/{container}/{blob}", methods=["GET", "HEAD"],
-                       include_in_schema=True)  # fmt: skip
+@blob_router.head("/{account}/{container}/{blob}", include_in_schema=False)
+@blob_router.get("/{account}/{container}/{blob}")
 async def get_blob(request: Request, account: str, container: str, blob: str) -> Response:
     """Read a boot-diagnostics blob with a SAS (`?sv=...&sig=...`)."""
     try:
