@@ -157,11 +157,15 @@ def endpoints() -> None:
     """What a client of the Azure-compatible API needs: endpoint, CA bundle, how to get a token."""
     settings = get_settings()
     files = ensure_certificates(settings.tls_dir)
+    base = f"https://{settings.api_host}:{settings.api_port}"
     output.out.print(
-        f"ARM endpoint:   https://{settings.api_host}:{settings.api_port}\n"
+        f"ARM endpoint:   {base}\n"
         f"CA bundle:      {files.ca_cert}   (export REQUESTS_CA_BUNDLE={files.ca_cert})\n"
-        "Token:          lab token --user NAME --role Contributor\n"
-        "Subscription:   the subscriptionId of your lab file",
+        "Token:          lab token --user NAME --role Contributor [--scope SCOPE]\n"
+        "Subscription:   the subscriptionId of your lab file\n"
+        f"Blob endpoint:  {base}/<account>/<container>/<blob>   (path-style; SAS from "
+        "retrieveBootDiagnosticsData)\n"
+        f"OpenAPI:        {base}/openapi.json",
         soft_wrap=True,
         highlight=False,
     )

@@ -89,6 +89,8 @@ def test_console_service_switch_persists_and_unknown_subscription_is_flat_404(la
         assert (await c.get(SERVICES + V, headers=OWNER)).json() == {
             "properties": {"disabled": False}
         }
+        cli = await c.get(SERVICES + "?api-version=2018-05-01", headers=OWNER)  # the Azure CLI's
+        assert cli.json() == {"properties": {"disabled": False}}
         off = await c.post(SERVICES + "/disableConsole" + V, headers=OWNER)
         assert off.json() == {"properties": {"disabled": True}}
         assert (await c.get(SERVICES + V, headers=OWNER)).json()["properties"]["disabled"] is True
