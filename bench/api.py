@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import math
 import multiprocessing as mp
 import os
 import shutil
@@ -108,6 +109,13 @@ def machine_load(seconds: float = 2.0) -> float:
     (busy0, _), t0 = machine_busy(), time.monotonic()
     time.sleep(seconds)
     return (machine_busy()[0] - busy0) / (time.monotonic() - t0)
+
+
+def host_domains(uri: str) -> int:
+    """How many libvirt domains the host has (other labs' too): each GET lists them all."""
+    names = subprocess.run(["virsh", "-c", uri, "list", "--all", "--name"],
+                           capture_output=True, text=True, check=False).stdout  # fmt: skip
+    return sum(1 for line in names.splitlines() if line.strip())
 
 
 def find_pid(match: str, comm: str | None = None) -> int | None:
@@ -295,10 +303,6 @@ def load_worker(target: Target, clients: int, ready_q: Any, go: Any, window: Any
     go.wait()
     span[0], span[1] = window[0], window[1]
     local_go.set()
-    time.sleep(max(0.0, span[0] - time.monotonic()))
-    cpu0 = time.process_time()
-    time.sleep(max(0.0, span[1] - time.monotonic()))
-    cpu1 = time.process_time()
     for t in threads:
         t.join()
     result_q.put({
@@ -307,7 +311,6 @@ def load_worker(target: Target, clients: int, ready_q: Any, go: Any, window: Any
         "reconnects": sum(o.get("reconnects", 0) for o in outs),
         "first_error": next((o["first_error"] for o in outs if o.get("first_error")), ""),
         "missing": sum(1 for o in outs if "latencies" not in o),
-        "cpu": cpu1 - cpu0,
     })  # fmt: skip
 
 
@@ -336,7 +339,7 @@ class Phase:
         values = sorted(self.latencies)
         if not values:
             return float("nan")
-        rank = max(0, min(len(values) - 1, round(p / 100 * len(values) + 0.5) - 1))
+        rank = max(0, min(len(values) - 1, math.ceil(p / 100 * len(values)) - 1))
         return values[rank] * 1000
 
 
@@ -384,7 +387,6 @@ def run_phase(target: Target, clients: int, procs: int, warmup: float, seconds: 
     phase.cpu = {k: (after[k] - before[k]) / wall for k in after}
     phase.cpu["machine"] = (busy1 - busy0) / wall
     phase.cpu["steal"] = (steal1 - steal0) / wall
-    phase.cpu["load generator (self-timed)"] = sum(r["cpu"] for r in results) / seconds
     return phase
 
 
@@ -424,6 +426,7 @@ def main() -> None:
             "guest QEMU": find_pid(f"guest={domain}"),
         }
         body, tls = probe(target)
+        domains = host_domains(lab.settings.libvirt_uri)
         idle = machine_load()
         if idle > 0.25:
             note(f"the machine is not quiet: {idle:.2f} cores busy with no load; figures suffer")
@@ -437,7 +440,7 @@ def main() -> None:
     finally:
         note("cleaning up (lab down, lab shutdown)")
         lab.close()
-    report(status, args, booted, body, tls, idle, phases)
+    report(status, args, booted, body, tls, idle, domains, phases)
 
 
 def probe(target: Target) -> tuple[bytes, str]:
@@ -457,7 +460,7 @@ def probe(target: Target) -> tuple[bytes, str]:
 
 
 def report(status: dict[str, Any], args: argparse.Namespace, booted: bool, body: bytes,
-           tls: str, idle: float, phases: list[Phase]) -> None:  # fmt: skip
+           tls: str, idle: float, domains: int, phases: list[Phase]) -> None:  # fmt: skip
     print(f"accelerator: {status['accel']}; VM {VM}: {VCPUS} vCPU, {MEMORY_MIB} MiB, tiny image,"
           f" {'booted to login:' if booted else 'NOT at its login prompt'};"
           f" {os.cpu_count()} cores")  # fmt: skip
@@ -467,7 +470,8 @@ def report(status: dict[str, Any], args: argparse.Namespace, booted: bool, body:
           f" over up to {args.procs} process(es); closed loop; {args.warmup:g} s warm-up, then"
           f" {args.seconds:g} s per phase")  # fmt: skip
     print(f"machine before the load (lab up, guest idle at its prompt): {idle:.2f} cores busy"
-          f" of {os.cpu_count()}")  # fmt: skip
+          f" of {os.cpu_count()}; libvirt domains on the host: {domains} (the GET reads every"
+          " one of this lab's, and lists all)")  # fmt: skip
     print()
     print("ARM GET of one VM, client-side latency (send to last body byte), ms:")
     print(f"  {'clients':>7} {'procs':>5} {'requests':>8} {'req/s':>8} {'p50':>7} {'p90':>7}"

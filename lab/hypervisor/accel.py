@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
 import subprocess
 from pathlib import Path
 
@@ -23,21 +24,28 @@ def probe_kvm(kernel: Path, initrd: Path, *, qemu: str = "qemu-system-x86_64") -
     if not os.path.exists("/dev/kvm"):
         return False, "/dev/kvm does not exist"
     # `timeout -s KILL` bounds the probe even if this process is killed while it runs: a guest
-    # hung under KVM would otherwise spin on a core forever as an orphan.
+    # hung under KVM would otherwise spin on a core forever as an orphan. It must be the first
+    # limit to expire: killing `timeout` itself would orphan its QEMU (seen: a core at 100%).
     cmd = [
-        "timeout", "-s", "KILL", str(int(PROBE_TIMEOUT_S) + 5),
+        "timeout", "-s", "KILL", str(int(PROBE_TIMEOUT_S)),
         qemu, "-accel", "kvm", "-m", "128", "-display", "none", "-nodefaults", "-no-reboot",
         "-serial", "stdio", "-kernel", str(kernel), "-initrd", str(initrd),
         "-append", "console=ttyS0 lab.probe=1 panic=-1",
     ]  # fmt: skip
+    # Its own session, so a backstop can kill `timeout` and QEMU together.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)  # fmt: skip
     try:
-        out = subprocess.run(cmd, capture_output=True, timeout=PROBE_TIMEOUT_S, check=False)
-    except subprocess.TimeoutExpired as exc:
-        seen = (exc.stdout or b"")[-200:].decode(errors="replace")
-        return False, f"the probe guest did not finish in {PROBE_TIMEOUT_S:.0f} s ({seen!r})"
-    if PROBE_MARKER in out.stdout:
+        stdout, stderr = proc.communicate(timeout=PROBE_TIMEOUT_S + 10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+    if PROBE_MARKER in stdout:
         return True, "a Linux guest booted under KVM"
-    return False, (out.stderr or out.stdout)[-300:].decode(errors="replace").strip()
+    if proc.returncode in (-signal.SIGKILL, 128 + signal.SIGKILL):
+        seen = stdout[-200:].decode(errors="replace")
+        return False, f"the probe guest did not finish in {PROBE_TIMEOUT_S:.0f} s ({seen!r})"
+    return False, (stderr or stdout)[-300:].decode(errors="replace").strip()
 
 
 def choose_accel(setting: str, kernel: Path, initrd: Path, cache_file: Path) -> tuple[str, str]:

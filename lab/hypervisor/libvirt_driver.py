@@ -17,7 +17,7 @@ import libvirt
 import libvirt_qemu
 
 from lab.domain.errors import HypervisorError, HypervisorUnavailable, NotFound
-from lab.domain.vm import DOMAIN_PREFIX, METADATA_NS
+from lab.domain.vm import DOMAIN_PREFIX, METADATA_NS, VmIdentity, VmModel
 from lab.hypervisor.base import DomainInfo, DomainState, LifecycleCallback
 from lab.hypervisor.event_loop import ensure_event_loop
 from lab.hypervisor.metadata import parse_metadata
@@ -149,6 +149,10 @@ class LibvirtHypervisor:
         self._conn: Any = None
         self._lock = threading.RLock()
         self._lifecycle: list[LifecycleCallback] = []
+        # Parsed <metadata> per domain name: it changes only when the lab writes it (or an
+        # event says someone did), and re-reading it costs an RPC per VM on every API read.
+        self._meta_lock = threading.Lock()
+        self._meta: dict[str, tuple[VmIdentity, VmModel, bool]] = {}
 
     # -- connection -------------------------------------------------------------------------
     def accel(self) -> str:
@@ -177,13 +181,28 @@ class LibvirtHypervisor:
             conn.domainEventRegisterAny(
                 None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._lifecycle_event, None
             )
+            conn.domainEventRegisterAny(
+                None, libvirt.VIR_DOMAIN_EVENT_ID_METADATA_CHANGE,
+                lambda _c, dom, *_a: self._forget(dom.name()), None,
+            )  # fmt: skip
+            self._forget_all()  # events may have been missed while disconnected
             self._conn = conn
             return conn
+
+    def _forget(self, name: str) -> None:
+        with self._meta_lock:
+            self._meta.pop(name, None)
+
+    def _forget_all(self) -> None:
+        with self._meta_lock:
+            self._meta.clear()
 
     def on_lifecycle(self, callback: LifecycleCallback) -> None:
         self._lifecycle.append(callback)
 
     def _lifecycle_event(self, _c: Any, dom: Any, event: int, detail: int, _o: object) -> None:
+        if event in (libvirt.VIR_DOMAIN_EVENT_DEFINED, libvirt.VIR_DOMAIN_EVENT_UNDEFINED):
+            self._forget(dom.name())
         state = _LIFECYCLE_STATE.get(event)
         if state is None:
             return
@@ -221,26 +240,41 @@ class LibvirtHypervisor:
     # -- queries ----------------------------------------------------------------------------
     def list_domains(self, lab_id: str) -> list[DomainInfo]:
         prefix = f"{DOMAIN_PREFIX}{lab_id}+"
+        # One RPC for every domain's state (and cached metadata), not three per domain.
         with self._call("listing domains"):
-            doms = self.connection().listAllDomains(0)
+            stats = self.connection().getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE)
         infos = []
-        for dom in doms:
+        for dom, values in stats:
             try:
                 if dom.name().startswith(prefix):
-                    infos.append(self._info(dom))
-            except (NotFound, libvirt.libvirtError):
+                    state = (values["state.state"], values["state.reason"])
+                    infos.append(self._info(dom, state))
+            except (NotFound, libvirt.libvirtError, KeyError):
                 continue  # deleted while listing
         return infos
 
     def domain(self, name: str) -> DomainInfo:
         return self._info(self._dom(name))
 
-    def _info(self, dom: Any) -> DomainInfo:
-        name = dom.name()
+    def _metadata(self, dom: Any, name: str) -> tuple[VmIdentity, VmModel, bool]:
+        with self._meta_lock:
+            cached = self._meta.get(name)
+        if cached is not None:
+            return cached
         with self._call("reading the domain", name):
             meta = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS)
-            state, reason = dom.state()
-        identity, model, deallocated = parse_metadata(meta)
+        parsed = parse_metadata(meta)
+        with self._meta_lock:
+            self._meta[name] = parsed
+        return parsed
+
+    def _info(self, dom: Any, state_reason: tuple[int, int] | None = None) -> DomainInfo:
+        name = dom.name()
+        identity, model, deallocated = self._metadata(dom, name)
+        if state_reason is None:
+            with self._call("reading the domain", name):
+                state_reason = dom.state()
+        state, reason = state_reason
         mapped = _STATE.get(state, DomainState.OTHER)
         why = _SHUTOFF_REASON.get(reason, "") if state == libvirt.VIR_DOMAIN_SHUTOFF else ""
         if state == libvirt.VIR_DOMAIN_CRASHED:
@@ -250,7 +284,8 @@ class LibvirtHypervisor:
     # -- lifecycle --------------------------------------------------------------------------
     def define(self, xml: str) -> None:
         with self._call("defining the domain"):
-            self.connection().defineXML(xml)
+            dom = self.connection().defineXML(xml)
+        self._forget(dom.name())
 
     def undefine(self, name: str) -> None:
         dom = self._dom(name)
@@ -258,6 +293,7 @@ class LibvirtHypervisor:
             if dom.isActive():
                 dom.destroy()
             dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+        self._forget(name)
 
     def set_metadata(self, name: str, element: str) -> None:
         dom = self._dom(name)
@@ -266,6 +302,7 @@ class LibvirtHypervisor:
             if dom.isActive():
                 flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
             dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, element, "lab", METADATA_NS, flags)
+        self._forget(name)
 
     def start(self, name: str, *, paused: bool) -> None:
         dom = self._dom(name)

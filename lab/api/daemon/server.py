@@ -97,6 +97,7 @@ def _azure_config(settings: Settings, lab: Lab) -> uvicorn.Config:
         lifespan="off",
         ssl_certfile=str(files.server_cert),
         ssl_keyfile=str(files.server_key),
+        http="httptools",  # HTTP parsing in C rather than h11's pure Python
         ws="websockets-sansio",  # the serial-console gateway; as on the daemon socket
         ws_per_message_deflate=False,
         timeout_keep_alive=30,
