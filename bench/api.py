@@ -18,8 +18,8 @@ reader can tell how much of the machine the generator took.
 
 The bench starts its own daemon on a temporary data dir (sharing the built image cache) with
 the HTTPS API on a free port, brings up a 1-VM lab (tiny image, 1 vCPU, 256 MiB), waits for the
-guest's login prompt so its boot does not compete, and at the end runs `lab down` and
-`lab shutdown` and removes the data dir, also on failure.
+guest's login prompt so its boot does not compete, and at the end runs `lab down`, stops the
+daemon (the SIGTERM `lab shutdown` sends) and removes the data dir, also on failure.
 
     .venv/bin/python bench/api.py [--seconds 10] [--clients 1,50] [--procs 2] [--warmup 2]
     .venv/bin/python bench/api.py --seconds 3 --clients 1,10        # smoke run
@@ -33,22 +33,18 @@ import json
 import math
 import multiprocessing as mp
 import os
-import shutil
 import signal
 import socket
 import ssl
 import statistics
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab.api.client import LabClient
-from lab.settings import Settings
+import benchlab
 
 SUBSCRIPTION = "8f6a2c1e-5b3d-4c7a-9e21-0d4b6f3a9c10"
 GROUP = "bench-rg"
@@ -76,7 +72,7 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def note(message: str) -> None:
-    print(f"[bench/api] {message}", file=sys.stderr, flush=True)
+    benchlab.note("api", message)
 
 
 def free_port() -> int:
@@ -135,48 +131,13 @@ def find_pid(match: str, comm: str | None = None) -> int | None:
 
 
 # -- the lab ------------------------------------------------------------------------------------
-class BenchLab:
-    """Own daemon (HTTPS API on a free port) on a temp data dir with the 1-VM lab."""
+class ApiLab(benchlab.BenchLab):
+    """The bench's daemon with the HTTPS API on a free port, and the 1-VM lab."""
 
     def __init__(self, keep: bool) -> None:
-        self.keep = keep
-        self.data_dir = Path(tempfile.mkdtemp(prefix="lab-bench-api-"))
-        self.settings = Settings(data_dir=self.data_dir, image_cache=Settings().image_cache_dir)
+        # A free port rather than the default one, which the user's own lab may be serving.
         self.port = free_port()
-        self.env = {
-            **os.environ,
-            "LAB_DATA_DIR": str(self.data_dir),
-            "LAB_API_PORT": str(self.port),
-            "LAB_IMAGE_CACHE": str(self.settings.image_cache_dir),
-        }
-        self.lab_bin = str(Path(sys.executable).with_name("lab"))
-        self.lab_file = self.data_dir / "bench-api.yaml"
-        self.lab_file.write_text(LAB)
-        self.client = LabClient(self.settings)
-        self.daemon: subprocess.Popen[bytes] | None = None
-        self.lab_up = False
-
-    def lab(self, *args: str, check: bool = True) -> str:
-        done = subprocess.run([self.lab_bin, *args], env=self.env, capture_output=True,
-                              text=True, timeout=300)  # fmt: skip
-        if check and done.returncode != 0:
-            raise RuntimeError(f"lab {' '.join(args)}: exit {done.returncode}: {done.stderr}")
-        return done.stdout
-
-    def start(self) -> dict[str, Any]:
-        log = (self.data_dir / "bench-daemon.log").open("wb")
-        self.daemon = subprocess.Popen([sys.executable, "-m", "lab.cli", "serve"], env=self.env,
-                                       stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-        log.close()
-        deadline = time.monotonic() + 120
-        while not self.client.alive():
-            if self.daemon.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the lab daemon did not come up:\n{self.daemon_log_tail()}")
-            time.sleep(0.1)
-        self.lab_up = True
-        self.lab("up", str(self.lab_file), "--json")
-        status: dict[str, Any] = self.client.json("GET", "/v1/status")
-        return status
+        super().__init__("api", LAB, keep=keep, api_port=self.port)
 
     def wait_login_prompt(self, timeout: float = 180) -> bool:
         """Wait until the guest has booted (its boot would compete for the cores)."""
@@ -196,36 +157,6 @@ class BenchLab:
     @property
     def ca(self) -> Path:
         return self.data_dir / "tls" / "ca.pem"
-
-    def daemon_log_tail(self) -> str:
-        path = self.data_dir / "bench-daemon.log"
-        return path.read_text(errors="replace")[-2000:] if path.exists() else "(no log)"
-
-    def close(self) -> None:
-        if self.lab_up:
-            try:
-                self.lab("down", str(self.lab_file))
-            except Exception as exc:
-                note(f"lab down failed: {exc}")
-            try:
-                self.lab("shutdown")
-            except Exception as exc:
-                note(f"lab shutdown failed: {exc}")
-        if self.daemon is not None:
-            try:
-                self.daemon.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.daemon.terminate()
-                try:
-                    self.daemon.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    self.daemon.kill()
-                    self.daemon.wait()
-        self.client.close()
-        if self.keep:
-            note(f"data dir kept: {self.data_dir}")
-        else:
-            shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 # -- the load generator (runs in child processes) -----------------------------------------------
@@ -408,8 +339,8 @@ def main() -> None:
     args = parser.parse_args()
     counts = [int(n) for n in args.clients.split(",") if n.strip()]
 
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up on SIGTERM too
-    lab = BenchLab(keep=args.keep_data)
+    benchlab.exit_on_sigterm()
+    lab = ApiLab(keep=args.keep_data)
     phases: list[Phase] = []
     try:
         note(f"starting a daemon on {lab.data_dir} (HTTPS API on port {lab.port}), 1-VM lab")
@@ -434,8 +365,7 @@ def main() -> None:
             note(f"{n} client(s): {args.warmup:g} s warm-up, {args.seconds:g} s measured")
             phases.append(run_phase(target, n, args.procs, args.warmup, args.seconds, pids))
     except BaseException:
-        if lab.daemon is not None:
-            note(f"daemon exit status: {lab.daemon.poll()}; log (tail):\n{lab.daemon_log_tail()}")
+        lab.note_daemon_failure()
         raise
     finally:
         note("cleaning up (lab down, lab shutdown)")

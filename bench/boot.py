@@ -16,13 +16,12 @@ import json
 import os
 import statistics
 import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
+import benchlab
+
 from lab.api.client import LabClient
-from lab.settings import Settings
 
 LAB = """\
 resourceGroups:
@@ -90,29 +89,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    data_dir = Path(tempfile.mkdtemp(prefix="lab-bench-"))
-    settings = Settings(data_dir=data_dir, image_cache=Settings().image_cache_dir)
-    env = {
-        **os.environ,
-        "LAB_DATA_DIR": str(data_dir),
-        "LAB_API_PORT": "0",  # no HTTPS API: it is not measured, and 8443 may be taken
-        "LAB_IMAGE_CACHE": str(settings.image_cache_dir),
-    }
-    lab_bin = str(Path(sys.executable).with_name("lab"))
-    lab_file = data_dir / "bench.yaml"
-    lab_file.write_text(LAB)
-    daemon = subprocess.Popen([sys.executable, "-m", "lab.cli", "serve"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    client = LabClient(settings)
-    deadline = time.monotonic() + 120
-    while not client.alive() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    benchlab.exit_on_sigterm()
+    lab = benchlab.BenchLab("boot", LAB)
+    client = lab.client
     try:
-        subprocess.run([lab_bin, "up", str(lab_file), "--json"], env=env, check=True,
-                       capture_output=True)  # fmt: skip
+        status = lab.start()
         wait_prompt_in_log(client, 0)
-        status = client.json("GET", "/v1/status")
-        vm_dir = next((data_dir / "disks").iterdir())
+        vm_dir = next((lab.data_dir / "disks").iterdir())
         xml = subprocess.run(["virsh", "dumpxml", vm_dir.name], capture_output=True, text=True,
                              check=True).stdout  # fmt: skip
         import xml.etree.ElementTree as ET
@@ -133,10 +116,11 @@ def main() -> None:
             lab_times.append(lab_boot(client))
             initrd = vm_dir / "initrd.img"
             bare_times.append(bare_boot(status["accel"], kernel, initrd, cmdline, base_disk))
+    except BaseException:
+        lab.note_daemon_failure()
+        raise
     finally:
-        subprocess.run([lab_bin, "down", str(lab_file)], env=env, capture_output=True)
-        daemon.terminate()
-        daemon.wait()
+        lab.close()
     lab_med, bare_med = statistics.median(lab_times), statistics.median(bare_times)
     target = 1.10 * bare_med + 0.5
     print(f"accelerator: {status['accel']}; {args.runs} runs each, power-on to 'login:'")

@@ -39,13 +39,9 @@ import json
 import math
 import os
 import re
-import shutil
-import signal
 import socket
 import statistics
 import subprocess
-import sys
-import tempfile
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -55,16 +51,15 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
+import benchlab
 import httpx
 from websockets.asyncio.client import ClientConnection as AsyncConnection
 from websockets.asyncio.client import unix_connect as async_unix_connect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 
-from lab.api.client import LabClient
 from lab.console import ConsoleSession, connect
 from lab.console.broker import SLOW_NOTICE
-from lab.settings import Settings
 
 VM = "cbench1"
 VCPUS = 1
@@ -93,50 +88,31 @@ RSS_PERIOD_S = 0.5
 
 
 def note(message: str) -> None:
-    print(f"[bench/console] {message}", file=sys.stderr, flush=True)
+    benchlab.note("console", message)
 
 
 # -- the lab and the bare QEMU ------------------------------------------------------------------
-class BenchLab:
-    """Own daemon on a temp data dir, the 1-VM lab, the bare QEMU; `close()` undoes all of it."""
+class ConsoleLab(benchlab.BenchLab):
+    """The bench's daemon and 1-VM lab, and the bare QEMU; `close()` undoes all of it."""
 
     def __init__(self, keep: bool) -> None:
-        self.keep = keep
-        self.data_dir = Path(tempfile.mkdtemp(prefix="lab-bench-console-"))
-        self.settings = Settings(data_dir=self.data_dir, image_cache=Settings().image_cache_dir)
-        self.env = {
-            **os.environ,
-            "LAB_DATA_DIR": str(self.data_dir),
-            "LAB_API_PORT": "0",  # no HTTPS API: not measured here, and 8443 may be taken
-            "LAB_IMAGE_CACHE": str(self.settings.image_cache_dir),
-        }
-        self.client = LabClient(self.settings)
-        self.daemon: subprocess.Popen[bytes] | None = None
+        super().__init__("console", LAB, keep=keep)
         self.bare: subprocess.Popen[bytes] | None = None
         self.bare_socket = self.data_dir / "bare-serial.sock"
         self.domain = ""
-        self.lab_up = False
 
     # -- lab ------------------------------------------------------------------------------------
     def start(self) -> dict[str, Any]:
-        log = (self.data_dir / "bench-daemon.log").open("wb")
-        self.daemon = subprocess.Popen([sys.executable, "-m", "lab.cli", "serve"], env=self.env,
-                                       stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-        log.close()
-        deadline = time.monotonic() + 120
-        while not self.client.alive():
-            if self.daemon.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the lab daemon did not come up:\n{self.daemon_log_tail()}")
-            time.sleep(0.1)
-        self.lab_up = True
-        self.client.json("POST", "/v1/up", json={"source": "bench-console.yaml", "text": LAB})
+        status = super().start()
         self.domain = self.client.json("GET", f"/v1/vms/{VM}")["domain"]
-        status: dict[str, Any] = self.client.json("GET", "/v1/status")
         return status
 
-    def daemon_log_tail(self) -> str:
-        path = self.data_dir / "bench-daemon.log"
-        return path.read_text(errors="replace")[-2000:] if path.exists() else "(no log)"
+    def up(self) -> None:
+        self.client.json("POST", "/v1/up", json=self.lab_body())
+
+    def lab_body(self) -> dict[str, str]:
+        """The lab file as `/v1/up` and `/v1/down` take it."""
+        return {"source": self.lab_file.name, "text": self.lab_yaml}
 
     def serial_log_path(self) -> Path:
         found = sorted((self.data_dir / "blobs").glob(f"*/*/{VM}.*.serialconsole.log"))
@@ -193,30 +169,21 @@ class BenchLab:
 
     # -- cleanup --------------------------------------------------------------------------------
     def close(self) -> None:
+        self.stop_bare()
+        super().close()
+
+    def stop_bare(self) -> None:
         if self.bare is not None:
             self.bare.kill()
             self.bare.wait()
             self.bare = None
-        if self.lab_up:
-            try:
-                self.client.request("POST", "/v1/down", timeout=180,
-                                    json={"source": "bench-console.yaml", "text": LAB})  # fmt: skip
-            except Exception as exc:
-                note(f"lab down through the daemon failed ({exc}); removing the domain with virsh")
-                self._virsh_remove()
-        if self.daemon is not None:
-            self.daemon.terminate()
-            try:
-                self.daemon.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.daemon.kill()
-                self.daemon.wait()
-            self.daemon = None
-        self.client.close()
-        if self.keep:
-            note(f"data dir kept: {self.data_dir}")
-        else:
-            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def down(self) -> None:
+        try:
+            self.client.request("POST", "/v1/down", timeout=180, json=self.lab_body())
+        except Exception as exc:
+            note(f"lab down through the daemon failed ({exc}); removing the domain with virsh")
+            self._virsh_remove()
 
     def _virsh_remove(self) -> None:
         disks = self.data_dir / "disks"
@@ -446,7 +413,7 @@ def rss_kib(pid: int) -> int:
 
 
 class Fanout:
-    def __init__(self, lab: BenchLab, daemon_pid: int) -> None:
+    def __init__(self, lab: ConsoleLab, daemon_pid: int) -> None:
         self.lab = lab
         self.pid = daemon_pid
         sock = str(lab.settings.socket_path)
@@ -649,7 +616,7 @@ def describe(reader: Reader, expected: int) -> str:
 
 
 async def run_fanout(
-    lab: BenchLab, daemon_pid: int, counts: list[int], seconds: int, repeats: int
+    lab: ConsoleLab, daemon_pid: int, counts: list[int], seconds: int, repeats: int
 ) -> list[RoundResult]:
     """Rounds in the given order, then reversed, and so on: drift hits every count alike."""
     fanout = Fanout(lab, daemon_pid)
@@ -686,8 +653,8 @@ def main() -> None:
     args = parser.parse_args()
     counts = [int(n) for n in args.viewers.split(",") if n.strip()]
 
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up on SIGTERM too
-    lab = BenchLab(keep=args.keep_data)
+    benchlab.exit_on_sigterm()
+    lab = ConsoleLab(keep=args.keep_data)
     try:
         note(f"starting a daemon on {lab.data_dir} and a 1-VM lab")
         status = lab.start()
@@ -717,17 +684,13 @@ def main() -> None:
         finally:
             lab_conn.close()
             bare_sock.close()
-        if lab.bare is not None:
-            lab.bare.kill()
-            lab.bare.wait()
-            lab.bare = None
+        lab.stop_bare()  # its guest would take CPU from the fan-out
         if args.nice_viewers:
             os.nice(args.nice_viewers)  # only this process: the viewers and the bench itself
             note(f"fan-out viewers run at nice {args.nice_viewers}")
         rounds = asyncio.run(run_fanout(lab, status["pid"], counts, args.seconds, args.repeats))
     except BaseException:
-        if lab.daemon is not None:
-            note(f"daemon exit status: {lab.daemon.poll()}; log (tail):\n{lab.daemon_log_tail()}")
+        lab.note_daemon_failure()
         raise
     finally:
         note("cleaning up")
