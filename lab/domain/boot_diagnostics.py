@@ -1,11 +1,13 @@
 """Boot-diagnostics blob naming, exactly as Azure names them.
 
-Container `bootdiagnostics-<first 9 characters of the VM name, lowercased>-<vmId>`, blobs
+Container `bootdiagnostics-<first 9 characters of the VM name, lowercased, without characters a
+container name cannot hold>-<vmId>`, blobs
 `<vmName>.<vmId>.serialconsole.log` and `<vmName>.<vmId>.screenshot.bmp`.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 #: The storage account used when boot diagnostics is on with managed storage (storageUri null).
@@ -21,7 +23,10 @@ class BootDiagnosticsBlobs:
 
 
 def container_name(vm_name: str, vm_id: str) -> str:
-    return f"bootdiagnostics-{vm_name[:9].lower()}-{vm_id}"
+    # Container names allow only lower-case letters, digits and single hyphens: a scale-set
+    # instance's '_' (and a VM name's '.') are left out, as are doubled hyphens.
+    short = re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]", "", vm_name.lower()[:9]))
+    return f"bootdiagnostics-{short.strip('-') or 'vm'}-{vm_id}"
 
 
 def blobs_for(account: str, vm_name: str, vm_id: str) -> BootDiagnosticsBlobs:

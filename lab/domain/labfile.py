@@ -44,6 +44,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from lab.domain import names
 from lab.domain.errors import InvalidInput, LabFileError
 from lab.domain.names import OsType
+from lab.domain.scale_set import MAX_CAPACITY
 from lab.domain.sizes import (
     DEFAULT_SIZE_NAME,
     MAX_MEMORY_MIB,
@@ -80,6 +81,7 @@ MAX_DEPTH: Final = 32
 _GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _LOCATION = re.compile(r"[a-z0-9]{1,64}")
 _IMAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_COMPUTER_PREFIX = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,8}")
 
 FieldPath = tuple[str | int, ...]
 
@@ -225,13 +227,9 @@ SizeSpec = Annotated[
 ]
 
 
-class VirtualMachineDef(_LabModel):
-    """A virtual machine: a real QEMU guest booted from a lab image."""
+class _GuestDef(_LabModel):
+    """What a guest is made of: a VM, or the virtual machine profile of a scale set."""
 
-    name: str = Field(
-        description="1-64 letters, digits, '-', '_', '.', not ending in '.' or '-'; "
-        "unique in its resource group"
-    )
     image: str = Field(description="the name of a lab image, such as tiny")
     size: SizeSpec = Field(
         default=DEFAULT_SIZE_NAME,
@@ -242,23 +240,11 @@ class VirtualMachineDef(_LabModel):
     admin_password: str = Field(
         repr=False, description="the password the serial console login uses"
     )
-    boot_diagnostics: BootDiagnosticsDef = Field(
-        default_factory=BootDiagnosticsDef,
-        description="{enabled: true|false, storageUri: https://<account>.blob.core.windows.net/}",
-    )
     kernel_args: str = Field(
         default="", description="extra kernel command-line arguments, on one line"
     )
-    tags: Tags = _tags_field()
 
     _normalise_os_type = field_validator("os_type", mode="before")(_one_of(("Linux", "Windows")))
-    _check_tags = field_validator("tags")(_check_tags)
-
-    @field_validator("name")
-    @classmethod
-    def _check_name(cls, value: str) -> str:
-        _check(names.validate_vm_name, value)
-        return value
 
     @field_validator("image")
     @classmethod
@@ -329,10 +315,121 @@ class VirtualMachineDef(_LabModel):
     def memory_mib(self) -> int:
         return self.vm_size.memory_mib
 
+
+class VirtualMachineDef(_GuestDef):
+    """A virtual machine: a real QEMU guest booted from a lab image."""
+
+    name: str = Field(
+        description="1-64 letters, digits, '-', '_', '.', not ending in '.' or '-'; "
+        "unique in its resource group"
+    )
+    boot_diagnostics: BootDiagnosticsDef = Field(
+        default_factory=BootDiagnosticsDef,
+        description="{enabled: true|false, storageUri: https://<account>.blob.core.windows.net/}",
+    )
+    tags: Tags = _tags_field()
+
+    _check_tags = field_validator("tags")(_check_tags)
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        _check(names.validate_vm_name, value)
+        return value
+
     @property
     def boot_diagnostics_account(self) -> str | None:
         """The storage account named by ``bootDiagnostics.storageUri``, or None."""
         return self.boot_diagnostics.storage_account
+
+
+class DiagnosticsProfileDef(_LabModel):
+    boot_diagnostics: BootDiagnosticsDef = Field(
+        default_factory=BootDiagnosticsDef,
+        description="{enabled: true|false, storageUri: https://<account>.blob.core.windows.net/}",
+    )
+
+
+class VmProfileDef(_GuestDef):
+    """A scale set's virtual machine profile: what every instance is made of."""
+
+    diagnostics_profile: DiagnosticsProfileDef = Field(
+        default_factory=DiagnosticsProfileDef,
+        description="{bootDiagnostics: {enabled: true|false, storageUri: ...}}",
+    )
+    computer_name_prefix: str | None = Field(
+        default=None,
+        description="1-9 letters, digits and '-' (default: the scale set's name, cut to 9)",
+    )
+
+    @field_validator("computer_name_prefix")
+    @classmethod
+    def _check_prefix(cls, value: str | None) -> str | None:
+        if value is not None and not _COMPUTER_PREFIX.fullmatch(value):
+            raise _fail(
+                f"computerNamePrefix '{value}' is invalid: 1-9 letters, digits and '-', "
+                "starting with a letter (the instance's host name is the prefix and six "
+                "base-36 digits)"
+            )
+        return value
+
+    @property
+    def boot_diagnostics(self) -> BootDiagnosticsDef:
+        return self.diagnostics_profile.boot_diagnostics
+
+
+class SkuDef(_LabModel):
+    capacity: int = Field(description=f"how many instances: 0-{MAX_CAPACITY}")
+
+    @field_validator("capacity")
+    @classmethod
+    def _check_capacity(cls, value: int) -> int:
+        if not 0 <= value <= MAX_CAPACITY:
+            raise _fail(
+                f"sku.capacity is {value}; a lab scale set has 0 to {MAX_CAPACITY} instances "
+                "(each is a real QEMU guest)"
+            )
+        return value
+
+
+class UpgradePolicyDef(_LabModel):
+    mode: Literal["Manual", "Automatic"] = Field(default="Manual",
+                                                 description="Manual or Automatic")  # fmt: skip
+
+    _normalise_mode = field_validator("mode", mode="before")(_one_of(("Manual", "Automatic")))
+
+
+class ScaleSetDef(_LabModel):
+    """A virtual machine scale set: a model and N instances of it."""
+
+    name: str = Field(
+        description="1-64 letters, digits, '-', '_', '.', not ending in '.' or '-'; "
+        "unique among the scale sets of its resource group"
+    )
+    virtual_machine_profile: VmProfileDef = Field(
+        description="image, size, adminUsername, adminPassword, diagnosticsProfile, ..."
+    )
+    sku: SkuDef = Field(description="{capacity: N}")
+    upgrade_policy: UpgradePolicyDef = Field(
+        default_factory=UpgradePolicyDef, description="{mode: Manual|Automatic}"
+    )
+    tags: Tags = _tags_field()
+
+    _check_tags = field_validator("tags")(_check_tags)
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        _check(names.validate_vm_name, value)
+        return value
+
+    @property
+    def computer_name_prefix(self) -> str:
+        prefix = self.virtual_machine_profile.computer_name_prefix
+        if prefix:
+            return prefix
+        cut = re.sub(r"[^A-Za-z0-9-]", "", self.name)[:9].rstrip("-")
+        return cut if cut and cut[0].isalpha() else f"vm{cut}"[:9]
 
 
 class ResourceGroupDef(_LabModel):
@@ -348,6 +445,9 @@ class ResourceGroupDef(_LabModel):
     )
     virtual_machines: list[VirtualMachineDef] = Field(
         default_factory=list, description="a list of virtual machines"
+    )
+    scale_sets: list[ScaleSetDef] = Field(
+        default_factory=list, description="a list of virtual machine scale sets"
     )
 
     _check_tags = field_validator("tags")(_check_tags)
@@ -373,6 +473,19 @@ class ResourceGroupDef(_LabModel):
                     "name",
                     related=("virtualMachines", first, "name"),
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _unique_scale_set_names(self) -> ResourceGroupDef:
+        seen: dict[str, int] = {}
+        for index, ss in enumerate(self.scale_sets):
+            first = seen.setdefault(ss.name.casefold(), index)
+            if first != index:
+                raise _fail(
+                    f"scale set name '{ss.name}' is already used by scaleSets[{first}] in this "
+                    "resource group; scale set names must be unique within a resource group",
+                    "scaleSets", index, "name", related=("scaleSets", first, "name"),
+                )  # fmt: skip
         return self
 
     def virtual_machine(self, name: str) -> VirtualMachineDef | None:
@@ -439,24 +552,36 @@ class LabDefinition(_LabModel):
                         *here,
                         related=other,
                     )
+        for where, bd in self._boot_diagnostics():
+            target = bd.storage_account
+            if target is not None and target not in accounts:
+                defined = ", ".join(sorted(accounts)) or "none"
+                raise _fail(
+                    f"storageUri names storage account '{target}', which is not defined "
+                    f"in this lab (defined storage accounts: {defined}); add it to a "
+                    "resource group's storageAccounts, or omit storageUri to use managed "
+                    "storage",
+                    *where,
+                    "storageUri",
+                )
+        return self
+
+    def _boot_diagnostics(self) -> list[tuple[FieldPath, BootDiagnosticsDef]]:
+        """Every boot-diagnostics setting with the path it is written at."""
+        found: list[tuple[FieldPath, BootDiagnosticsDef]] = []
         for g, group in enumerate(self.resource_groups):
             for v, vm in enumerate(group.virtual_machines):
-                target = vm.boot_diagnostics_account
-                if target is not None and target not in accounts:
-                    defined = ", ".join(sorted(accounts)) or "none"
-                    raise _fail(
-                        f"storageUri names storage account '{target}', which is not defined "
-                        f"in this lab (defined storage accounts: {defined}); add it to a "
-                        "resource group's storageAccounts, or omit storageUri to use managed "
-                        "storage",
-                        "resourceGroups",
-                        g,
-                        "virtualMachines",
-                        v,
-                        "bootDiagnostics",
-                        "storageUri",
-                    )
-        return self
+                path: FieldPath = ("resourceGroups", g, "virtualMachines", v, "bootDiagnostics")
+                found.append((path, vm.boot_diagnostics))
+            for i, ss in enumerate(group.scale_sets):
+                path = ("resourceGroups", g, "scaleSets", i, "virtualMachineProfile",
+                        "diagnosticsProfile", "bootDiagnostics")  # fmt: skip
+                found.append((path, ss.virtual_machine_profile.boot_diagnostics))
+        return found
+
+    def scale_sets(self) -> list[tuple[ResourceGroupDef, ScaleSetDef]]:
+        """Every scale set in the lab with its resource group, in file order."""
+        return [(group, ss) for group in self.resource_groups for ss in group.scale_sets]
 
     def virtual_machines(self) -> list[tuple[ResourceGroupDef, VirtualMachineDef]]:
         """Every VM in the lab with its resource group, in file order."""
@@ -753,7 +878,9 @@ def _model_at(path: FieldPath) -> type[BaseModel] | None:
 
 
 def _aliases(model: type[BaseModel]) -> list[str]:
-    return [_alias_of(name, info) for name, info in model.model_fields.items()]
+    # `name` first: it is how a reader finds a resource (base classes put their fields first).
+    fields = sorted(model.model_fields.items(), key=lambda item: item[0] != "name")
+    return [_alias_of(name, info) for name, info in fields]
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,8 @@ class VmModel(BaseModel):
     tags: dict[str, str] = {}
     location: str = "westeurope"
     size_name: str | None = None
+    #: For a scale-set instance: the version of the set's model it runs.
+    model_version: int = 0
 
 
 @dataclass(frozen=True)
@@ -54,11 +56,29 @@ class VmIdentity:
     lab_id: str
     subscription_id: str
     resource_group: str
+    #: A VM's name; for a scale-set instance, Azure's instance name `<scale set>_<instanceId>`.
     name: str
     vm_id: str
+    #: Set for a scale-set instance: the set's name and the instance id ("0", "1", ...).
+    scale_set: str | None = None
+    instance_id: str | None = None
+    #: The guest's host name: the VM name, or `<prefix>000000`-style for an instance.
+    computer_name: str | None = None
+
+    @property
+    def is_instance(self) -> bool:
+        return self.scale_set is not None
+
+    @property
+    def host_name(self) -> str:
+        return self.computer_name or self.name
 
     @property
     def domain_name(self) -> str:
+        if self.scale_set is not None and self.instance_id is not None:
+            return instance_domain_name(
+                self.lab_id, self.resource_group, self.scale_set, self.instance_id
+            )
         return domain_name(self.lab_id, self.resource_group, self.name)
 
     @property
@@ -68,10 +88,13 @@ class VmIdentity:
 
     @property
     def resource_id(self) -> str:
-        return (
-            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
-            f"/providers/Microsoft.Compute/virtualMachines/{self.name}"
-        )
+        group = f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+        if self.scale_set is not None:
+            return (
+                f"{group}/providers/Microsoft.Compute/virtualMachineScaleSets/{self.scale_set}"
+                f"/virtualMachines/{self.instance_id}"
+            )
+        return f"{group}/providers/Microsoft.Compute/virtualMachines/{self.name}"
 
 
 @dataclass
@@ -96,3 +119,8 @@ def domain_name(lab_id: str, resource_group: str, vm_name: str) -> str:
     # '+' is allowed in neither resource group nor VM names, so the name is unambiguous;
     # lowercase because Azure names are case-insensitive.
     return f"{DOMAIN_PREFIX}{lab_id}+{resource_group.lower()}+{vm_name.lower()}"
+
+
+def instance_domain_name(lab_id: str, resource_group: str, scale_set: str, instance: str) -> str:
+    # A fourth '+'-separated part: no VM's domain name has one, so the two never collide.
+    return f"{DOMAIN_PREFIX}{lab_id}+{resource_group.lower()}+{scale_set.lower()}+{instance}"

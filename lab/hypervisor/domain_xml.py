@@ -123,6 +123,9 @@ def _metadata_xml(spec: DomainSpec, prefix: str = "lab:") -> str:
         "allocation": allocation,
         "model": model_json,
     }
+    if ident.scale_set is not None:
+        fields |= {"scaleSet": ident.scale_set, "instanceId": ident.instance_id or "",
+                   "computerName": ident.computer_name or ""}  # fmt: skip
     xmlns = f" xmlns:lab={quoteattr(METADATA_NS)}" if prefix else ""
     body = "".join(
         f"\n      <{prefix}{tag}>{escape(value)}</{prefix}{tag}>" for tag, value in fields.items()

@@ -12,14 +12,18 @@ def parse_metadata(xml: str) -> tuple[VmIdentity, VmModel, bool]:
     """`(identity, model, deallocated)` from the metadata element; ValueError if not ours."""
     root = ET.fromstring(xml)
 
-    def text(tag: str) -> str:
+    def optional(tag: str) -> str | None:
         el = root.find(f"{{{METADATA_NS}}}{tag}")
         if el is None:
             # libvirt returns the element with its children unprefixed in the namespace.
             el = root.find(tag)
-        if el is None or el.text is None:
+        return None if el is None else el.text
+
+    def text(tag: str) -> str:
+        value = optional(tag)
+        if value is None:
             raise ValueError(f"lab metadata has no <{tag}>")
-        return el.text
+        return value
 
     identity = VmIdentity(
         lab_id=text("labId"),
@@ -27,6 +31,10 @@ def parse_metadata(xml: str) -> tuple[VmIdentity, VmModel, bool]:
         resource_group=text("resourceGroup"),
         name=text("name"),
         vm_id=text("vmId"),
+        # Scale-set instances only (and absent from domains made before scale sets existed).
+        scale_set=optional("scaleSet"),
+        instance_id=optional("instanceId"),
+        computer_name=optional("computerName"),
     )
     model = VmModel.model_validate(json.loads(text("model")))
     return identity, model, text("allocation") == "deallocated"

@@ -10,18 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import os
+import uuid
 from dataclasses import dataclass
 
 from lab.domain.boot_diagnostics import MANAGED_ACCOUNT
+from lab.domain.errors import NotFound
 from lab.domain.labfile import (
     BootDiagnosticsDef,
     LabDefinition,
     ResourceGroupDef,
+    ScaleSetDef,
     VirtualMachineDef,
+    VmProfileDef,
 )
 from lab.domain.power import PowerState
+from lab.domain.scale_set import ScaleSetModel, UpgradeMode
 from lab.domain.storage_account import StorageAccount
 from lab.domain.vm import BootDiagnosticsModel, VmModel, VmView
+from lab.services.scale_sets import ScaleSetService
 from lab.services.storage_accounts import StorageAccountService
 from lab.services.vms import NewVm, VmService
 
@@ -44,8 +50,9 @@ def vm_model(defn: LabDefinition, vm: VirtualMachineDef) -> VmModel:
     return model_from_def(vm, defn.location)
 
 
-def model_from_def(vm: VirtualMachineDef, location: str) -> VmModel:
-    """The model of a VM as a lab file (or an API PUT, validated the same way) defines it."""
+def model_from_def(vm: VirtualMachineDef | VmProfileDef, location: str) -> VmModel:
+    """The model of a VM (or of a scale set's instances) as a lab file, or an API PUT
+    validated the same way, defines it."""
     return VmModel(
         image=vm.image,
         vcpus=vm.vcpus,
@@ -54,10 +61,23 @@ def model_from_def(vm: VirtualMachineDef, location: str) -> VmModel:
         admin_username=vm.admin_username,
         kernel_args=vm.kernel_args,
         boot_diagnostics=boot_diagnostics_model(vm.boot_diagnostics),
-        tags=dict(vm.tags),
+        tags=dict(vm.tags) if isinstance(vm, VirtualMachineDef) else {},
         location=location,
         size_name=vm.size_name,
     )
+
+
+def scale_set_model(subscription: str, group: str, location: str, ss: ScaleSetDef) -> ScaleSetModel:
+    """A scale set as a lab file (or an API PUT) defines it; a new set gets a new unique id
+    (an existing one keeps its own: see `ScaleSetService.put`)."""
+    prof = ss.virtual_machine_profile
+    return ScaleSetModel(
+        subscription_id=subscription, resource_group=group, name=ss.name,
+        unique_id=str(uuid.uuid4()), location=location, tags=dict(ss.tags),
+        profile=model_from_def(prof, location), admin_password=prof.admin_password,
+        capacity=ss.sku.capacity, upgrade_mode=UpgradeMode(ss.upgrade_policy.mode),
+        computer_name_prefix=ss.computer_name_prefix,
+    )  # fmt: skip
 
 
 def storage_accounts(defn: LabDefinition) -> list[StorageAccount]:
@@ -73,9 +93,12 @@ def storage_accounts(defn: LabDefinition) -> list[StorageAccount]:
 
 
 class Reconciler:
-    def __init__(self, vms: VmService, storage: StorageAccountService) -> None:
+    def __init__(
+        self, vms: VmService, storage: StorageAccountService, scale_sets: ScaleSetService
+    ) -> None:
         self.vms = vms
         self.storage = storage
+        self.scale_sets = scale_sets
         self._slots = asyncio.Semaphore(max(1, os.cpu_count() or 1))
         #: One lock per VM, so concurrent `up` requests never both create the same VM.
         self._vm_locks: dict[tuple[str, str], asyncio.Lock] = {}
@@ -85,7 +108,28 @@ class Reconciler:
         for account in storage_accounts(defn):
             self.storage.put(account)
         tasks = [self._up_one(defn, rg, vm) for rg, vm in defn.virtual_machines()]
-        return list(await asyncio.gather(*tasks))
+        results = list(await asyncio.gather(*tasks))
+        # Scale sets after the VMs: their instances share the same cores (and their own
+        # bound on concurrent boots).
+        for rg, ss in defn.scale_sets():
+            results += await self._up_scale_set(defn, rg, ss)
+        return results
+
+    async def _up_scale_set(
+        self, defn: LabDefinition, rg: ResourceGroupDef, ss: ScaleSetDef
+    ) -> list[ReconcileResult]:
+        desired = scale_set_model(defn.subscription_id, rg.name, defn.location, ss)
+        before = {v.identity.instance_id for v in self.scale_sets.instances(desired)}
+        model = await self.scale_sets.put(desired)
+        results = []
+        for view in self.scale_sets.instances(model):
+            if view.identity.instance_id not in before:
+                results.append(ReconcileResult(view, "created"))
+            elif view.power_state is PowerState.RUNNING:
+                results.append(ReconcileResult(view, "running"))
+            else:
+                results.append(ReconcileResult(await self.vms.start(view), "started"))
+        return results
 
     async def _up_one(
         self,
@@ -115,4 +159,12 @@ class Reconciler:
                 continue
             await self.vms.delete(current)
             results.append(ReconcileResult(current, "deleted"))
+        for rg, ss in defn.scale_sets():
+            try:
+                model = self.scale_sets.get(rg.name, ss.name)
+            except NotFound:
+                continue
+            instances = self.scale_sets.instances(model)
+            await self.scale_sets.delete(model)
+            results += [ReconcileResult(v, "deleted") for v in instances]
         return results

@@ -24,7 +24,7 @@ from lab.hypervisor.domain_xml import DomainSpec, build_domain_xml, metadata_ele
 from lab.services.consoles import ConsoleService
 from lab.services.context import LabContext
 from lab.storage.disks import create_overlay, reset_overlay
-from lab.storage.images import write_guest_config_initrd
+from lab.storage.images import ImageManifest, write_guest_config_initrd
 
 #: How often a waiting operation looks at the domain state.
 _POLL_S = 0.1
@@ -39,6 +39,10 @@ class NewVm:
     name: str
     model: VmModel
     admin_password: str
+    #: For a scale-set instance: the set, the instance id and the guest's host name.
+    scale_set: str | None = None
+    instance_id: str | None = None
+    computer_name: str | None = None
 
 
 class VmService:
@@ -48,10 +52,22 @@ class VmService:
         self._in_flight: dict[str, PowerOperation] = {}
 
     # -- views --------------------------------------------------------------------------------
-    def list(self) -> builtins.list[VmView]:
+    def machines(self) -> builtins.list[VmView]:
+        """Every guest of the lab: VMs and scale-set instances."""
         infos = self.ctx.hypervisor.list_domains(self.ctx.lab_id)
         views = [self._view(i) for i in infos]
-        return sorted(views, key=lambda v: v.identity.key)
+        return sorted(views, key=lambda v: (v.identity.key, int(v.identity.instance_id or 0)))
+
+    def list(self) -> builtins.list[VmView]:
+        """The VMs (scale-set instances are listed by their scale set)."""
+        return [v for v in self.machines() if not v.identity.is_instance]
+
+    def by_resource_id(self, resource_id: str) -> VmView:
+        """A VM or an instance by its Azure resource id (any case)."""
+        for view in self.machines():
+            if view.identity.resource_id.lower() == resource_id.lower():
+                return view
+        raise NotFound(f"The Resource '{resource_id}' was not found.", target=resource_id)
 
     def find(self, name: str, resource_group: str | None = None) -> VmView:
         matches = [
@@ -106,38 +122,48 @@ class VmService:
 
     # -- create -------------------------------------------------------------------------------
     async def create(self, new: NewVm, *, start: bool = True) -> VmView:
-        key = (new.resource_group.lower(), new.name.lower())
-        if any(v.identity.key == key for v in self.list()):
-            raise Conflict(
-                f"VM '{new.name}' already exists in resource group '{new.resource_group}'",
-                target=new.name,
-            )
         identity = VmIdentity(
             lab_id=self.ctx.lab_id,
             subscription_id=new.subscription_id,
             resource_group=new.resource_group,
             name=new.name,
             vm_id=str(uuid.uuid4()),
+            scale_set=new.scale_set,
+            instance_id=new.instance_id,
+            computer_name=new.computer_name,
         )
-        image = self.ctx.images.get(new.model.image)
-        image_dir = self.ctx.images.path(image)
-        vm_dir = self.ctx.vm_dir(identity)
-        vm_dir.mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(
-            write_guest_config_initrd,
-            image_dir / image.initrd,
-            vm_dir / "initrd.img",
-            hostname=new.name,
-            admin_username=new.model.admin_username,
-            admin_password=new.admin_password,
-        )
+        if any(v.identity.domain_name == identity.domain_name for v in self.machines()):
+            raise Conflict(
+                f"VM '{new.name}' already exists in resource group '{new.resource_group}'",
+                target=new.name,
+            )
+        image = await self._write_guest_config(identity, new.model, new.admin_password)
         if image.disk:
+            image_dir = self.ctx.images.path(image)
+            vm_dir = self.ctx.vm_dir(identity)
             await asyncio.to_thread(create_overlay, image_dir / image.disk, vm_dir / "disk.qcow2")
         self._define(identity, new.model, deallocated=False)
         view = self._view(self.ctx.hypervisor.domain(identity.domain_name))
         if start:
             return await self.start(view)
         return view
+
+    async def _write_guest_config(
+        self, identity: VmIdentity, model: VmModel, admin_password: str
+    ) -> ImageManifest:
+        """The VM's initrd: the image's, plus its host name and admin account."""
+        image = self.ctx.images.get(model.image)
+        vm_dir = self.ctx.vm_dir(identity)
+        vm_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(
+            write_guest_config_initrd,
+            self.ctx.images.path(image) / image.initrd,
+            vm_dir / "initrd.img",
+            hostname=identity.host_name,
+            admin_username=model.admin_username,
+            admin_password=admin_password,
+        )
+        return image
 
     def _spec(self, identity: VmIdentity, model: VmModel, deallocated: bool) -> DomainSpec:
         image = self.ctx.images.get(model.image)
@@ -277,6 +303,26 @@ class VmService:
                 await self._power_on(view)
         return self.refresh(view)
 
+    async def upgrade(self, view: VmView, model: VmModel, admin_password: str) -> VmView:
+        """Move a scale-set instance to a new model: a running instance is stopped, redefined
+        (a new image gets a fresh disk and config) and started again."""
+        async with self._operation(view, PowerOperation.REIMAGE):
+            was_running = view.power_state is PowerState.RUNNING
+            if was_running:
+                await self._stop(view, graceful=True)
+            if model.image != view.model.image:
+                await self._write_guest_config(view.identity, model, admin_password)
+                image = self.ctx.images.get(model.image)
+                if image.disk:
+                    base = self.ctx.images.path(image) / image.disk
+                    overlay = self.ctx.vm_dir(view.identity) / "disk.qcow2"
+                    await asyncio.to_thread(reset_overlay, base, overlay)
+            self._define(view.identity, model, deallocated=view.deallocated)
+            upgraded = VmView(view.identity, model, view.power_state, view.deallocated)
+            if was_running:
+                await self._power_on(upgraded)
+        return self.refresh(view)
+
     async def delete(self, view: VmView) -> None:
         """Delete the VM and its disks; the boot-diagnostics blobs are kept, as in Azure."""
         async with self._operation(view, PowerOperation.DELETE):
@@ -310,7 +356,7 @@ class VmService:
     def adopt_running(self) -> builtins.list[VmView]:
         """After a daemon (re)start: attach a broker to every running VM, without a reboot."""
         adopted = []
-        for view in self.list():
+        for view in self.machines():
             if view.power_state is PowerState.RUNNING:
                 self.consoles.attach(
                     view.identity.domain_name, self.ctx.serial_log_path(view.identity, view.model)

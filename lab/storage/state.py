@@ -35,7 +35,8 @@ class StateFile:
             else:
                 data[key] = value
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(self.path, json.dumps(data, indent=1, sort_keys=True).encode())
+            # 0600: scale sets keep their admin password here, for the instances to come.
+            write_atomic(self.path, json.dumps(data, indent=1, sort_keys=True).encode(), 0o600)
 
     def _load(self) -> dict[str, Any]:
         if self._data is None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -89,8 +90,21 @@ def kvm_deallocated_escaped() -> DomainSpec:
     )
 
 
+def scale_set_instance() -> DomainSpec:
+    """An instance: its own domain name (4 parts), the set and instance in the metadata."""
+    base = tcg_with_disk()
+    identity = dataclasses.replace(
+        base.identity, name="web_3", scale_set="web", instance_id="3", computer_name="web000003"
+    )
+    model = base.model.model_copy(update={"model_version": 2})
+    return dataclasses.replace(base, identity=identity, model=model, uuid=identity.vm_id,
+                               initrd=f"/data/disks/{identity.domain_name}/initrd.img",
+                               disk=f"/data/disks/{identity.domain_name}/disk.qcow2")  # fmt: skip
+
+
 CASES = {
     "tcg_disk_bootdiag": tcg_with_disk,
+    "scale_set_instance": scale_set_instance,
     "kvm_nodisk_deallocated_escaped": kvm_deallocated_escaped,
 }
 

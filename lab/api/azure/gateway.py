@@ -37,11 +37,11 @@ TOKEN_TIMEOUT_S = 15.0
 
 
 def _vm_of(lab: Lab, resource_id: str) -> VmView:
-    for view in lab.vms.list():
-        if view.identity.resource_id.lower() == resource_id.lower():
-            return view
-    raise NotFound(f"The VM of this session ({resource_id}) no longer exists.",
-                   target=resource_id)  # fmt: skip
+    try:
+        return lab.vms.by_resource_id(resource_id)
+    except NotFound:
+        raise NotFound(f"The VM of this session ({resource_id}) no longer exists.",
+                       target=resource_id) from None  # fmt: skip
 
 
 class _Utf8Output:

@@ -141,7 +141,7 @@ def port_resource(request: Request, port: SerialPort) -> dict[str, Any]:
 
 def _connection_state(request: Request, port: SerialPort) -> str:
     lab = lab_of(request)
-    for view in lab.vms.list():
+    for view in lab.vms.machines():
         if view.identity.resource_id.lower() == port.parent_id.lower():
             broker = lab.consoles.existing(view.identity.domain_name)
             return "active" if broker is not None and broker.interactive else "inactive"
@@ -289,7 +289,7 @@ def list_subscription_ports(
     lab = lab_of(request)
     ports = [
         port
-        for v in lab.vms.list()
+        for v in lab.vms.machines()
         if v.identity.subscription_id.lower() == subscription.lower()
         and principal.may(f"{PORT_TYPE}/read", v.identity.resource_id)
         for port in lab.serial_console.ports(v.identity.resource_id)

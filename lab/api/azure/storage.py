@@ -161,7 +161,7 @@ def storage_error_response(exc: LabError, request_id: str) -> Response:
 def _blob_owner(request: Request, account: str, container: str, blob: str) -> tuple[VmView, str]:
     """The VM a boot-diagnostics blob belongs to, and which blob it is (log or screenshot)."""
     lab = lab_of(request)
-    for view in lab.vms.list():
+    for view in lab.vms.machines():
         if not view.model.boot_diagnostics.enabled:
             continue
         b = lab.ctx.boot_blobs(view.identity, view.model)

@@ -1,0 +1,83 @@
+"""Virtual machine scale sets: a model (what every instance should be, at a version), a
+capacity, an upgrade policy, and Azure's naming of instances.
+
+Instances get ids 0, 1, 2, ... in order of creation, never reused; an instance is named
+`<set>_<id>` and its guest's host name is the set's computer-name prefix plus the id as six
+base-36 digits (`web000000`, ..., `web00000A`), as in Azure.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict
+
+from lab.domain.vm import VmModel
+
+_BASE36 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+#: The most instances a lab scale set may have (each is a real QEMU guest).
+MAX_CAPACITY = 20
+
+
+class UpgradeMode(StrEnum):
+    #: Instances keep their model until upgraded (manualUpgrade, `lab vmss update-instances`).
+    MANUAL = "Manual"
+    #: The lab rolls every instance to a new model at once, one instance at a time.
+    AUTOMATIC = "Automatic"
+
+
+class ScaleSetModel(BaseModel):
+    """A scale set as the lab keeps it (in the state file, with the admin password, which new
+    instances need; the file is mode 0600)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    subscription_id: str
+    resource_group: str
+    name: str
+    unique_id: str
+    location: str = "westeurope"
+    tags: dict[str, str] = {}
+    #: What each instance runs; its `model_version` is the set's current model version.
+    profile: VmModel
+    admin_password: str
+    capacity: int
+    upgrade_mode: UpgradeMode = UpgradeMode.MANUAL
+    computer_name_prefix: str
+    #: The id the next instance gets (ids are never reused).
+    next_instance_id: int = 0
+
+    @property
+    def model_version(self) -> int:
+        return self.profile.model_version
+
+    @property
+    def resource_id(self) -> str:
+        return (
+            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+            f"/providers/Microsoft.Compute/virtualMachineScaleSets/{self.name}"
+        )
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.resource_group.lower(), self.name.lower())
+
+
+def instance_name(scale_set: str, instance_id: int | str) -> str:
+    return f"{scale_set}_{instance_id}"
+
+
+def computer_name(prefix: str, instance_id: int) -> str:
+    digits = ""
+    n = instance_id
+    for _ in range(6):
+        n, r = divmod(n, 36)
+        digits = _BASE36[r] + digits
+    return f"{prefix}{digits}"
+
+
+def profile_changed(old: VmModel, new: VmModel) -> bool:
+    """Whether a new profile is a new model version (anything but the version itself)."""
+    return old.model_copy(update={"model_version": 0}) != new.model_copy(
+        update={"model_version": 0}
+    )

@@ -1,0 +1,229 @@
+"""Scale sets: the model in the lab's state file, instances as libvirt domains.
+
+Instances are created concurrently, but no more at once than the host has cores, so TCG guests
+do not starve each other's boot. Scaling in removes the highest instance ids first. Every
+instance records the model version it runs; a new model is rolled to every instance at once
+under `Automatic`, and waits for `upgrade` (Azure's manualUpgrade) under `Manual`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import os
+from collections.abc import Awaitable
+from typing import Any
+
+from lab.domain.errors import InvalidInput, NotFound
+from lab.domain.power import PowerOperation
+from lab.domain.scale_set import (
+    ScaleSetModel,
+    UpgradeMode,
+    computer_name,
+    instance_name,
+    profile_changed,
+)
+from lab.domain.vm import VmView
+from lab.services.vms import NewVm, VmService
+from lab.storage.state import StateFile
+
+_KEY = "scaleSets"
+#: Instance ids picked by a caller; None means every instance.
+InstanceIds = list[str] | None
+
+
+def _store_key(group: str, name: str) -> str:
+    return f"{group.lower()}/{name.lower()}"
+
+
+class ScaleSetService:
+    def __init__(self, vms: VmService, state: StateFile) -> None:
+        self.vms = vms
+        self.state = state
+        self._slots = asyncio.Semaphore(max(1, os.cpu_count() or 1))
+        #: One lock per set: a PUT, a scale and an upgrade of one set never interleave.
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    # -- models -------------------------------------------------------------------------------
+    def list(
+        self, subscription: str | None = None, group: str | None = None
+    ) -> builtins.list[ScaleSetModel]:
+        models = [ScaleSetModel.model_validate(m) for m in self.state.read().get(_KEY, {}).values()]
+        return sorted(
+            (m for m in models
+             if (subscription is None or m.subscription_id.lower() == subscription.lower())
+             and (group is None or m.resource_group.lower() == group.lower())),
+            key=lambda m: m.key,
+        )  # fmt: skip
+
+    def get(self, group: str, name: str) -> ScaleSetModel:
+        raw = self.state.read().get(_KEY, {}).get(_store_key(group, name))
+        if raw is None:
+            raise NotFound(
+                f"The Resource 'Microsoft.Compute/virtualMachineScaleSets/{name}' under resource "
+                f"group '{group}' was not found.", target=name,
+            )  # fmt: skip
+        return ScaleSetModel.model_validate(raw)
+
+    def find(self, name: str, group: str | None = None) -> ScaleSetModel:
+        """By name, in any resource group unless one is given (for the CLI)."""
+        matches = [m for m in self.list(group=group) if m.name.lower() == name.lower()]
+        if not matches:
+            raise NotFound(f"No scale set '{name}'" + (f" in resource group '{group}'"
+                           if group else "") + "; `lab vmss ls` lists them.",
+                           target=name)  # fmt: skip
+        if len(matches) > 1:
+            groups = ", ".join(m.resource_group for m in matches)
+            raise InvalidInput(
+                f"Scale set '{name}' exists in several resource groups "
+                f"({groups}); name one with --resource-group.",
+                target=name,
+            )
+        return matches[0]
+
+    def _save(self, model: ScaleSetModel) -> None:
+        models = self.state.read().get(_KEY, {})
+        models[_store_key(model.resource_group, model.name)] = model.model_dump(mode="json")
+        self.state.update(_KEY, models)
+
+    def _forget(self, model: ScaleSetModel) -> None:
+        models = self.state.read().get(_KEY, {})
+        models.pop(_store_key(model.resource_group, model.name), None)
+        self.state.update(_KEY, models)
+
+    def _lock(self, model: ScaleSetModel) -> asyncio.Lock:
+        return self._locks.setdefault(model.key, asyncio.Lock())
+
+    # -- instances ----------------------------------------------------------------------------
+    def instances(self, model: ScaleSetModel) -> builtins.list[VmView]:
+        return [
+            v for v in self.vms.machines()
+            if v.identity.scale_set is not None
+            and (v.identity.resource_group.lower(), v.identity.scale_set.lower()) == model.key
+        ]  # fmt: skip
+
+    def instance(self, model: ScaleSetModel, instance_id: str) -> VmView:
+        for view in self.instances(model):
+            if view.identity.instance_id == str(instance_id):
+                return view
+        raise NotFound(
+            f"The Resource 'Microsoft.Compute/virtualMachineScaleSets/{model.name}/"
+            f"virtualMachines/{instance_id}' under resource group '{model.resource_group}' "
+            "was not found.", target=str(instance_id),
+        )  # fmt: skip
+
+    def selected(self, model: ScaleSetModel, instance_ids: InstanceIds) -> builtins.list[VmView]:
+        """The instances named (all of them for None); an unknown id is an error."""
+        if instance_ids is None:
+            return self.instances(model)
+        return [self.instance(model, str(i)) for i in instance_ids]
+
+    @staticmethod
+    def latest_model_applied(model: ScaleSetModel, view: VmView) -> bool:
+        return view.model.model_version == model.model_version
+
+    # -- create, update, scale ----------------------------------------------------------------
+    async def put(self, desired: ScaleSetModel) -> ScaleSetModel:
+        """Create the set, or bring it to `desired`: a changed profile is a new model version
+        (rolled out at once under Automatic); then scale to the desired capacity."""
+        async with self._lock(desired):
+            try:
+                current: ScaleSetModel | None = self.get(desired.resource_group, desired.name)
+            except NotFound:
+                current = None
+            model = desired
+            if current is not None:
+                version = current.model_version
+                if profile_changed(current.profile, desired.profile):
+                    version += 1
+                model = desired.model_copy(update={
+                    "unique_id": current.unique_id,
+                    "next_instance_id": current.next_instance_id,
+                    "profile": desired.profile.model_copy(update={"model_version": version}),
+                })  # fmt: skip
+            self._save(model)
+            model = await self._scale_locked(model, model.capacity)
+            if model.upgrade_mode is UpgradeMode.AUTOMATIC:
+                await self._upgrade_locked(model, None)
+            return model
+
+    async def scale(self, model: ScaleSetModel, capacity: int) -> ScaleSetModel:
+        async with self._lock(model):
+            current = self.get(model.resource_group, model.name)
+            return await self._scale_locked(current.model_copy(update={"capacity": capacity}),
+                                             capacity)  # fmt: skip
+
+    async def _scale_locked(self, model: ScaleSetModel, capacity: int) -> ScaleSetModel:
+        have = self.instances(model)
+        if len(have) < capacity:
+            missing = capacity - len(have)
+            first = model.next_instance_id
+            # Saved before anything boots: ids are never reused, even after a crash.
+            model = model.model_copy(update={"next_instance_id": first + missing,
+                                             "capacity": capacity})  # fmt: skip
+            self._save(model)
+            await self._bounded([self._create(model, first + i) for i in range(missing)])
+        elif len(have) > capacity:
+            model = model.model_copy(update={"capacity": capacity})
+            self._save(model)
+            doomed = sorted(have, key=lambda v: int(v.identity.instance_id or 0))[capacity:]
+            await self._bounded([self.vms.delete(v) for v in doomed])
+        else:
+            model = model.model_copy(update={"capacity": capacity})
+            self._save(model)
+        return model
+
+    async def _create(self, model: ScaleSetModel, instance_id: int) -> VmView:
+        profile = model.profile.model_copy(update={"tags": model.tags,
+                                                   "location": model.location})  # fmt: skip
+        new = NewVm(
+            model.subscription_id, model.resource_group, instance_name(model.name, instance_id),
+            profile, model.admin_password, scale_set=model.name, instance_id=str(instance_id),
+            computer_name=computer_name(model.computer_name_prefix, instance_id),
+        )  # fmt: skip
+        return await self.vms.create(new)
+
+    async def _bounded(self, work: builtins.list[Awaitable[Any]]) -> builtins.list[Any]:
+        async def one(w: Awaitable[Any]) -> Any:
+            async with self._slots:
+                return await w
+
+        return list(await asyncio.gather(*(one(w) for w in work)))
+
+    # -- upgrade --------------------------------------------------------------------------------
+    async def upgrade(self, model: ScaleSetModel, instance_ids: InstanceIds) -> None:
+        """Azure's manualUpgrade: bring the named instances (all for None) to the set's model."""
+        async with self._lock(model):
+            await self._upgrade_locked(self.get(model.resource_group, model.name), instance_ids)
+
+    async def _upgrade_locked(self, model: ScaleSetModel, instance_ids: InstanceIds) -> None:
+        stale = [v for v in self.selected(model, instance_ids)
+                 if not self.latest_model_applied(model, v)]  # fmt: skip
+        for view in stale:  # one at a time: the set keeps serving while it rolls
+            profile = model.profile.model_copy(update={"tags": model.tags,
+                                                       "location": model.location})  # fmt: skip
+            await self.vms.upgrade(view, profile, model.admin_password)
+
+    # -- power and delete -----------------------------------------------------------------------
+    async def perform(
+        self, model: ScaleSetModel, operation: PowerOperation, instance_ids: InstanceIds,
+        *, skip_shutdown: bool = False,
+    ) -> builtins.list[VmView]:  # fmt: skip
+        views = self.selected(model, instance_ids)
+        return await self._bounded(
+            [self.vms.perform(operation, v, skip_shutdown=skip_shutdown) for v in views]
+        )
+
+    async def delete_instances(
+        self, model: ScaleSetModel, instance_ids: builtins.list[str]
+    ) -> None:
+        async with self._lock(model):
+            views = self.selected(model, instance_ids)
+            await self._bounded([self.vms.delete(v) for v in views])
+            current = self.get(model.resource_group, model.name)
+            self._save(current.model_copy(update={"capacity": len(self.instances(current))}))
+
+    async def delete(self, model: ScaleSetModel) -> None:
+        async with self._lock(model):
+            await self._bounded([self.vms.delete(v) for v in self.instances(model)])
+            self._forget(model)
