@@ -5,9 +5,9 @@ Run with `UPDATE_GOLDEN=1` to rewrite the files after an intended change, then r
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import xml.etree.ElementTree as ET
-import dataclasses
 from pathlib import Path
 
 import pytest
