@@ -85,12 +85,15 @@ class LabClient:
 
     def open_console(
         self, vm: str, *, resource_group: str | None = None, mode: str = "interactive",
-        replay: int | None = None, user: str = "local",
+        replay: int | None = None, user: str = "local", instance_id: str | None = None,
     ) -> ClientConnection:  # fmt: skip
-        """A websocket on the VM's console; the caller closes it."""
+        """A websocket on the VM's console (with `instance_id`: on that instance of the scale
+        set `vm`); the caller closes it."""
         query: dict[str, str] = {"mode": mode, "user": user}
         if resource_group:
             query["resourceGroup"] = resource_group
+        if instance_id is not None:
+            query["instanceId"] = instance_id
         if replay is not None:
             query["replay"] = str(replay)
         uri = f"ws://lab/v1/vms/{vm}/console?{urlencode(query)}"
@@ -104,11 +107,10 @@ class LabClient:
     @contextmanager
     def console(
         self, vm: str, *, resource_group: str | None = None, mode: str = "interactive",
-        replay: int | None = None, user: str = "local",
+        replay: int | None = None, user: str = "local", instance_id: str | None = None,
     ) -> Iterator[ClientConnection]:  # fmt: skip
-        conn = self.open_console(
-            vm, resource_group=resource_group, mode=mode, replay=replay, user=user
-        )
+        conn = self.open_console(vm, resource_group=resource_group, mode=mode, replay=replay,
+                                 user=user, instance_id=instance_id)  # fmt: skip
         try:
             yield conn
         finally:

@@ -11,6 +11,7 @@ from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
 
+import click
 from rich.markup import escape
 
 from lab.api.client import LabClient
@@ -38,6 +39,26 @@ def handle_errors(func: F) -> F:
             sys.exit(exc.exit_code)
 
     return wrapper  # type: ignore[return-value]
+
+
+#: `-g/--resource-group` of the commands that name a VM or a scale set.
+resource_group_option = click.option(
+    "-g", "--resource-group", help="The resource group, if the name is in several."
+)
+#: `--instance-id N` of the commands that name a VM: NAME is then a scale set.
+instance_id_option = click.option(
+    "--instance-id",
+    type=click.IntRange(min=0),
+    help="NAME is a scale set: target its instance with this id (`lab vmss show NAME` lists them).",
+)
+
+
+def vm_params(resource_group: str | None, instance_id: int | None = None) -> dict[str, str]:
+    """The query of a per-VM route: the resource group and, for a scale set, the instance."""
+    params = {"resourceGroup": resource_group} if resource_group else {}
+    if instance_id is not None:
+        params["instanceId"] = str(instance_id)
+    return params
 
 
 def client() -> LabClient:

@@ -7,13 +7,18 @@ from typing import Any
 import click
 
 from lab.cli import output
-from lab.cli.common import client, handle_errors
+from lab.cli.common import (
+    client,
+    handle_errors,
+    instance_id_option,
+    resource_group_option,
+    vm_params,
+)
 
 _OPTIONS = [
     click.argument("name"),
-    click.option(
-        "-g", "--resource-group", help="The VM's resource group, if its name is ambiguous."
-    ),
+    resource_group_option,
+    instance_id_option,
     click.option("--json", "as_json", is_flag=True),
 ]
 
@@ -24,8 +29,11 @@ def _with_options(func: Any) -> Any:
     return func
 
 
-def _act(action: str, name: str, resource_group: str | None, as_json: bool, **params: Any) -> None:
-    query = {k: v for k, v in {"resourceGroup": resource_group, **params}.items() if v is not None}
+def _act(
+    action: str, name: str, resource_group: str | None, instance_id: int | None, as_json: bool,
+    **params: str,
+) -> None:  # fmt: skip
+    query = {**vm_params(resource_group, instance_id), **params}
     vm = client().json("POST", f"/v1/vms/{name}/{action}", params=query)
     if as_json:
         output.print_json(vm)
@@ -35,15 +43,15 @@ def _act(action: str, name: str, resource_group: str | None, as_json: bool, **pa
 
 @click.group()
 def vm() -> None:
-    """Power operations on one VM."""
+    """Power operations on one VM (or, with --instance-id, one scale-set instance)."""
 
 
 def _simple(action: str, command: str, help_text: str) -> None:
     @vm.command(command, help=help_text)
     @_with_options
     @handle_errors
-    def run(name: str, resource_group: str | None, as_json: bool) -> None:
-        _act(action, name, resource_group, as_json)
+    def run(name: str, resource_group: str | None, instance_id: int | None, as_json: bool) -> None:
+        _act(action, name, resource_group, instance_id, as_json)
 
 
 _simple("start", "start", "Power the VM on.")
@@ -58,17 +66,23 @@ _simple("reimage", "reimage", "Reset the VM's disk to its image (a running VM re
 @_with_options
 @click.option("--skip-shutdown", is_flag=True, help="Power off at once, without ACPI shutdown.")
 @handle_errors
-def stop(name: str, resource_group: str | None, as_json: bool, skip_shutdown: bool) -> None:
+def stop(
+    name: str, resource_group: str | None, instance_id: int | None, as_json: bool,
+    skip_shutdown: bool,
+) -> None:  # fmt: skip
     """Power off (graceful ACPI shutdown with a timeout, then hard off)."""
-    _act("powerOff", name, resource_group, as_json, skipShutdown=str(skip_shutdown).lower())
+    _act("powerOff", name, resource_group, instance_id, as_json,
+         skipShutdown=str(skip_shutdown).lower())  # fmt: skip
 
 
 @vm.command("delete")
 @click.argument("name")
-@click.option("-g", "--resource-group")
+@resource_group_option
+@instance_id_option
 @handle_errors
-def delete(name: str, resource_group: str | None) -> None:
-    """Delete the VM and its disk; its boot-diagnostics log is kept."""
-    params = {"resourceGroup": resource_group} if resource_group else {}
-    client().request("DELETE", f"/v1/vms/{name}", params=params)
-    output.err.print(f"deleted {name}")
+def delete(name: str, resource_group: str | None, instance_id: int | None) -> None:
+    """Delete the VM and its disk; its boot-diagnostics log is kept. A scale-set instance
+    (--instance-id) is deleted from its set, whose capacity goes down by one."""
+    client().request("DELETE", f"/v1/vms/{name}", params=vm_params(resource_group, instance_id))
+    what = name if instance_id is None else f"instance {instance_id} of {name}"
+    output.err.print(f"deleted {what}")

@@ -1,7 +1,8 @@
 """Scale sets: the model in the lab's state file, instances as libvirt domains.
 
-Instances are created concurrently, but no more at once than the host has cores, so TCG guests
-do not starve each other's boot. Scaling in removes the highest instance ids first. Every
+Instances are created concurrently, but no more boot at once than the host has cores (an
+instance holds its slot until its console shows `login:`), so TCG guests do not starve each
+other's boot. Scaling in removes the highest instance ids first. Every
 instance records the model version it runs; a new model is rolled to every instance at once
 under `Automatic`, and waits for `upgrade` (Azure's manualUpgrade) under `Manual`.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import os
+import time
 from collections.abc import Awaitable
 from typing import Any
 
@@ -25,9 +27,15 @@ from lab.domain.scale_set import (
 )
 from lab.domain.vm import VmView
 from lab.services.vms import NewVm, VmService
+from lab.storage.serial_log import RotatingLog
 from lab.storage.state import StateFile
 
 _KEY = "scaleSets"
+#: An instance holds its boot slot until its serial log shows a login prompt, or this long:
+#: under TCG a booting guest keeps a core busy, so "bounded by the cores" must mean booting,
+#: not merely started.
+BOOT_SLOT_TIMEOUT_S = 120.0
+LOGIN_PROMPT = b"login: "
 #: Instance ids picked by a caller; None means every instance.
 InstanceIds = list[str] | None
 
@@ -37,9 +45,12 @@ def _store_key(group: str, name: str) -> str:
 
 
 class ScaleSetService:
-    def __init__(self, vms: VmService, state: StateFile) -> None:
+    def __init__(
+        self, vms: VmService, state: StateFile, boot_slot_timeout: float = BOOT_SLOT_TIMEOUT_S
+    ) -> None:
         self.vms = vms
         self.state = state
+        self.boot_slot_timeout = boot_slot_timeout
         self._slots = asyncio.Semaphore(max(1, os.cpu_count() or 1))
         #: One lock per set: a PUT, a scale and an upgrade of one set never interleave.
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
@@ -181,7 +192,21 @@ class ScaleSetService:
             profile, model.admin_password, scale_set=model.name, instance_id=str(instance_id),
             computer_name=computer_name(model.computer_name_prefix, instance_id),
         )  # fmt: skip
-        return await self.vms.create(new)
+        view = await self.vms.create(new)
+        await self._until_booted(view)
+        return view
+
+    async def _until_booted(self, view: VmView) -> None:
+        log = RotatingLog(self.vms.ctx.serial_log_path(view.identity, view.model))
+        deadline = time.monotonic() + self.boot_slot_timeout
+        offset, tail = 0, b""
+        while time.monotonic() < deadline:
+            blob = await asyncio.to_thread(log.read, offset, None)
+            offset, seen = blob.next, tail + blob.data
+            if LOGIN_PROMPT in seen:
+                return
+            tail = seen[-len(LOGIN_PROMPT) :]
+            await asyncio.sleep(0.25)
 
     async def _bounded(self, work: builtins.list[Awaitable[Any]]) -> builtins.list[Any]:
         async def one(w: Awaitable[Any]) -> Any:

@@ -6,7 +6,15 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from lab import __version__
-from lab.api.azure import compute, gateway, operations, serialconsole, storage, vm_write
+from lab.api.azure import (
+    compute,
+    gateway,
+    operations,
+    serialconsole,
+    storage,
+    vm_write,
+    vmss,
+)
 from lab.api.azure.common import install_error_handling
 from lab.services.lab import Lab
 
@@ -30,7 +38,7 @@ def create_azure_app(lab: Lab, token_key: bytes, storage_secret: bytes) -> FastA
     app.state.storage_secret = storage_secret
     app.state.operations = {}
     install_error_handling(app)
-    routers = (compute.router, vm_write.router, operations.router, storage.router,
+    routers = (compute.router, vm_write.router, vmss.router, operations.router, storage.router,
                serialconsole.router, gateway.router)  # fmt: skip
     for router in routers:
         app.include_router(router)

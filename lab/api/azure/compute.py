@@ -34,7 +34,7 @@ def instance_view(request: Request, view: VmView) -> dict[str, Any]:
     lab = lab_of(request)
     model = view.model
     result: dict[str, Any] = {
-        "computerName": view.identity.name,
+        "computerName": view.identity.host_name,
         "osName": model.os_type,
         "statuses": [
             {"code": "ProvisioningState/succeeded", "level": "Info",
@@ -66,7 +66,7 @@ def vm_resource(request: Request, view: VmView, *, expand: bool = False) -> dict
             "osDisk": {"osType": model.os_type, "name": f"{ident.name}_OsDisk",
                        "createOption": "FromImage"},
         },
-        "osProfile": {"computerName": ident.name, "adminUsername": model.admin_username,
+        "osProfile": {"computerName": ident.host_name, "adminUsername": model.admin_username,
                       "linuxConfiguration": {"disablePasswordAuthentication": False}},
         "diagnosticsProfile": {"bootDiagnostics": {
             "enabled": model.boot_diagnostics.enabled,
@@ -217,7 +217,7 @@ def boot_diagnostics_data(request: Request, view: VmView) -> dict[str, Any]:
 
 
 #: ARM action name (also the RBAC action's name) -> power operation.
-_ACTIONS = {
+ACTIONS = {
     "start": PowerOperation.START,
     "powerOff": PowerOperation.POWER_OFF,
     "restart": PowerOperation.RESTART,
@@ -228,8 +228,9 @@ _ACTIONS = {
 }
 
 
-def _start_action(request: Request, view: VmView, action: str) -> Response:
-    operation = _ACTIONS[action]
+def start_power_action(request: Request, view: VmView, action: str) -> Response:
+    """A power action on a VM or an instance, as a long-running operation."""
+    operation = ACTIONS[action]
     # The state guard answers at once (409), as Azure does, rather than as a failed operation.
     require_state(operation, view.power_state, vm=view.identity.name)
     skip = request.query_params.get("skipShutdown", "false").lower() == "true"
@@ -244,11 +245,11 @@ for _path in arm_paths("/providers/Microsoft.Compute/virtualMachines/{name}/{act
         request: Request, subscription: str, group: str, name: str, action: str,
         _v: ApiVersion, principal: Caller,
     ) -> Response:  # fmt: skip
-        if action not in _ACTIONS:
+        if action not in ACTIONS:
             raise NotFound(
-                f"No action '{action}' on virtualMachines; the lab serves: {', '.join(_ACTIONS)}.",
+                f"No action '{action}' on virtualMachines; the lab serves: {', '.join(ACTIONS)}.",
                 target=action,
             )
         rbac = f"Microsoft.Compute/virtualMachines/{action}/action"
         view = readable_vm(request, principal, subscription, group, name, rbac)
-        return _start_action(request, view, action)
+        return start_power_action(request, view, action)

@@ -190,11 +190,12 @@ class _Parent:
 
     def view(self) -> VmView:
         if self.instance is not None:
-            # Scale sets are not served yet: every instance is, as in Azure, not found.
-            raise NotFound(
-                f"The Resource 'Microsoft.Compute/virtualMachineScaleSets/{self.name}' under "
-                f"resource group '{self.group}' was not found.", target=self.name,
-            )  # fmt: skip
+            scale_sets = lab_of(self.request).scale_sets
+            model = scale_sets.get(self.group, self.name)
+            if model.subscription_id.lower() != self.subscription.lower():
+                raise NotFound(f"The Resource 'Microsoft.Compute/virtualMachineScaleSets/"
+                               f"{self.name}' was not found.", target=self.name)  # fmt: skip
+            return scale_sets.instance(model, self.instance)
         return find_vm(self.request, self.subscription, self.group, self.name)
 
     def authorize(self, principal: Principal, action: str) -> VmView:

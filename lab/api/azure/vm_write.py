@@ -16,6 +16,14 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from lab.api.azure.arm_bodies import (
+    arm_fields,
+    arm_size,
+    check_storage_account,
+    guest_fields,
+    obj,
+    validated,
+)
 from lab.api.azure.common import ApiVersion, Caller, arm_paths, lab_of, require_action
 from lab.api.azure.compute import find_vm, vm_resource, vm_resource_id
 from lab.api.azure.operations import start_operation
@@ -28,18 +36,9 @@ from lab.services.vms import NewVm
 
 router = APIRouter()
 _VMS = "Microsoft.Compute/virtualMachines"
-_CUSTOM_SIZE = re.compile(r"^Lab_(\d+)vCPU_(\d+)MiB$")
 #: Where each lab-file field lives in an ARM VirtualMachine body (for error targets).
-_ARM_FIELD = {
-    "name": "name",
-    "image": "properties.storageProfile.imageReference",
-    "size": "properties.hardwareProfile.vmSize",
-    "osType": "properties.storageProfile.osDisk.osType",
-    "adminUsername": "properties.osProfile.adminUsername",
-    "adminPassword": "properties.osProfile.adminPassword",
-    "bootDiagnostics": "properties.diagnosticsProfile.bootDiagnostics",
-    "tags": "tags",
-}
+_ARM_FIELD = {"name": "name", "size": "properties.hardwareProfile.vmSize", "tags": "tags",
+              **arm_fields("properties")}  # fmt: skip
 #: Stands in for the password on an update, which Azure does not take again.
 _KEPT_PASSWORD = "Kept-Passw0rd"
 
@@ -53,79 +52,18 @@ class VmBody(BaseModel):
     properties: dict[str, Any] = {}
 
 
-def _obj(parent: Any, key: str, where: str) -> dict[str, Any]:
-    value = parent.get(key) if isinstance(parent, dict) else None
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise InvalidInput(f"{where}.{key} must be an object", target=f"{where}.{key}")
-    return value
-
-
-def _image(props: dict[str, Any]) -> str:
-    ref = _obj(_obj(props, "storageProfile", "properties"), "imageReference",
-               "properties.storageProfile")  # fmt: skip
-    name = ref.get("offer") or ref.get("sku")
-    if not name and isinstance(ref.get("id"), str):
-        name = ref["id"].rstrip("/").rsplit("/", 1)[-1]
-    if not isinstance(name, str) or not name:
-        raise InvalidInput(
-            "properties.storageProfile.imageReference must name a lab image: "
-            '{"publisher": "SerialConsoleLab", "offer": "tiny", "sku": "tiny", '
-            '"version": "latest"} (`lab image ls` lists them)',
-            target="properties.storageProfile.imageReference",
-        )
-    return name
-
-
-def _size(props: dict[str, Any]) -> Any:
-    size = _obj(props, "hardwareProfile", "properties").get("vmSize")
-    if isinstance(size, str) and (m := _CUSTOM_SIZE.match(size)):
-        return {"vcpus": int(m.group(1)), "memoryMiB": int(m.group(2))}
-    return size
-
-
 def lab_definition(name: str, body: VmBody, lab: Lab, password: str | None) -> VirtualMachineDef:
     """The lab-file form of an ARM body, validated by the lab file's rules."""
     props = body.properties
-    os_profile = _obj(props, "osProfile", "properties")
-    os_disk = _obj(_obj(props, "storageProfile", "properties"), "osDisk",
-                   "properties.storageProfile")  # fmt: skip
-    bd = _obj(_obj(props, "diagnosticsProfile", "properties"), "bootDiagnostics",
-              "properties.diagnosticsProfile")  # fmt: skip
     data: dict[str, Any] = {
         "name": name,
-        "image": _image(props),
-        "size": _size(props),
-        "osType": os_disk.get("osType", "Linux"),
-        "adminUsername": os_profile.get("adminUsername"),
-        "adminPassword": password if password is not None else os_profile.get("adminPassword"),
-        "bootDiagnostics": {"enabled": bool(bd.get("enabled", False)),
-                            "storageUri": bd.get("storageUri")},
+        "size": arm_size(obj(props, "hardwareProfile", "properties").get("vmSize")),
         "tags": body.tags or {},
-    }  # fmt: skip
-    # The catalogue a PUT may use: the images built in this lab's cache.
-    data = {k: v for k, v in data.items() if v is not None}  # absent: "is required"
-    context = {"known_images": frozenset(m.name for m in lab.images.list())}
-    try:
-        return VirtualMachineDef.model_validate(data, context=context, by_alias=True)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = [str(p) for p in first["loc"]]
-        target = ".".join([_ARM_FIELD.get(loc[0], loc[0]), *loc[1:]]) if loc else None
-        if first["type"] == "missing":
-            raise InvalidInput(f"{target} is required", target=target) from None
-        raise InvalidInput(f"{target}: {first['msg']}", target=target) from None
-
-
-def _check_storage_account(lab: Lab, model: VmModel) -> None:
-    bd = model.boot_diagnostics
-    if bd.storage_uri is not None and lab.storage_accounts.get(bd.storage_account or "") is None:
-        raise InvalidInput(
-            f"Storage account '{bd.storage_account}' not found. Ensure storage account is not "
-            "deleted and belongs to the same Azure location as the VM.",
-            code="StorageAccountNotFound", target="properties.diagnosticsProfile",
-        )  # fmt: skip
+        **guest_fields(props, "properties"),
+    }
+    if password is not None:
+        data["adminPassword"] = password
+    return validated(VirtualMachineDef, data, lab, _ARM_FIELD)
 
 
 def _location(body: VmBody, default: str | None) -> str:
@@ -152,12 +90,12 @@ for _path in arm_paths(f"/providers/{_VMS}/{{name}}"):
         if current is not None:
             defn = lab_definition(name, body, lab, _KEPT_PASSWORD)
             model = model_from_def(defn, _location(body, current.model.location))
-            _check_storage_account(lab, model)
+            check_storage_account(lab, model)
             updated = lab.vms.update(current, model)
             return JSONResponse(vm_resource(request, updated))
         defn = lab_definition(name, body, lab, None)
         model = model_from_def(defn, _location(body, None))
-        _check_storage_account(lab, model)
+        check_storage_account(lab, model)
         new = NewVm(subscription, group, name, model, defn.admin_password)
         creating = _creating(subscription, group, name, body, model)
         return start_operation(request, model.location, lab.vms.create(new), status=201,
@@ -172,7 +110,7 @@ for _path in arm_paths(f"/providers/{_VMS}/{{name}}"):
         lab = lab_of(request)
         view = find_vm(request, subscription, group, name)
         model = view.model
-        bd = _obj(_obj(body.properties, "diagnosticsProfile", "properties"), "bootDiagnostics",
+        bd = obj(obj(body.properties, "diagnosticsProfile", "properties"), "bootDiagnostics",
                   "properties.diagnosticsProfile")  # fmt: skip
         if bd:
             enabled = bd.get("enabled", model.boot_diagnostics.enabled)
@@ -186,7 +124,7 @@ for _path in arm_paths(f"/providers/{_VMS}/{{name}}"):
             model = model.model_copy(update={"boot_diagnostics": _boot_diagnostics(defn_bd)})
         if body.tags is not None:
             model = model.model_copy(update={"tags": body.tags})
-        _check_storage_account(lab, model)
+        check_storage_account(lab, model)
         return vm_resource(request, lab.vms.update(view, model))
 
     @router.delete(_path)

@@ -10,15 +10,18 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request, WebSocket
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from lab import __version__
 from lab.api.console_ws import serve_console
-from lab.api.daemon.schemas import reconcile_json, vm_json
+from lab.api.daemon.schemas import reconcile_json, scale_set_json, vm_json
 from lab.console.broker import SessionMode
 from lab.domain.errors import InvalidInput, LabError, NotFound
 from lab.domain.power import PowerOperation
+from lab.domain.scale_set import MAX_CAPACITY, ScaleSetModel
+from lab.domain.vm import VmView
 from lab.services.consoles import SysRqMethod
 from lab.services.lab import Lab
 
@@ -32,6 +35,18 @@ class SysRqBody(BaseModel):
     keys: str
     method: SysRqMethod = SysRqMethod.SENDKEY
     user: str = "local"
+
+
+class CapacityBody(BaseModel):
+    capacity: int
+
+
+class InstanceIdsBody(BaseModel):
+    """Which instances of a scale set; null (or no body) means every instance."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    instance_ids: list[int | str] | None = Field(default=None, alias="instanceIds")
 
 
 OnReady = Callable[[Lab], Awaitable[None]]
@@ -53,6 +68,14 @@ def create_app(lab: Lab, on_ready: OnReady | None = None) -> FastAPI:
     async def lab_error(_request: Request, exc: LabError) -> JSONResponse:
         return JSONResponse({"error": exc.to_dict()}, status_code=exc.status)
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # The lab's error shape (400, exit code 2 in the CLI), not FastAPI's 422 detail list.
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        err = InvalidInput(f"{where}: {first.get('msg', 'invalid request')}", target=where)
+        return JSONResponse({"error": err.to_dict()}, status_code=err.status)
+
     _routes(app)
     return app
 
@@ -64,8 +87,70 @@ def get_lab(request: Request) -> Lab:
 
 LabDep = Annotated[Lab, Depends(get_lab)]
 ResourceGroup = Annotated[str | None, Query(alias="resourceGroup")]
+#: On the per-VM routes: `{name}` is a scale set and the target is its instance with this id.
+InstanceId = Annotated[str | None, Query(alias="instanceId")]
+SkipShutdown = Annotated[bool, Query(alias="skipShutdown")]
 
 _ACTIONS = ("start", "powerOff", "restart", "reset", "powerCycle", "deallocate", "reimage")
+
+
+def resolve_vm(lab: Lab, name: str, rg: str | None, instance_id: str | None) -> VmView:
+    """The target of a per-VM route: a VM, or with `instance_id` an instance of the scale set
+    `name` (an instance's own name, `<set>_<id>`, works too). A scale set's name without an
+    instance id is refused with how to pick one."""
+    if instance_id is not None:
+        return lab.scale_sets.instance(lab.scale_sets.find(name, rg), instance_id)
+    try:
+        return lab.vms.find(name, rg)
+    except NotFound as not_a_vm:
+        named = [v for v in lab.vms.machines() if v.identity.is_instance
+                 and v.identity.name.lower() == name.lower()
+                 and (rg is None or v.identity.resource_group.lower() == rg.lower())]  # fmt: skip
+        if len(named) == 1:
+            return named[0]
+        if len(named) > 1:
+            groups = ", ".join(v.identity.resource_group for v in named)
+            raise InvalidInput(f"Instance name '{name}' exists in several resource groups "
+                               f"({groups}); name one with --resource-group.",
+                               target=name) from None  # fmt: skip
+        try:
+            model = lab.scale_sets.find(name, rg)
+        except NotFound:
+            raise not_a_vm from None
+        ids = ", ".join(v.identity.instance_id or "" for v in lab.scale_sets.instances(model))
+        raise InvalidInput(
+            f"'{name}' is a scale set; add --instance-id N to pick an instance "
+            f"(instances: {ids or 'none'})", target="instanceId",
+        ) from None  # fmt: skip
+
+
+def power_operation(action: str) -> PowerOperation:
+    if action not in _ACTIONS:
+        raise NotFound(f"unknown action '{action}'; one of: {', '.join(_ACTIONS)}")
+    return PowerOperation(action)  # the action names are PowerOperation values
+
+
+def instance_ids(body: InstanceIdsBody | None) -> list[str] | None:
+    """The ids a body names, as strings, each once; None (every instance) without a body."""
+    if body is None or body.instance_ids is None:
+        return None
+    if not body.instance_ids:
+        raise InvalidInput("instanceIds is empty; name at least one instance, or send null "
+                           "(or no body) for every instance", target="instanceIds")  # fmt: skip
+    return list(dict.fromkeys(str(i).strip() for i in body.instance_ids))
+
+
+def check_capacity(capacity: int) -> int:
+    if not 0 <= capacity <= MAX_CAPACITY:
+        raise InvalidInput(f"capacity must be 0 to {MAX_CAPACITY}, not {capacity}",
+                           target="capacity")  # fmt: skip
+    return capacity
+
+
+def scale_set_reply(lab: Lab, model: ScaleSetModel) -> dict[str, Any]:
+    """The set as it is now (state file and live instance states)."""
+    current = lab.scale_sets.get(model.resource_group, model.name)
+    return scale_set_json(current, lab.scale_sets.instances(current))
 
 
 def _routes(app: FastAPI) -> None:
@@ -83,27 +168,35 @@ def _routes(app: FastAPI) -> None:
         }
 
     @app.get("/v1/vms")
-    def list_vms(lab: LabDep) -> list[dict[str, Any]]:
-        return [vm_json(v) for v in lab.vms.list()]
+    def list_vms(
+        lab: LabDep,
+        include_instances: Annotated[bool, Query(alias="includeInstances")] = False,
+    ) -> list[dict[str, Any]]:
+        views = lab.vms.machines() if include_instances else lab.vms.list()
+        return [vm_json(v) for v in views]
 
     @app.get("/v1/vms/{name}")
-    def get_vm(lab: LabDep, name: str, rg: ResourceGroup = None) -> dict[str, Any]:
-        return vm_json(lab.vms.find(name, rg))
+    def get_vm(
+        lab: LabDep, name: str, rg: ResourceGroup = None, instance_id: InstanceId = None
+    ) -> dict[str, Any]:
+        return vm_json(resolve_vm(lab, name, rg, instance_id))
 
     # Specific routes before the generic `{action}` one, which would swallow them.
     @app.post("/v1/vms/{name}/sysrq")
     async def sysrq(
-        lab: LabDep, name: str, body: SysRqBody, rg: ResourceGroup = None
-    ) -> dict[str, str]:
-        view = lab.vms.find(name, rg)
+        lab: LabDep, name: str, body: SysRqBody, rg: ResourceGroup = None,
+        instance_id: InstanceId = None,
+    ) -> dict[str, str]:  # fmt: skip
+        view = resolve_vm(lab, name, rg, instance_id)
         keys = await lab.consoles.sysrq(view, body.keys, method=body.method, user=body.user)
         return {"keys": keys, "method": body.method.value}
 
     @app.post("/v1/vms/{name}/nmi")
     async def nmi(
-        lab: LabDep, name: str, rg: ResourceGroup = None, user: str = "local"
-    ) -> dict[str, str]:
-        await lab.consoles.nmi(lab.vms.find(name, rg), user=user)
+        lab: LabDep, name: str, rg: ResourceGroup = None, instance_id: InstanceId = None,
+        user: str = "local",
+    ) -> dict[str, str]:  # fmt: skip
+        await lab.consoles.nmi(resolve_vm(lab, name, rg, instance_id), user=user)
         return {"status": "sent"}
 
     @app.get("/v1/audit")
@@ -112,22 +205,26 @@ def _routes(app: FastAPI) -> None:
 
     @app.post("/v1/vms/{name}/{action}")
     async def vm_action(
-        lab: LabDep,
-        name: str,
-        action: str,
-        rg: ResourceGroup = None,
-        skip_shutdown: Annotated[bool, Query(alias="skipShutdown")] = False,
-    ) -> dict[str, Any]:
-        if action not in _ACTIONS:
-            raise NotFound(f"unknown VM action '{action}'; one of: {', '.join(_ACTIONS)}")
-        view = lab.vms.find(name, rg)
-        operation = PowerOperation(action)  # the action names are PowerOperation values
+        lab: LabDep, name: str, action: str, rg: ResourceGroup = None,
+        instance_id: InstanceId = None, skip_shutdown: SkipShutdown = False,
+    ) -> dict[str, Any]:  # fmt: skip
+        operation = power_operation(action)
+        view = resolve_vm(lab, name, rg, instance_id)
         return vm_json(await lab.vms.perform(operation, view, skip_shutdown=skip_shutdown))
 
     @app.delete("/v1/vms/{name}", status_code=204)
-    async def delete_vm(lab: LabDep, name: str, rg: ResourceGroup = None) -> Response:
-        await lab.vms.delete(lab.vms.find(name, rg))
+    async def delete_vm(
+        lab: LabDep, name: str, rg: ResourceGroup = None, instance_id: InstanceId = None
+    ) -> Response:
+        view = resolve_vm(lab, name, rg, instance_id)
+        if view.identity.scale_set is None:
+            await lab.vms.delete(view)
+        else:  # as in Azure, deleting an instance lowers the set's capacity
+            model = lab.scale_sets.find(view.identity.scale_set, view.identity.resource_group)
+            await lab.scale_sets.delete_instances(model, [view.identity.instance_id or ""])
         return Response(status_code=204)
+
+    _scale_set_routes(app)
 
     @app.post("/v1/up")
     async def up(lab: LabDep, body: LabFileBody) -> list[dict[str, Any]]:
@@ -139,20 +236,20 @@ def _routes(app: FastAPI) -> None:
 
     @app.get("/v1/vms/{name}/boot-log")
     def boot_log(
-        lab: LabDep,
-        name: str,
-        rg: ResourceGroup = None,
-        start: int = 0,
-        length: int | None = None,
-    ) -> Response:
-        blob = lab.boot_diagnostics.serial_log(lab.vms.find(name, rg), start, length)
+        lab: LabDep, name: str, rg: ResourceGroup = None, instance_id: InstanceId = None,
+        start: int = 0, length: int | None = None,
+    ) -> Response:  # fmt: skip
+        view = resolve_vm(lab, name, rg, instance_id)
+        blob = lab.boot_diagnostics.serial_log(view, start, length)
         headers = {"X-Lab-Start": str(blob.start), "X-Lab-Next": str(blob.next),
                    "X-Lab-Size": str(blob.size)}  # fmt: skip
         return Response(blob.data, media_type="application/octet-stream", headers=headers)
 
     @app.get("/v1/vms/{name}/screenshot")
-    async def screenshot(lab: LabDep, name: str, rg: ResourceGroup = None) -> Response:
-        image = await lab.boot_diagnostics.screenshot(lab.vms.find(name, rg))
+    async def screenshot(
+        lab: LabDep, name: str, rg: ResourceGroup = None, instance_id: InstanceId = None
+    ) -> Response:
+        image = await lab.boot_diagnostics.screenshot(resolve_vm(lab, name, rg, instance_id))
         png = io.BytesIO()
         image.save(png, format="PNG")
         return Response(png.getvalue(), media_type="image/png")
@@ -162,6 +259,7 @@ def _routes(app: FastAPI) -> None:
         ws: WebSocket,
         name: str,
         rg: ResourceGroup = None,
+        instance_id: InstanceId = None,
         mode: SessionMode = SessionMode.INTERACTIVE,
         user: str = "local",
         replay: int | None = None,
@@ -170,7 +268,7 @@ def _routes(app: FastAPI) -> None:
         try:
             if replay is not None and replay < 0:
                 raise InvalidInput("replay must be >= 0", target="replay")
-            view = lab.vms.find(name, rg)
+            view = resolve_vm(lab, name, rg, instance_id)
             broker, sub = lab.consoles.open_session(view, mode, user, replay)
         except LabError as exc:
             # Accept, then say why: a client sees the lab's message, not a bare 403.
@@ -181,3 +279,42 @@ def _routes(app: FastAPI) -> None:
         idle = lab.settings.idle_timeout_minutes * 60
         await ws.accept()
         await serve_console(ws, lab.consoles, view, broker, sub, idle)
+
+
+def _scale_set_routes(app: FastAPI) -> None:
+    @app.get("/v1/vmss")
+    def list_scale_sets(lab: LabDep, rg: ResourceGroup = None) -> list[dict[str, Any]]:
+        return [scale_set_json(m, lab.scale_sets.instances(m))
+                for m in lab.scale_sets.list(group=rg)]  # fmt: skip
+
+    @app.get("/v1/vmss/{name}")
+    def get_scale_set(lab: LabDep, name: str, rg: ResourceGroup = None) -> dict[str, Any]:
+        return scale_set_reply(lab, lab.scale_sets.find(name, rg))
+
+    # Specific routes before the generic `{action}` one, which would swallow them.
+    @app.post("/v1/vmss/{name}/scale")
+    async def scale(
+        lab: LabDep, name: str, body: CapacityBody, rg: ResourceGroup = None
+    ) -> dict[str, Any]:
+        model = lab.scale_sets.find(name, rg)
+        scaled = await lab.scale_sets.scale(model, check_capacity(body.capacity))
+        return scale_set_reply(lab, scaled)
+
+    @app.post("/v1/vmss/{name}/update-instances")
+    async def update_instances(
+        lab: LabDep, name: str, body: InstanceIdsBody | None = None, rg: ResourceGroup = None
+    ) -> dict[str, Any]:
+        model = lab.scale_sets.find(name, rg)
+        await lab.scale_sets.upgrade(model, instance_ids(body))
+        return scale_set_reply(lab, model)
+
+    @app.post("/v1/vmss/{name}/{action}")
+    async def scale_set_action(
+        lab: LabDep, name: str, action: str, body: InstanceIdsBody | None = None,
+        rg: ResourceGroup = None, skip_shutdown: SkipShutdown = False,
+    ) -> dict[str, Any]:  # fmt: skip
+        operation = power_operation(action)
+        model = lab.scale_sets.find(name, rg)
+        await lab.scale_sets.perform(model, operation, instance_ids(body),
+                                     skip_shutdown=skip_shutdown)  # fmt: skip
+        return scale_set_reply(lab, model)
