@@ -49,6 +49,7 @@ resource_group_option = click.option(
 instance_id_option = click.option(
     "--instance-id",
     type=click.IntRange(min=0),
+    metavar="N",
     help="NAME is a scale set: target its instance with this id (`lab vmss show NAME` lists them).",
 )
 
@@ -59,6 +60,11 @@ def vm_params(resource_group: str | None, instance_id: int | None = None) -> dic
     if instance_id is not None:
         params["instanceId"] = str(instance_id)
     return params
+
+
+def target_name(name: str, instance_id: int | None) -> str:
+    """How a message names what a per-VM command acted on."""
+    return name if instance_id is None else f"instance {instance_id} of {name}"
 
 
 def client() -> LabClient:

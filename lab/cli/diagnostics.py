@@ -9,7 +9,14 @@ from pathlib import Path
 import click
 
 from lab.cli import output
-from lab.cli.common import client, handle_errors
+from lab.cli.common import (
+    client,
+    handle_errors,
+    instance_id_option,
+    resource_group_option,
+    target_name,
+    vm_params,
+)
 from lab.domain.errors import LabError
 
 _FOLLOW_POLL_S = 0.25
@@ -17,7 +24,8 @@ _FOLLOW_POLL_S = 0.25
 
 @click.command("boot-log")
 @click.argument("name")
-@click.option("-g", "--resource-group")
+@resource_group_option
+@instance_id_option
 @click.option(
     "--start",
     type=int,
@@ -27,10 +35,12 @@ _FOLLOW_POLL_S = 0.25
 )
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new output until Ctrl+C.")
 @handle_errors
-def boot_log(name: str, resource_group: str | None, start: int, follow: bool) -> None:
+def boot_log(
+    name: str, resource_group: str | None, instance_id: int | None, start: int, follow: bool
+) -> None:
     """Print the VM's serial log (boot diagnostics), every byte since its first power-on."""
     c = client()
-    params: dict[str, str | int] = {"resourceGroup": resource_group} if resource_group else {}
+    params: dict[str, str | int] = {**vm_params(resource_group, instance_id)}
     out = sys.stdout.buffer
     offset = start
     try:
@@ -50,7 +60,8 @@ def boot_log(name: str, resource_group: str | None, start: int, follow: bool) ->
 
 @click.command()
 @click.argument("name")
-@click.option("-g", "--resource-group")
+@resource_group_option
+@instance_id_option
 @click.option(
     "-o",
     "--output",
@@ -60,9 +71,11 @@ def boot_log(name: str, resource_group: str | None, start: int, follow: bool) ->
     help="PNG file to write.",
 )
 @handle_errors
-def screenshot(name: str, resource_group: str | None, out_path: str) -> None:
+def screenshot(
+    name: str, resource_group: str | None, instance_id: int | None, out_path: str
+) -> None:
     """Save the VM's VGA screen as a PNG (also stored as its boot-diagnostics .bmp blob)."""
-    params = {"resourceGroup": resource_group} if resource_group else {}
+    params = vm_params(resource_group, instance_id)
     r = client().request("GET", f"/v1/vms/{name}/screenshot", params=params)
     Path(out_path).write_bytes(r.content)
     output.err.print(f"wrote {out_path} ({len(r.content)} bytes)")
@@ -70,7 +83,8 @@ def screenshot(name: str, resource_group: str | None, out_path: str) -> None:
 
 @click.command()
 @click.argument("name")
-@click.option("-g", "--resource-group")
+@resource_group_option
+@instance_id_option
 @click.option("--view", is_flag=True, help="Read-only: watch without taking the keyboard.")
 @click.option(
     "--replay",
@@ -79,14 +93,16 @@ def screenshot(name: str, resource_group: str | None, out_path: str) -> None:
     help="Bytes of history to show first (default: the lab's replay setting).",
 )
 @handle_errors
-def console(name: str, resource_group: str | None, view: bool, replay: int | None) -> None:
+def console(
+    name: str, resource_group: str | None, instance_id: int | None, view: bool, replay: int | None
+) -> None:
     """Interactive serial console. Ctrl+] then q quits."""
     from lab.cli.terminal import run_terminal
 
     mode = "view" if view else "interactive"
     c = client()
-    params = {"resourceGroup": resource_group} if resource_group else {}
-    vm = c.json("GET", f"/v1/vms/{name}", params=params)
+    params = vm_params(resource_group, instance_id)
+    vm = c.json("GET", f"/v1/vms/{name}", params=params)  # fails early with the daemon's hint
 
     def admin(command: str, key: str | None) -> str:
         try:
@@ -101,9 +117,11 @@ def console(name: str, resource_group: str | None, view: bool, replay: int | Non
         except LabError as exc:
             return f"[lab] {command} failed: {exc.message}"
 
-    with c.console(name, resource_group=resource_group, mode=mode, replay=replay) as conn:
+    instance = None if instance_id is None else str(instance_id)
+    with c.console(name, resource_group=resource_group, mode=mode, replay=replay,
+                   instance_id=instance) as conn:  # fmt: skip
         output.err.print(
-            f"[lab] connected to {name} ({mode}); Ctrl+] then q to quit", highlight=False
+            f"[lab] connected to {vm['name']} ({mode}); Ctrl+] then q to quit", highlight=False
         )
         why = run_terminal(
             conn, read_only=view, admin=admin, is_windows=vm["osType"].lower() == "windows"
@@ -115,7 +133,8 @@ def console(name: str, resource_group: str | None, view: bool, replay: int | Non
 @click.command()
 @click.argument("name")
 @click.argument("keys")
-@click.option("-g", "--resource-group")
+@resource_group_option
+@instance_id_option
 @click.option(
     "--method",
     type=click.Choice(["sendkey", "break"]),
@@ -124,26 +143,30 @@ def console(name: str, resource_group: str | None, view: bool, replay: int | Non
     help="sendkey: alt+sysrq+key on the keyboard; break: a serial BREAK, then the key.",
 )
 @handle_errors
-def sysrq(name: str, keys: str, resource_group: str | None, method: str) -> None:
+def sysrq(
+    name: str, keys: str, resource_group: str | None, instance_id: int | None, method: str
+) -> None:
     """Send a Magic SysRq key or sequence (e.g. h, or reisub) to a Linux VM."""
-    params = {"resourceGroup": resource_group} if resource_group else {}
+    params = vm_params(resource_group, instance_id)
     r = client().json("POST", f"/v1/vms/{name}/sysrq", params=params,
                       json={"keys": keys, "method": method})  # fmt: skip
-    output.err.print(f"sent SysRq {r['keys']!r} to {name} ({r['method']})")
+    target = target_name(name, instance_id)
+    output.err.print(f"sent SysRq {r['keys']!r} to {target} ({r['method']})")
 
 
 @click.command()
 @click.argument("name")
-@click.option("-g", "--resource-group")
+@resource_group_option
+@instance_id_option
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @handle_errors
-def nmi(name: str, resource_group: str | None, yes: bool) -> None:
+def nmi(name: str, resource_group: str | None, instance_id: int | None, yes: bool) -> None:
     """Send a Non-Maskable Interrupt (usually crashes the guest OS, for a dump)."""
+    target = target_name(name, instance_id)
     if not yes:
         click.confirm(
             "A Non-Maskable Interrupt (NMI) is used in debugging scenarios and is designed to "
-            f"crash your target Virtual Machine. Send an NMI to {name}?", abort=True,
+            f"crash your target Virtual Machine. Send an NMI to {target}?", abort=True,
         )  # fmt: skip
-    params = {"resourceGroup": resource_group} if resource_group else {}
-    client().json("POST", f"/v1/vms/{name}/nmi", params=params)
-    output.err.print(f"NMI sent to {name}")
+    client().json("POST", f"/v1/vms/{name}/nmi", params=vm_params(resource_group, instance_id))
+    output.err.print(f"NMI sent to {target}")

@@ -11,7 +11,7 @@ import click
 from lab.api.client import LabClient
 from lab.api.security.tls import ensure_certificates
 from lab.api.security.tokens import ROLES, issue, signing_key
-from lab.cli import diagnostics, images, output, vm
+from lab.cli import diagnostics, images, output, vm, vmss
 from lab.cli.common import client, ensure_daemon, handle_errors
 from lab.domain.errors import InvalidInput, LabError
 from lab.settings import get_settings
@@ -87,22 +87,22 @@ def shutdown() -> None:
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
 def ls(as_json: bool) -> None:
-    """List the lab's VMs."""
-    vms = client().json("GET", "/v1/vms")
+    """List the lab's VMs, then its scale-set instances."""
+    vms = client().json("GET", "/v1/vms", params={"includeInstances": "true"})
     if as_json:
         output.print_json(vms)
     else:
-        output.out.print(output.vm_table(vms))
+        output.print_machines(vms)
 
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
 def status(as_json: bool) -> None:
-    """The daemon, its accelerator, and the VMs."""
+    """The daemon, its accelerator, and the VMs (with scale-set instances)."""
     c = client()
     info = c.json("GET", "/v1/status")
-    info["vms"] = c.json("GET", "/v1/vms")
+    info["vms"] = c.json("GET", "/v1/vms", params={"includeInstances": "true"})
     if as_json:
         output.print_json(info)
         return
@@ -110,7 +110,7 @@ def status(as_json: bool) -> None:
         f"lab daemon pid {info['pid']}, data dir {info['dataDir']}, libvirt {info['libvirtUri']}\n"
         f"accelerator: {info['accel']} ({info['accelReason']})"
     )
-    output.out.print(output.vm_table(info["vms"]))
+    output.print_machines(info["vms"])
 
 
 @cli.command()
@@ -172,6 +172,7 @@ def endpoints() -> None:
 
 
 cli.add_command(vm.vm)
+cli.add_command(vmss.vmss)
 cli.add_command(images.image)
 cli.add_command(diagnostics.boot_log)
 cli.add_command(diagnostics.screenshot)

@@ -21,6 +21,18 @@ def print_json(data: Any) -> None:
     print(json.dumps(data, indent=2))
 
 
+def _state(row: dict[str, Any]) -> str:
+    """A power state, coloured, with why it stopped when it was not asked to."""
+    state = row["powerState"]
+    if row.get("stopReason") and state != "running":
+        state += f" ({row['stopReason']})"
+    return f"[{_STATE_STYLE.get(row['powerState'], 'yellow')}]{state}[/]"
+
+
+def _size(row: dict[str, Any]) -> str:
+    return row.get("size") or f"{row['vcpus']} vCPU, {row['memoryMiB']} MiB"
+
+
 def vm_table(vms: list[dict[str, Any]], actions: dict[str, str] | None = None) -> Table:
     table = Table(show_edge=False, pad_edge=False)
     for col in ("NAME", "RESOURCE GROUP", "POWER STATE", "IMAGE", "SIZE", "VM ID"):
@@ -28,17 +40,68 @@ def vm_table(vms: list[dict[str, Any]], actions: dict[str, str] | None = None) -
     if actions:
         table.add_column("ACTION")
     for vm in vms:
-        state = vm["powerState"]
-        if vm.get("stopReason") and state != "running":
-            state += f" ({vm['stopReason']})"
-        style = _STATE_STYLE.get(vm["powerState"], "yellow")
-        size = vm.get("size") or f"{vm['vcpus']} vCPU, {vm['memoryMiB']} MiB"
-        row = [vm["name"], vm["resourceGroup"], f"[{style}]{state}[/]", vm["image"], size,
-               vm["vmId"]]  # fmt: skip
+        row = [vm["name"], vm["resourceGroup"], _state(vm), vm["image"], _size(vm), vm["vmId"]]
         if actions:
             row.append(actions.get(vm["vmId"], ""))
         table.add_row(*row)
     return table
+
+
+def scale_set_table(sets: list[dict[str, Any]]) -> Table:
+    table = Table(show_edge=False, pad_edge=False)
+    for col in ("SCALE SET", "RESOURCE GROUP", "CAPACITY", "INSTANCES", "UPGRADE MODE",
+                "MODEL", "IMAGE", "SIZE"):  # fmt: skip
+        table.add_column(col)
+    for s in sets:
+        states: dict[str, int] = {}
+        for i in s["instances"]:
+            states[i["powerState"]] = states.get(i["powerState"], 0) + 1
+        summary = ", ".join(f"{n} {state}" for state, n in states.items()) or "none"
+        behind = sum(1 for i in s["instances"] if not i["latestModelApplied"])
+        model = f"v{s['modelVersion']}" + (f" ({behind} behind)" if behind else "")
+        table.add_row(s["name"], s["resourceGroup"], str(s["capacity"]), summary,
+                      s["upgradeMode"], model, s["image"], _size(s))  # fmt: skip
+    return table
+
+
+def instance_rows(sets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The instances of scale sets (`/v1/vmss`), each with its set and resource group."""
+    return [{**i, "scaleSet": s["name"], "resourceGroup": s["resourceGroup"]}
+            for s in sets for i in s["instances"]]  # fmt: skip
+
+
+def instance_table(rows: list[dict[str, Any]], title: str | None = None) -> Table:
+    """Scale-set instances: rows of `instance_rows`, or VM rows (`/v1/vms`) of instances."""
+    latest = any("latestModelApplied" in r for r in rows)
+    table = Table(show_edge=False, pad_edge=False, title=title, title_justify="left")
+    for col in ("NAME", "SCALE SET", "INSTANCE ID", "RESOURCE GROUP", "POWER STATE",
+                "COMPUTER NAME", *(["LATEST MODEL"] if latest else []), "VM ID"):  # fmt: skip
+        table.add_column(col)
+    for r in rows:
+        row = [r["name"], r["scaleSet"], r["instanceId"], r["resourceGroup"], _state(r),
+               r["computerName"]]  # fmt: skip
+        if latest:
+            row.append("yes" if r.get("latestModelApplied") else "[yellow]no[/]")
+        table.add_row(*row, r["vmId"])
+    return table
+
+
+def print_machines(rows: list[dict[str, Any]]) -> None:
+    """`/v1/vms?includeInstances=true`: the VMs, then the scale-set instances if there are any."""
+    out.print(vm_table([r for r in rows if not r.get("scaleSet")]))
+    instances = [r for r in rows if r.get("scaleSet")]
+    if instances:
+        out.print()
+        out.print(instance_table(instances, title="scale-set instances (`lab vmss ls`)"))
+
+
+def print_scale_sets(sets: list[dict[str, Any]]) -> None:
+    """Scale sets, then their instances."""
+    out.print(scale_set_table(sets))
+    rows = instance_rows(sets)
+    if rows:
+        out.print()
+        out.print(instance_table(rows))
 
 
 @contextmanager

@@ -12,6 +12,7 @@ from lab.cli.common import (
     handle_errors,
     instance_id_option,
     resource_group_option,
+    target_name,
     vm_params,
 )
 
@@ -84,5 +85,4 @@ def delete(name: str, resource_group: str | None, instance_id: int | None) -> No
     """Delete the VM and its disk; its boot-diagnostics log is kept. A scale-set instance
     (--instance-id) is deleted from its set, whose capacity goes down by one."""
     client().request("DELETE", f"/v1/vms/{name}", params=vm_params(resource_group, instance_id))
-    what = name if instance_id is None else f"instance {instance_id} of {name}"
-    output.err.print(f"deleted {what}")
+    output.err.print(f"deleted {target_name(name, instance_id)}")

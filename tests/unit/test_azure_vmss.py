@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from lab.services.lab import Lab
-from tests.unit.test_azure_api import OWNER, RG, V, Client, scenario, token
+from tests.unit.test_azure_api import OWNER, RG, Client, V, scenario, token
 
 SS = f"{RG}/providers/Microsoft.Compute/virtualMachineScaleSets/web"
 

@@ -8,6 +8,7 @@ Operations live in memory: a restarted daemon forgets them (the VMs are unaffect
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from lab.api.azure.common import ApiVersion, Caller
 from lab.domain.errors import LabError, NotFound
 
 router = APIRouter()
+log = logging.getLogger(__name__)
 RETRY_AFTER_S = 1
 
 
@@ -53,6 +55,9 @@ def start_operation(
             await work
         except LabError as exc:
             op.error = exc
+        except Exception as exc:  # a bug must fail the operation, not pass for success
+            log.exception("operation %s failed", op.id)
+            op.error = LabError(f"The operation failed: {type(exc).__name__}: {exc}")
         finally:
             op.ended = datetime.now(UTC).isoformat()
 
