@@ -21,12 +21,14 @@ def connect(
     mode: str = "interactive",
     *,
     resource_group: str | None = None,
+    instance_id: int | str | None = None,
     replay: int = 0,
     user: str = "script",
     settings: Any = None,
     **spawn_options: Any,
 ) -> ConsoleSession:
-    """Open a console session on `vm` through the lab daemon of this data dir.
+    """Open a console session on `vm` through the lab daemon of this data dir (with
+    `instance_id`, `vm` names a scale set and the session is on that instance).
 
     `mode` is "interactive" (takes the keyboard over from any other interactive session) or
     "view" (read-only). `replay` bytes of history come first; scripts usually want none, so a
@@ -39,6 +41,8 @@ def connect(
     from lab.settings import get_settings
 
     client = LabClient(settings or get_settings())
+    instance = None if instance_id is None else str(instance_id)
     conn = client.open_console(vm, resource_group=resource_group, mode=mode, replay=replay,
-                               user=user)  # fmt: skip
-    return ConsoleSession(conn, vm=vm, mode=mode, **spawn_options)
+                               user=user, instance_id=instance)  # fmt: skip
+    name = vm if instance is None else f"{vm}_{instance}"
+    return ConsoleSession(conn, vm=name, mode=mode, **spawn_options)

@@ -19,6 +19,7 @@ from typing import Any
 from lab.domain.errors import InvalidInput, NotFound
 from lab.domain.power import PowerOperation
 from lab.domain.scale_set import (
+    MAX_CAPACITY,
     ScaleSetModel,
     UpgradeMode,
     computer_name,
@@ -159,6 +160,10 @@ class ScaleSetService:
             return model
 
     async def scale(self, model: ScaleSetModel, capacity: int) -> ScaleSetModel:
+        if not 0 <= capacity <= MAX_CAPACITY:
+            raise InvalidInput(f"capacity {capacity} is out of range: a lab scale set has 0 to "
+                               f"{MAX_CAPACITY} instances (each is a real QEMU guest)",
+                               target="capacity")  # fmt: skip
         async with self._lock(model):
             current = self.get(model.resource_group, model.name)
             return await self._scale_locked(current.model_copy(update={"capacity": capacity}),

@@ -13,6 +13,7 @@ import pytest
 from azure.core.exceptions import HttpResponseError
 from azure.mgmt.compute import ComputeManagementClient
 
+from lab.console import connect
 from tests.integration.labharness import LabHarness
 from tests.integration.test_azure_compute import compute
 from tests.integration.test_azure_serialconsole import Gateway, ports, serialconsole, token
@@ -132,3 +133,13 @@ def test_instance_restart_and_boot_diagnostics_data(
         time.sleep(0.5)
     view = sdk.virtual_machine_scale_set_vms.get_instance_view(RG, "itss", "1")
     assert "PowerState/running" in [s.code for s in view.statuses]
+
+
+def test_python_console_api_on_an_instance(
+    it_lab: LabHarness, sdk: ComputeManagementClient
+) -> None:
+    with connect("itss", instance_id=1, settings=it_lab.settings, timeout=60) as session:
+        session.login("azureuser", "Passw0rd!")
+        output, status = session.run("hostname")
+        assert (output.strip(), status) == ("itss000001", 0)
+        session.sendline("exit")
