@@ -21,6 +21,8 @@ class Settings(BaseSettings):
     libvirt_uri: str = "qemu:///system"
     data_dir: Path = Field(default_factory=_default_data_dir)
     images_dir: Path = REPO_ROOT / "images"
+    #: Where the training scenarios live (`<dir>/<name>/scenario.yaml`).
+    scenarios_dir: Path = REPO_ROOT / "scenarios"
     #: "auto" probes KVM by booting the tiny kernel under it; "kvm" or "qemu" (TCG) forces one.
     accel: str = "auto"
     #: Seconds a graceful powerOff waits for the guest before it pulls the plug.

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lab import __version__
 from lab.api.console_ws import serve_console
+from lab.api.daemon import scenarios
 from lab.api.daemon.schemas import reconcile_json, scale_set_json, vm_json
 from lab.console.broker import SessionMode
 from lab.domain.errors import InvalidInput, LabError, NotFound
@@ -77,6 +78,7 @@ def create_app(lab: Lab, on_ready: OnReady | None = None) -> FastAPI:
         return JSONResponse({"error": err.to_dict()}, status_code=err.status)
 
     _routes(app)
+    app.include_router(scenarios.router)
     return app
 
 

@@ -1,0 +1,78 @@
+"""Routes of the daemon API for training scenarios. Thin: parse, call the service, serialise."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel
+
+from lab.api.daemon.schemas import vm_json
+from lab.domain.scenario import CheckResult
+from lab.services.lab import Lab
+
+router = APIRouter(prefix="/v1/scenarios")
+
+
+def _lab(request: Request) -> Lab:
+    lab: Lab = request.app.state.lab
+    return lab
+
+
+class ResultsBody(BaseModel):
+    results: list[dict[str, Any]]
+
+
+@router.get("")
+def list_scenarios(request: Request) -> list[dict[str, Any]]:
+    lab = _lab(request)
+    return [
+        {"name": s.name, "title": s.title, "level": s.level, "image": s.image,
+         "timeLimitMinutes": s.time_limit_minutes,
+         "started": lab.scenarios.vm(s.name) is not None}
+        for s in lab.scenarios.catalogue()
+    ]  # fmt: skip
+
+
+@router.get("/report")
+def report(request: Request) -> list[dict[str, Any]]:
+    return _lab(request).scenarios.attempts()
+
+
+@router.get("/{name}")
+def status(request: Request, name: str) -> dict[str, Any]:
+    return _lab(request).scenarios.status(name)
+
+
+@router.get("/{name}/definition")
+def definition(request: Request, name: str) -> dict[str, Any]:
+    """The scenario as its file defines it (checks included: the CLI runs them)."""
+    return _lab(request).scenarios.get(name).model_dump(mode="json", by_alias=True)
+
+
+@router.post("/{name}/start")
+async def start(request: Request, name: str) -> dict[str, Any]:
+    return vm_json(await _lab(request).scenarios.start(name))
+
+
+@router.post("/{name}/reset")
+async def reset(request: Request, name: str) -> dict[str, Any]:
+    return vm_json(await _lab(request).scenarios.reset(name))
+
+
+@router.post("/{name}/stop")
+async def stop(request: Request, name: str) -> dict[str, str]:
+    await _lab(request).scenarios.stop(name)
+    return {"status": "stopped"}
+
+
+@router.post("/{name}/hint")
+def hint(request: Request, name: str) -> dict[str, Any]:
+    number, total, text = _lab(request).scenarios.hint(name)
+    return {"number": number, "of": total, "hint": text}
+
+
+@router.post("/{name}/results")
+def results(request: Request, name: str, body: ResultsBody) -> dict[str, Any]:
+    checks = [CheckResult(str(r["name"]), bool(r["passed"]), str(r["saw"])) for r in body.results]
+    return _lab(request).scenarios.record_checks(name, checks)

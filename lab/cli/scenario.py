@@ -1,0 +1,172 @@
+"""`lab scenario ...`: broken-boot training. Start a scenario (its VM boots broken), fix it
+through the serial console, ask for hints, and let `check` decide, in the real guest."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+from rich.table import Table
+
+from lab.cli import output
+from lab.cli.common import client, handle_errors
+from lab.console import connect
+from lab.console.checks import run_checks
+from lab.domain.scenario import Scenario
+from lab.services.scenarios import GROUP
+from lab.settings import get_settings
+from lab.storage.images import ImageCache
+
+
+@click.group()
+def scenario() -> None:
+    """Broken-boot training scenarios (scenarios/<name>/scenario.yaml)."""
+
+
+@scenario.command("ls")
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def ls(as_json: bool) -> None:
+    """The scenarios, with their level and whether they are started."""
+    rows = client().json("GET", "/v1/scenarios")
+    if as_json:
+        output.print_json(rows)
+        return
+    table = Table("scenario", "level", "minutes", "started", "title", box=None)
+    for r in rows:
+        table.add_row(r["name"], r["level"], str(r["timeLimitMinutes"]),
+                      "yes" if r["started"] else "", r["title"])  # fmt: skip
+    output.out.print(table)
+
+
+@scenario.command()
+@click.argument("name")
+@click.option("--console/--no-console", "open_console", default=False,
+              help="Open the serial console once the VM is booting.")  # fmt: skip
+@handle_errors
+def start(name: str, open_console: bool) -> None:
+    """Create the scenario's VM with its breaks applied, boot it, and show the ticket."""
+    c = client()
+    defn = Scenario.model_validate(c.json("GET", f"/v1/scenarios/{name}/definition"))
+    settings = get_settings()
+    # The base image is built here, with a progress bar, rather than silently in the daemon.
+    with output.progress_bar(f"image {defn.image}") as update:
+        ImageCache(settings.image_cache_dir, settings.images_dir).build(defn.image, progress=update)
+    vm = c.json("POST", f"/v1/scenarios/{name}/start")
+    output.out.print(
+        f"[bold]{defn.title}[/bold] ({defn.level}, {defn.time_limit_minutes} min)\n\n"
+        f"{defn.story.strip()}\n\n[bold]Objective:[/bold] {defn.objective.strip()}\n\n"
+        f"VM {vm['name']} (resource group {GROUP}) is booting. Console: "
+        f"`lab console {name} -g {GROUP}`; hints: `lab scenario hint {name}`; "
+        f"when done: `lab scenario check {name}`.",
+        highlight=False,
+    )
+    if open_console:
+        from lab.cli.diagnostics import console
+
+        console.callback(name, GROUP, None, False, None)  # type: ignore[misc]
+
+
+@scenario.command()
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def status(name: str | None, as_json: bool) -> None:
+    """Where a scenario stands (or every started one)."""
+    c = client()
+    names = [name] if name else [r["name"] for r in c.json("GET", "/v1/scenarios") if r["started"]]
+    states = [c.json("GET", f"/v1/scenarios/{n}") for n in names]
+    if as_json:
+        output.print_json(states)
+        return
+    for s in states:
+        attempt = s.get("attempt") or {}
+        elapsed = ""
+        if attempt.get("startedAt"):
+            elapsed = f", {(datetime.now(UTC).timestamp() - attempt['startedAt']) / 60:.0f} min in"
+        solved = "solved" if attempt.get("solvedAt") else "not solved yet"
+        output.out.print(f"{s['name']}: VM {s['vm'] or 'not started'}; {solved}{elapsed}; "
+                         f"hints used {attempt.get('hintsUsed', 0)} of {s['hints']}\n"
+                         f"  objective: {s['objective'].strip()}", highlight=False)  # fmt: skip
+
+
+@scenario.command()
+@click.argument("name")
+@handle_errors
+def hint(name: str) -> None:
+    """Reveal the next hint."""
+    h = client().json("POST", f"/v1/scenarios/{name}/hint")
+    output.out.print(f"hint {h['number']} of {h['of']}: {h['hint']}", highlight=False)
+
+
+@scenario.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--boot-timeout", type=float, default=240.0, show_default=True,
+              help="How long to wait for a login prompt.")  # fmt: skip
+@handle_errors
+def check(name: str, as_json: bool, boot_timeout: float) -> None:
+    """Run the scenario's checks in the guest, over its serial console."""
+    c = client()
+    defn = Scenario.model_validate(c.json("GET", f"/v1/scenarios/{name}/definition"))
+    with connect(name, resource_group=GROUP, user="scenario-check", timeout=60) as session:
+        results = run_checks(session, defn, boot_timeout=boot_timeout)
+    body = {"results": [{"name": r.name, "passed": r.passed, "saw": r.saw} for r in results]}
+    attempt = c.json("POST", f"/v1/scenarios/{name}/results", json=body)
+    passed = all(r.passed for r in results)
+    if as_json:
+        output.print_json({"passed": passed, "results": body["results"], "attempt": attempt})
+    else:
+        for r in results:
+            mark = "[green]PASS[/green]" if r.passed else "[red]FAIL[/red]"
+            output.out.print(f"{mark} {r.name}\n     saw: {r.saw}")
+        seconds = attempt.get("seconds")
+        if passed:
+            output.out.print(f"Solved{f' in {seconds / 60:.1f} min' if seconds else ''}, with "
+                             f"{attempt.get('hintsUsed', 0)} hint(s).")  # fmt: skip
+    if not passed:
+        raise SystemExit(1)
+
+
+@scenario.command()
+@click.argument("name")
+@handle_errors
+def reset(name: str) -> None:
+    """Start over: the VM's disk goes back to the broken state and it boots again."""
+    client().json("POST", f"/v1/scenarios/{name}/reset")
+    output.out.print(f"{name}: reset to its broken state and booting.")
+
+
+@scenario.command()
+@click.argument("name")
+@handle_errors
+def stop(name: str) -> None:
+    """End the scenario: its VM is deleted (results are kept)."""
+    client().json("POST", f"/v1/scenarios/{name}/stop")
+    output.out.print(f"{name}: stopped.")
+
+
+@scenario.command()
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def report(as_json: bool) -> None:
+    """Every attempt: time taken, hints used, checks passed."""
+    attempts: list[dict[str, Any]] = client().json("GET", "/v1/scenarios/report")
+    if as_json:
+        output.print_json(attempts)
+        return
+    table = Table("scenario", "started", "solved in", "hints", "resets", "checks", box=None)
+    for a in attempts:
+        checks = a.get("checks") or []
+        started = datetime.fromtimestamp(a["startedAt"], UTC).strftime("%Y-%m-%d %H:%M")
+        solved = f"{a['seconds'] / 60:.1f} min" if a.get("seconds") else "-"
+        table.add_row(
+            a["scenario"],
+            started,
+            solved,
+            str(a.get("hintsUsed", 0)),
+            str(a.get("resets", 0)),
+            f"{sum(c['passed'] for c in checks)}/{len(checks)}" if checks else "-",
+        )
+    output.out.print(table)

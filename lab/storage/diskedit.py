@@ -1,0 +1,147 @@
+"""Editing a guest's root filesystem offline, without loop devices or mounts: the disk is
+converted to a raw file, its ext4 partition edited with `debugfs -w` at the partition's byte
+offset, and the result converted back to qcow2. This is how a scenario's breaks reach a VM's
+disk before its first boot, with no agent in the guest.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from lab.domain.errors import ImageError, InvalidInput
+
+#: Where the root partition starts in the lab's Debian disks (sector 2048).
+PARTITION_OFFSET = 1024 * 1024
+_FILE_TYPE = 0o100000
+_TYPES = {"regular": _FILE_TYPE, "symlink": 0o120000, "directory": 0o040000}
+
+
+class RootFs:
+    """The ext4 root filesystem of a raw disk file, edited with debugfs."""
+
+    def __init__(self, raw: Path, offset: int = PARTITION_OFFSET) -> None:
+        self.device = f"{raw}?offset={offset}"
+        self._scratch = Path(tempfile.mkdtemp(prefix="lab-diskedit-"))
+
+    # -- reading --------------------------------------------------------------------------------
+    def read(self, path: str) -> bytes:
+        out = self._debugfs([f"dump -p {_q(path)} {_q(str(self._scratch / 'dump'))}"],
+                            write=False)  # fmt: skip
+        dumped = self._scratch / "dump"
+        if not dumped.exists() or "File not found" in out:
+            raise InvalidInput(f"{path} does not exist in the guest's root filesystem",
+                               target=path)  # fmt: skip
+        data = dumped.read_bytes()
+        dumped.unlink()
+        return data
+
+    def exists(self, path: str) -> bool:
+        out = self._debugfs([f"stat {_q(path)}"], write=False)
+        return "Inode:" in out
+
+    def mode(self, path: str) -> int:
+        """The file's mode, type bits included (0o100644 for a regular file)."""
+        out = self._debugfs([f"stat {_q(path)}"], write=False)
+        m = re.search(r"Type:\s+(\w+)\s+Mode:\s+0?([0-7]+)", out)
+        if m is None:
+            raise InvalidInput(f"{path} does not exist in the guest's root filesystem",
+                               target=path)  # fmt: skip
+        return _TYPES.get(m.group(1), 0) | int(m.group(2), 8)
+
+    def free_bytes(self) -> int:
+        free, size = self._free_blocks()
+        return free * size
+
+    def _free_blocks(self) -> tuple[int, int]:
+        out = self._debugfs(["stats"], write=False)
+        free = re.search(r"Free blocks:\s+(\d+)", out)
+        size = re.search(r"Block size:\s+(\d+)", out)
+        if free is None or size is None:
+            raise ImageError(f"debugfs could not read the filesystem's free space: {out[-300:]}")
+        return int(free.group(1)), int(size.group(1))
+
+    # -- writing --------------------------------------------------------------------------------
+    def write(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        src = self._scratch / "write"
+        src.write_bytes(data)
+        cmds = [f"rm {_q(path)}"] if self.exists(path) else []
+        cmds += [f"write {_q(str(src))} {_q(path)}",
+                 f"sif {_q(path)} mode 0{_FILE_TYPE | mode:o}",
+                 f"sif {_q(path)} uid 0", f"sif {_q(path)} gid 0"]  # fmt: skip
+        self._debugfs(cmds)
+        src.unlink()
+
+    def remove(self, path: str) -> None:
+        if not self.exists(path):
+            raise InvalidInput(f"{path} does not exist in the guest's root filesystem",
+                               target=path)  # fmt: skip
+        self._debugfs([f"rm {_q(path)}"])
+
+    def chmod(self, path: str, perms: int) -> None:
+        kind = self.mode(path) & 0o170000
+        self._debugfs([f"sif {_q(path)} mode 0{kind | perms:o}"])
+
+    def symlink(self, path: str, target: str) -> None:
+        cmds = [f"rm {_q(path)}"] if self.exists(path) else []
+        self._debugfs([*cmds, f"symlink {_q(path)} {_q(target)}"])
+
+    def fill(self, path: str, leave_bytes: int) -> None:
+        """A file that allocates every free block but `leave_bytes` (a full disk)."""
+        self.write(path, b"")
+        free, block = self._free_blocks()
+        # A few blocks stay for the file's own extent tree.
+        blocks = max(1, free - leave_bytes // block - 16)
+        self._debugfs([f"fallocate {_q(path)} 0 {blocks - 1}"])
+        self._debugfs([f"sif {_q(path)} size {blocks * block}"])
+
+    def close(self) -> None:
+        for f in self._scratch.iterdir():
+            f.unlink()
+        self._scratch.rmdir()
+
+    def _debugfs(self, commands: Sequence[str], write: bool = True) -> str:
+        script = self._scratch / "cmds"
+        script.write_text("\n".join(commands) + "\n")
+        args = ["debugfs", *(["-w"] if write else []), "-f", str(script), self.device]
+        done = subprocess.run(args, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise ImageError(f"debugfs failed ({' '.join(commands)[:200]}): {done.stderr[-300:]}")
+        # debugfs reports most command errors on stderr with exit status 0.
+        errors = [
+            line
+            for line in done.stderr.splitlines()
+            if line and not line.startswith("debugfs ") and "File not found" not in line
+        ]
+        if write and errors:
+            raise ImageError(f"debugfs: {'; '.join(errors)[:400]}")
+        return done.stdout + done.stderr
+
+
+def _q(value: str) -> str:
+    """A debugfs argument: quoted, since paths may hold spaces."""
+    if '"' in value or "\n" in value:
+        raise InvalidInput(f"unsupported character in path {value!r}", target=value)
+    return f'"{value}"'
+
+
+def edit_disk(base: Path, out: Path, edit: Callable[[RootFs], None]) -> None:
+    """Write `out` (qcow2, standalone): `base` with `edit(RootFs)` applied."""
+    with tempfile.TemporaryDirectory(prefix="lab-diskedit-", dir=out.parent) as tmp:
+        raw = Path(tmp) / "disk.raw"
+        _run(["qemu-img", "convert", "-O", "raw", str(base), str(raw)])
+        fs = RootFs(raw)
+        try:
+            edit(fs)
+        finally:
+            fs.close()
+        _run(["qemu-img", "convert", "-O", "qcow2", str(raw), str(out)])
+
+
+def _run(args: list[str]) -> None:
+    done = subprocess.run(args, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise ImageError(f"{args[0]} failed: {done.stderr[-300:]}")
