@@ -6,22 +6,55 @@ from __future__ import annotations
 
 import re
 import shlex
+import time
 
 from pexpect import TIMEOUT
 
-from lab.console.session import ConsoleClosed, ConsoleSession
+from lab.console.session import LOGIN_PROMPT, PROMPT, ConsoleClosed, ConsoleSession
 from lab.domain.scenario import CheckResult, Scenario
+
+#: What a guest that will never show a login prompt prints instead (then checks fail at once).
+STUCK = {
+    r"Give root password for maintenance|Press Enter for maintenance": "emergency mode",
+    r"Kernel panic - not syncing": "a kernel panic",
+    r"\(initramfs\) ": "the initramfs shell",
+    r"root@\(none\):": "a shell started as init",
+}
+
+
+def reach_login(session: ConsoleSession, timeout: float, nudge: float = 3.0) -> str | None:
+    """Press Enter until a `login:` prompt shows (None), or return what the guest is stuck in.
+    A shell left logged in is logged out first."""
+    patterns = [LOGIN_PROMPT, PROMPT, *STUCK]
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        session.sendline()
+        try:
+            index = session.expect(patterns, timeout=min(nudge, left))
+        except TIMEOUT:
+            continue
+        if index == 0:
+            return None
+        if index == 1:
+            session.sendline("exit")
+            continue
+        return str(list(STUCK.values())[index - 2])
+    return f"no login prompt in {timeout:g} s"
 
 
 def run_checks(session: ConsoleSession, scenario: Scenario, *,
                boot_timeout: float = 240) -> list[CheckResult]:  # fmt: skip
-    """Every check's result; if the guest cannot be logged into (no prompt, wrong password),
-    every check fails with that reason, which is usually the very thing to fix."""
+    """Every check's result; if the guest cannot be logged into (stuck, no prompt, wrong
+    password), every check fails with that reason, which is usually the very thing to fix."""
     login = scenario.login
     try:
-        session.login(login.user, login.password, timeout=boot_timeout)
+        stuck = reach_login(session, boot_timeout)
+        if stuck is None:
+            session.login(login.user, login.password, timeout=30)
     except (TIMEOUT, PermissionError, ConsoleClosed) as exc:
-        why = f"could not log in as {login.user} on the serial console: {exc}"
+        stuck = str(exc)
+    if stuck is not None:
+        why = f"could not log in as {login.user} on the serial console: {stuck}"
         return [CheckResult(c.name, False, why) for c in scenario.checks]
     results = []
     for check in scenario.checks:

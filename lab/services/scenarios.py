@@ -108,8 +108,9 @@ class ScenarioService:
                      if v.identity.key == (GROUP, name.lower())), None)  # fmt: skip
 
     def prepare(self, scenario: Scenario) -> str:
-        """The scenario's image (built once): its base image with the breaks applied."""
-        self.ctx.images.build(scenario.image)
+        """The scenario's image (built once): its base image with the breaks applied. The base
+        must be built (`lab scenario start` builds it first, with progress)."""
+        self.ctx.images.get(scenario.image)
         key = hashlib.sha256(scenario.model_dump_json(include={"breaks"}).encode()).hexdigest()
 
         def make_disk(base: Any, out: Any) -> None:

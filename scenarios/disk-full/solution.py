@@ -1,0 +1,9 @@
+"""Reference solution: find the big file, delete it, clear failed units."""
+
+from lab.console.session import ConsoleSession
+
+
+def solve(session: ConsoleSession) -> None:
+    session.login("azureuser", "Passw0rd!", timeout=240)
+    session.run("sudo rm -f /var/tmp/.cache-blob && sudo systemctl reset-failed")
+    session.sendline("exit")
