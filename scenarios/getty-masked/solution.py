@@ -1,10 +1,14 @@
-"""Reference solution: boot rescue.target from GRUB, unmask the serial getty, reboot."""
+"""Reference solution: reset the VM (no login prompt to reboot from), catch GRUB, boot
+rescue.target, unmask the serial getty, reboot."""
+
+from collections.abc import Callable
 
 from lab.console.grub import boot_with_kernel_args
 from lab.console.session import ConsoleSession
 
 
-def solve(session: ConsoleSession) -> None:
+def solve(session: ConsoleSession, reset: Callable[[], None]) -> None:
+    reset()  # what Ctrl+] r does in `lab console`
     boot_with_kernel_args(session, "systemd.unit=rescue.target")
     session.expect("Give root password for maintenance", timeout=240)
     session.sendline("Passw0rd!")
