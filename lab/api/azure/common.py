@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -13,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lab.api.security.tokens import Principal, verify
-from lab.domain.errors import InvalidInput, LabError
+from lab.domain.errors import InvalidInput, LabError, NotFound
 from lab.services.lab import Lab
 
 REQUEST_ID = "x-ms-request-id"
@@ -41,6 +42,17 @@ async def api_version(request: Request) -> str:
 
 
 Caller = Annotated[Principal, Depends(caller)]
+T = TypeVar("T")
+
+
+def or_none(lookup: Callable[[], T]) -> T | None:
+    """The resource `lookup` finds, or None where ARM's PUT creates and DELETE answers 204."""
+    try:
+        return lookup()
+    except NotFound:
+        return None
+
+
 ApiVersion = Annotated[str, Depends(api_version)]
 
 

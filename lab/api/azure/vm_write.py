@@ -24,12 +24,12 @@ from lab.api.azure.arm_bodies import (
     obj,
     validated,
 )
-from lab.api.azure.common import ApiVersion, Caller, arm_paths, lab_of, require_action
+from lab.api.azure.common import ApiVersion, Caller, arm_paths, lab_of, or_none, require_action
 from lab.api.azure.compute import find_vm, vm_resource, vm_resource_id
 from lab.api.azure.operations import start_operation
-from lab.domain.errors import InvalidInput, NotFound
+from lab.domain.errors import InvalidInput
 from lab.domain.labfile import BootDiagnosticsDef, VirtualMachineDef
-from lab.domain.vm import BootDiagnosticsModel, VmModel, VmView
+from lab.domain.vm import BootDiagnosticsModel, VmModel
 from lab.services.lab import Lab
 from lab.services.reconcile import boot_diagnostics_model, model_from_def
 from lab.services.vms import NewVm
@@ -83,10 +83,7 @@ for _path in arm_paths(f"/providers/{_VMS}/{{name}}"):
     ) -> Response:  # fmt: skip
         require_action(principal, f"{_VMS}/write", vm_resource_id(subscription, group, name))
         lab = lab_of(request)
-        try:
-            current: VmView | None = find_vm(request, subscription, group, name)
-        except NotFound:
-            current = None
+        current = or_none(lambda: find_vm(request, subscription, group, name))
         if current is not None:
             defn = lab_definition(name, body, lab, _KEPT_PASSWORD)
             model = model_from_def(defn, _location(body, current.model.location))
@@ -133,9 +130,8 @@ for _path in arm_paths(f"/providers/{_VMS}/{{name}}"):
         principal: Caller,
     ) -> Response:  # fmt: skip
         require_action(principal, f"{_VMS}/delete", vm_resource_id(subscription, group, name))
-        try:
-            view = find_vm(request, subscription, group, name)
-        except NotFound:
+        view = or_none(lambda: find_vm(request, subscription, group, name))
+        if view is None:
             return Response(status_code=204)
         return start_operation(request, view.model.location, lab_of(request).vms.delete(view))
 

@@ -25,7 +25,7 @@ from lab.api.azure.arm_bodies import (
     obj,
     validated,
 )
-from lab.api.azure.common import ApiVersion, Caller, arm_paths, lab_of, require_action
+from lab.api.azure.common import ApiVersion, Caller, arm_paths, lab_of, or_none, require_action
 from lab.api.azure.compute import (
     ACTIONS,
     boot_diagnostics_data,
@@ -264,10 +264,7 @@ for _path in arm_paths(f"/providers/{SETS}"):
     ) -> Response:  # fmt: skip
         require_action(principal, f"{SETS}/write", _set_id(subscription, group, name))
         lab = lab_of(request)
-        try:
-            current: ScaleSetModel | None = _find(request, subscription, group, name)
-        except NotFound:
-            current = None
+        current = or_none(lambda: _find(request, subscription, group, name))
         desired = _desired(lab, subscription, group, name, body, current)
         answer = set_resource(current or desired)
         answer["properties"]["provisioningState"] = "Creating" if current is None else "Updating"
@@ -293,9 +290,8 @@ for _path in arm_paths(f"/providers/{SETS}"):
         principal: Caller,
     ) -> Response:  # fmt: skip
         require_action(principal, f"{SETS}/delete", _set_id(subscription, group, name))
-        try:
-            model = _find(request, subscription, group, name)
-        except NotFound:
+        model = or_none(lambda: _find(request, subscription, group, name))
+        if model is None:
             return Response(status_code=204)
         return start_operation(request, model.location, lab_of(request).scale_sets.delete(model))
 
@@ -429,9 +425,7 @@ for _path in _INSTANCE_PATHS:
             f"{_set_id(subscription, group, name)}/virtualMachines/{instance_id}",
         )
         model = _find(request, subscription, group, name)
-        try:
-            lab_of(request).scale_sets.instance(model, instance_id)
-        except NotFound:
+        if or_none(lambda: lab_of(request).scale_sets.instance(model, instance_id)) is None:
             return Response(status_code=204)
         work = lab_of(request).scale_sets.delete_instances(model, [instance_id])
         return start_operation(request, model.location, work)
