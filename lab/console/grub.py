@@ -33,3 +33,9 @@ def boot_with_kernel_args(session: ConsoleSession, args: str, *, timeout: float 
         time.sleep(0.02)
     time.sleep(0.3)
     session.send(CTRL_X)
+
+
+def wait_for_reboot(session: ConsoleSession, *, timeout: float = 240) -> None:
+    """Wait until a reboot the guest was just told to do reaches GRUB's menu, so what follows
+    (a login, a check) talks to the new boot, not to the system going down."""
+    session.expect(MENU, timeout=timeout)

@@ -2,6 +2,7 @@
 
 from collections.abc import Callable
 
+from lab.console.grub import wait_for_reboot
 from lab.console.session import ConsoleSession
 
 ROOT_PASSWORD = "Passw0rd!"
@@ -15,3 +16,4 @@ def solve(session: ConsoleSession, reset: Callable[[], None]) -> None:
     session.run("mount -o remount,rw /")
     session.run("sed -i 's/defualts/defaults/' /etc/fstab && systemctl daemon-reload")
     session.sendline("reboot")
+    wait_for_reboot(session)

@@ -3,7 +3,7 @@ rescue.target, unmask the serial getty, reboot."""
 
 from collections.abc import Callable
 
-from lab.console.grub import boot_with_kernel_args
+from lab.console.grub import boot_with_kernel_args, wait_for_reboot
 from lab.console.session import ConsoleSession
 
 
@@ -15,3 +15,4 @@ def solve(session: ConsoleSession, reset: Callable[[], None]) -> None:
     session.expect(r"# ", timeout=30)
     session.run("systemctl unmask serial-getty@ttyS0.service")
     session.sendline("reboot")
+    wait_for_reboot(session)

@@ -2,7 +2,7 @@
 
 from collections.abc import Callable
 
-from lab.console.grub import boot_with_kernel_args
+from lab.console.grub import boot_with_kernel_args, wait_for_reboot
 from lab.console.session import ConsoleSession
 
 SHELL = r"root@\(none\):/# "
@@ -17,3 +17,4 @@ def solve(session: ConsoleSession, reset: Callable[[], None]) -> None:
         session.sendline(command)
         session.expect(SHELL, timeout=30)
     session.sendline("echo b > /proc/sysrq-trigger")
+    wait_for_reboot(session)
