@@ -42,6 +42,14 @@ def reach_login(session: ConsoleSession, timeout: float, nudge: float = 3.0) -> 
     return f"no login prompt in {timeout:g} s"
 
 
+def as_root(command: str, user: str, password: str) -> str:
+    """A shell line that runs `command` as root from `user`'s shell: sudo reads the user's
+    password from stdin (the lab's admin user needs it, as on Azure with password login)."""
+    if user == "root":
+        return command
+    return f"printf '%s\\n' {shlex.quote(password)} | sudo -S -p '' sh -c {shlex.quote(command)}"
+
+
 def run_checks(session: ConsoleSession, scenario: Scenario, *,
                boot_timeout: float = 240) -> list[CheckResult]:  # fmt: skip
     """Every check's result; if the guest cannot be logged into (stuck, no prompt, wrong
@@ -58,11 +66,7 @@ def run_checks(session: ConsoleSession, scenario: Scenario, *,
         return [CheckResult(c.name, False, why) for c in scenario.checks]
     results = []
     for check in scenario.checks:
-        command = (
-            check.command
-            if login.user == "root"
-            else (f"sudo -n sh -c {shlex.quote(check.command)}")
-        )
+        command = as_root(check.command, login.user, login.password)
         try:
             output, status = session.run(command, timeout=90)
         except TIMEOUT:

@@ -2,10 +2,13 @@
 
 from collections.abc import Callable
 
+from lab.console.checks import as_root
 from lab.console.session import ConsoleSession
+
+USER, PASSWORD = "azureuser", "Passw0rd!"
 
 
 def solve(session: ConsoleSession, reset: Callable[[], None]) -> None:
-    session.login("azureuser", "Passw0rd!", timeout=240)
-    session.run("sudo rm -f /var/tmp/.cache-blob && sudo systemctl reset-failed")
+    session.login(USER, PASSWORD, timeout=240)
+    session.run(as_root("rm -f /var/tmp/.cache-blob && systemctl reset-failed", USER, PASSWORD))
     session.sendline("exit")

@@ -2,13 +2,15 @@
 
 from collections.abc import Callable
 
+from lab.console.checks import as_root
 from lab.console.session import ConsoleSession
+
+USER, PASSWORD = "azureuser", "Passw0rd!"
+CONF = "kernel.unknown_nmi_panic = 1\\nkernel.panic = 10\\n"
 
 
 def solve(session: ConsoleSession, reset: Callable[[], None]) -> None:
-    session.login("azureuser", "Passw0rd!", timeout=240)
-    session.run(
-        "printf 'kernel.unknown_nmi_panic = 1\\nkernel.panic = 10\\n' "
-        "| sudo tee /etc/sysctl.d/90-nmi.conf >/dev/null && sudo sysctl --system"
-    )
+    session.login(USER, PASSWORD, timeout=240)
+    session.run(as_root(f"printf '{CONF}' > /etc/sysctl.d/90-nmi.conf && sysctl --system",
+                        USER, PASSWORD))  # fmt: skip
     session.sendline("exit")

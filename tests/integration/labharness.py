@@ -37,6 +37,9 @@ class LabHarness:
     daemon: subprocess.Popen[bytes] | None = None
     api_port: int = field(default_factory=lambda: free_port())
     lab_files: list[Path] = field(default_factory=list)
+    #: Short by default, so the idle-timeout test is quick; but no shorter: a loaded 2-core
+    #: host can make a TCG guest take several seconds to answer a command.
+    idle_minutes: float = 0.5
 
     @property
     def env(self) -> dict[str, str]:
@@ -47,9 +50,7 @@ class LabHarness:
         env["LAB_API_PORT"] = str(self.api_port)
         # Small enough that a stalled viewer is dropped after a few hundred KiB of output.
         env["LAB_CONSOLE_QUEUE_LIMIT"] = str(256 * 1024)
-        # Short, so the idle-timeout test is quick; but no shorter: a loaded 2-core host can make
-        # a TCG guest take several seconds to answer a command.
-        env["LAB_IDLE_TIMEOUT_MINUTES"] = "0.5"
+        env["LAB_IDLE_TIMEOUT_MINUTES"] = str(self.idle_minutes)
         env["COLUMNS"] = "200"
         return env
 
