@@ -7,7 +7,8 @@
 #      against libvirt re-probing QEMU on every domain define
 #   d. a non-root user: membership of the `libvirt` group
 #   e. the Python virtualenv (.venv) with the project installed editable, plus test extras
-#   f. the default guest image (`lab image build tiny`)
+#   f. the default guest image (`lab image build tiny`); the debian image is built on demand
+#      (`lab image build debian`, about 40 s; the scenario tests build it), its tools are in a.
 #
 # Every step checks first and is skipped fast when already done, so a second run takes seconds.
 # Runs as root, or as a normal user with sudo (used only for the system parts).
@@ -32,6 +33,10 @@ VIRSH_URI=qemu:///system
 APT_PACKAGES=(
   qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev pkg-config
   busybox-static cpio zstd xz-utils e2fsprogs python3-venv gcc python3-dev
+  # the debian image (`lab image build debian`, built on demand, not here: about 40 s): its root
+  # directory (mmdebstrap, verifying Debian's signatures), its partition table (sfdisk); and the
+  # per-VM config disk's password hash (openssl passwd -6)
+  mmdebstrap debian-archive-keyring fdisk openssl
   # not named by the lab itself, but this script and the Makefile need them (a minimal Debian
   # has neither pgrep nor make)
   procps make

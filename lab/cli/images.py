@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import time
+from datetime import UTC, datetime
+from types import FrameType
 
 import click
 
@@ -17,6 +21,10 @@ def _cache() -> ImageCache:
     return ImageCache(s.image_cache_dir, s.images_dir)
 
 
+def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
 @click.group()
 def image() -> None:
     """Guest images."""
@@ -28,11 +36,20 @@ def image() -> None:
 @handle_errors
 def build(name: str, force: bool) -> None:
     """Build an image (a no-op when the cached build matches its recipe and packages)."""
+    # SIGTERM (timeout(1), a test harness) unwinds like Ctrl+C: the build's commands are
+    # stopped and its scratch directory removed, with nothing left mounted in it.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    started, started_at = time.monotonic(), datetime.now(UTC).replace(microsecond=0)
     with output.progress_bar(f"image {name}") as update:
         m = _cache().build(name, progress=update, force=force)
+    took = time.monotonic() - started
+    if m.built_at and datetime.fromisoformat(m.built_at) >= started_at:
+        how = f"built in {m.build_seconds:.1f} s"
+    else:
+        how = f"cached: built in {m.build_seconds:.1f} s at {m.built_at}, checked in {took:.2f} s"
     output.out.print(
-        f"{m.name}: {m.size_bytes / 1e6:.1f} MB, content hash {m.content_hash[:12]}, "
-        f"built in {m.build_seconds:.1f} s (kernel {m.kernel_version})"
+        f"{m.name}: {m.size_bytes / 1e6:.1f} MB, content hash {m.content_hash[:12]}, {how}; "
+        f"kernel {m.kernel_version}, {m.boot} boot"
     )
 
 
@@ -49,11 +66,11 @@ def ls(as_json: bool) -> None:
     from rich.table import Table
 
     table = Table(show_edge=False, pad_edge=False)
-    for col in ("NAME", "HASH", "SIZE", "BUILT", "KERNEL"):
+    for col in ("NAME", "HASH", "SIZE", "BUILT", "KERNEL", "BOOT"):
         table.add_column(col)
     for m in built:
         table.add_row(m.name, m.content_hash[:12], f"{m.size_bytes / 1e6:.1f} MB", m.built_at,
-                      m.kernel_version)  # fmt: skip
+                      m.kernel_version, m.boot)  # fmt: skip
     output.out.print(table)
     missing = sorted(set(cache.names()) - {m.name for m in built})
     if missing:

@@ -230,7 +230,10 @@ SizeSpec = Annotated[
 class _GuestDef(_LabModel):
     """What a guest is made of: a VM, or the virtual machine profile of a scale set."""
 
-    image: str = Field(description="the name of a lab image, such as tiny")
+    image: str = Field(
+        description="the name of a lab image: tiny (direct kernel boot) or debian (Debian 12 "
+        "booting GRUB from its own disk)"
+    )
     size: SizeSpec = Field(
         default=DEFAULT_SIZE_NAME,
         description="an Azure size name such as Standard_B1s, or {vcpus: N, memoryMiB: M}",
@@ -238,10 +241,14 @@ class _GuestDef(_LabModel):
     os_type: OsType = Field(default="Linux", description="Linux or Windows")
     admin_username: str = Field(description="the user who logs in on the serial console")
     admin_password: str = Field(
-        repr=False, description="the password the serial console login uses"
+        repr=False,
+        description="the password the serial console login uses (on the debian image root's "
+        "too, for maintenance mode)",
     )
     kernel_args: str = Field(
-        default="", description="extra kernel command-line arguments, on one line"
+        default="",
+        description="extra kernel command-line arguments, on one line (kernel-boot images such "
+        "as tiny; the debian image's are in GRUB)",
     )
 
     _normalise_os_type = field_validator("os_type", mode="before")(_one_of(("Linux", "Windows")))

@@ -11,6 +11,9 @@ Choices that matter for the serial console:
   prints, from power-on, even while no lab process runs; that file *is* the
   boot-diagnostics serial log blob;
 - a VGA device so `virDomainScreenshot` has a screen to capture;
+- two ways to boot: direct kernel boot (`<kernel>`, `<initrd>`, `<cmdline>`: the tiny image,
+  its per-VM settings in the initrd) or the disk's own boot loader (`<boot dev='hd'/>`: the
+  debian image's GRUB, its per-VM settings on a read-only raw config disk, `vdb`);
 - `on_reboot=restart`, so a guest reboot or a reset keeps the same QEMU process and the console
   connection is not interrupted (Azure's reset semantics);
 - the DAC seclabel runs QEMU as the lab's own user without relabelling files, so images in the
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Literal
 from xml.sax.saxutils import escape, quoteattr
 
 from lab.domain.vm import METADATA_NS, VmIdentity, VmModel
@@ -33,6 +37,7 @@ class DomainSpec:
     uuid: str
     #: "kvm" or "qemu" (TCG).
     domain_type: str
+    #: Direct kernel boot's files and command line; ignored (may be empty) for a disk boot.
     kernel: str
     initrd: str
     cmdline: str
@@ -42,13 +47,21 @@ class DomainSpec:
     run_as: tuple[int, int]
     deallocated: bool = False
     machine: str = "pc"
+    #: "kernel": QEMU loads `kernel` and `initrd`; "disk": the firmware boots `disk`.
+    boot: Literal["kernel", "disk"] = "kernel"
+    #: A raw disk image attached read-only after `disk` (the per-VM config of a disk boot).
+    config_disk: str | None = None
 
 
 def build_domain_xml(spec: DomainSpec) -> str:
     """Return the libvirt domain XML for `spec`."""
+    if spec.boot == "disk" and not spec.disk:
+        raise ValueError("a disk boot needs a disk")
     ident, model = spec.identity, spec.model
     cpu = "<cpu mode='host-passthrough'/>" if spec.domain_type == "kvm" else ""
     disk = _disk_xml(spec.disk) if spec.disk else ""
+    if spec.config_disk:
+        disk += _config_disk_xml(spec.config_disk)
     uid, gid = spec.run_as
     return f"""<domain type={quoteattr(spec.domain_type)}>
   <name>{escape(ident.domain_name)}</name>
@@ -61,9 +74,7 @@ def build_domain_xml(spec: DomainSpec) -> str:
   <vcpu>{model.vcpus}</vcpu>
   <os>
     <type arch='x86_64' machine={quoteattr(spec.machine)}>hvm</type>
-    <kernel>{escape(spec.kernel)}</kernel>
-    <initrd>{escape(spec.initrd)}</initrd>
-    <cmdline>{escape(spec.cmdline)}</cmdline>
+{_boot_xml(spec)}
   </os>
   <features>
     <acpi/>
@@ -95,11 +106,29 @@ def build_domain_xml(spec: DomainSpec) -> str:
 """
 
 
+def _boot_xml(spec: DomainSpec) -> str:
+    if spec.boot == "disk":
+        return "    <boot dev='hd'/>"
+    return f"""    <kernel>{escape(spec.kernel)}</kernel>
+    <initrd>{escape(spec.initrd)}</initrd>
+    <cmdline>{escape(spec.cmdline)}</cmdline>"""
+
+
 def _disk_xml(path: str) -> str:
     return f"""    <disk type='file' device='disk'>
       <driver name='qemu' type='qcow2'/>
       <source file={quoteattr(path)}/>
       <target dev='vda' bus='virtio'/>
+    </disk>
+"""
+
+
+def _config_disk_xml(path: str) -> str:
+    return f"""    <disk type='file' device='disk'>
+      <driver name='qemu' type='raw'/>
+      <source file={quoteattr(path)}/>
+      <target dev='vdb' bus='virtio'/>
+      <readonly/>
     </disk>
 """
 

@@ -24,7 +24,12 @@ from lab.hypervisor.domain_xml import DomainSpec, build_domain_xml, metadata_ele
 from lab.services.consoles import ConsoleService
 from lab.services.context import LabContext
 from lab.storage.disks import create_overlay, reset_overlay
-from lab.storage.images import ImageManifest, write_guest_config_initrd
+from lab.storage.images import (
+    CONFIG_DISK_FILE,
+    ImageManifest,
+    write_guest_config_disk,
+    write_guest_config_initrd,
+)
 
 #: How often a waiting operation looks at the domain state.
 _POLL_S = 0.1
@@ -151,10 +156,28 @@ class VmService:
     async def _write_guest_config(
         self, identity: VmIdentity, model: VmModel, admin_password: str
     ) -> ImageManifest:
-        """The VM's initrd: the image's, plus its host name and admin account."""
+        """The VM's host name and admin account, where its image's guest reads them: a per-VM
+        initrd (the image's plus a config archive) for a kernel boot, a config disk for a disk
+        boot (it stays across reimages: the guest applies it again to a fresh OS disk)."""
         image = self.ctx.images.get(model.image)
+        if image.boot == "disk" and model.kernel_args:
+            raise InvalidInput(
+                f"kernelArgs cannot be used with the image '{image.name}': it boots GRUB from "
+                "its own disk. Edit the GRUB entry at the menu (`e`) or /etc/default/grub in "
+                "the VM instead.",
+                target="kernelArgs",
+            )
         vm_dir = self.ctx.vm_dir(identity)
         vm_dir.mkdir(parents=True, exist_ok=True)
+        if image.boot == "disk":
+            await asyncio.to_thread(
+                write_guest_config_disk,
+                vm_dir / CONFIG_DISK_FILE,
+                hostname=identity.host_name,
+                admin_username=model.admin_username,
+                admin_password=admin_password,
+            )
+            return image
         await asyncio.to_thread(
             write_guest_config_initrd,
             self.ctx.images.path(image) / image.initrd,
@@ -172,18 +195,22 @@ class VmService:
         blobs = self.ctx.boot_blobs(identity, model)
         self.ctx.blobs.ensure_container(blobs.account, blobs.container)
         cmdline = " ".join(p for p in (image.cmdline, model.kernel_args) if p)
+        disk_boot = image.boot == "disk"
         return DomainSpec(
             identity=identity,
             model=model,
             uuid=identity.vm_id,
             domain_type=self.ctx.hypervisor.accel(),
-            kernel=str(image_dir / image.kernel),
-            initrd=str(vm_dir / "initrd.img"),
-            cmdline=cmdline,
+            # A disk boot's kernel and command line are GRUB's business, inside the disk.
+            kernel="" if disk_boot else str(image_dir / image.kernel),
+            initrd="" if disk_boot else str(vm_dir / "initrd.img"),
+            cmdline="" if disk_boot else cmdline,
             disk=str(vm_dir / "disk.qcow2") if image.disk else None,
             serial_log=str(self.ctx.serial_log_path(identity, model)),
             run_as=self.ctx.run_as,
             deallocated=deallocated,
+            boot=image.boot,
+            config_disk=str(vm_dir / CONFIG_DISK_FILE) if disk_boot else None,
         )
 
     def _define(self, identity: VmIdentity, model: VmModel, *, deallocated: bool) -> None:
@@ -289,7 +316,9 @@ class VmService:
         return self.refresh(view)
 
     async def reimage(self, view: VmView) -> VmView:
-        """Back to the image: a fresh disk overlay; a running VM is restarted on it."""
+        """Back to the image: a fresh disk overlay; a running VM is restarted on it. A disk-boot
+        VM keeps its config disk, which the guest applies again at the first boot of the fresh
+        OS disk (host name, admin user and the passwords)."""
         async with self._operation(view, PowerOperation.REIMAGE):
             was_running = view.power_state is PowerState.RUNNING
             if was_running:

@@ -17,6 +17,7 @@ def image_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cache = tmp_path_factory.mktemp("images")
     make_image(cache, "tiny", disk=True)
     make_image(cache, "nodisk", disk=False)
+    make_image(cache, "debian", disk=True, boot="disk")
     return cache
 
 

@@ -8,7 +8,7 @@ import hashlib
 import subprocess
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from lab.domain.boot_diagnostics import MANAGED_ACCOUNT
 from lab.domain.vm import BootDiagnosticsModel, VmModel, VmView
@@ -24,13 +24,17 @@ BASE_INITRD = b"070701fake base initrd\0\0"
 SHUTDOWN_TIMEOUT = 0.3
 
 
-def make_image(cache: Path, name: str, *, disk: bool) -> ImageManifest:
-    """A built image as `ImageCache` stores it: `<cache>/<name>` -> `<name>-<hash12>/`."""
+def make_image(
+    cache: Path, name: str, *, disk: bool, boot: Literal["kernel", "disk"] = "kernel"
+) -> ImageManifest:
+    """A built image as `ImageCache` stores it: `<cache>/<name>` -> `<name>-<hash12>/`. A
+    disk-boot image has a disk and no kernel or initrd."""
     chash = hashlib.sha256(f"fake {name}".encode()).hexdigest()
     directory = cache / f"{name}-{chash[:12]}"
     directory.mkdir(parents=True)
-    (directory / "vmlinuz").write_bytes(KERNEL)
-    (directory / "initrd.img").write_bytes(BASE_INITRD)
+    if boot == "kernel":
+        (directory / "vmlinuz").write_bytes(KERNEL)
+        (directory / "initrd.img").write_bytes(BASE_INITRD)
     if disk:
         subprocess.run(
             ["qemu-img", "create", "-q", "-f", "qcow2", str(directory / "disk.qcow2"), "16M"],
@@ -39,11 +43,12 @@ def make_image(cache: Path, name: str, *, disk: bool) -> ImageManifest:
     manifest = ImageManifest(
         name=name,
         content_hash=chash,
-        kernel="vmlinuz",
-        initrd="initrd.img",
+        kernel="vmlinuz" if boot == "kernel" else "",
+        initrd="initrd.img" if boot == "kernel" else "",
         disk="disk.qcow2" if disk else "",
         kernel_version="6.1.0-fake",
         cmdline="console=ttyS0,115200n8 panic=-1",
+        boot=boot,
     )
     (directory / "manifest.json").write_text(manifest.to_json())
     (cache / name).symlink_to(directory.name)

@@ -102,10 +102,20 @@ def scale_set_instance() -> DomainSpec:
                                disk=f"/data/disks/{identity.domain_name}/disk.qcow2")  # fmt: skip
 
 
+def disk_boot_with_config_disk() -> DomainSpec:
+    """The debian image: the firmware boots GRUB from the OS disk (no kernel, initrd or command
+    line); the VM's settings are on a raw config disk, attached read-only as vdb."""
+    base = tcg_with_disk()
+    vm_dir = f"/data/disks/{base.identity.domain_name}"
+    return dataclasses.replace(base, kernel="", initrd="", cmdline="", boot="disk",
+                               config_disk=f"{vm_dir}/config.img")  # fmt: skip
+
+
 CASES = {
     "tcg_disk_bootdiag": tcg_with_disk,
     "scale_set_instance": scale_set_instance,
     "kvm_nodisk_deallocated_escaped": kvm_deallocated_escaped,
+    "disk_boot_config_disk": disk_boot_with_config_disk,
 }
 
 
@@ -127,9 +137,15 @@ def test_domain_xml_parses_and_keeps_every_value(case: str) -> None:
     assert root.get("type") == spec.domain_type
     assert root.findtext("name") == spec.identity.domain_name
     assert root.findtext("uuid") == spec.uuid
-    assert root.findtext("os/cmdline") == spec.cmdline
-    assert root.findtext("os/kernel") == spec.kernel
-    assert root.findtext("os/initrd") == spec.initrd
+    if spec.boot == "disk":
+        assert [b.get("dev") for b in root.findall("os/boot")] == ["hd"]
+        assert root.find("os/kernel") is None and root.find("os/initrd") is None
+        assert root.find("os/cmdline") is None
+    else:
+        assert root.find("os/boot") is None
+        assert root.findtext("os/cmdline") == spec.cmdline
+        assert root.findtext("os/kernel") == spec.kernel
+        assert root.findtext("os/initrd") == spec.initrd
     assert root.findtext("memory") == str(spec.model.memory_mib)
     assert root.findtext("vcpu") == str(spec.model.vcpus)
     log = root.find("devices/serial/log")
@@ -138,10 +154,13 @@ def test_domain_xml_parses_and_keeps_every_value(case: str) -> None:
     assert log.get("append") == "on"
     assert root.find("devices/serial/target").get("type") == "isa-serial"  # type: ignore[union-attr]
     disks = root.findall("devices/disk")
-    if spec.disk is None:
-        assert disks == []
-    else:
-        assert [d.find("source").get("file") for d in disks] == [spec.disk]  # type: ignore[union-attr]
+    expected = [p for p in (spec.disk, spec.config_disk) if p]
+    assert [d.find("source").get("file") for d in disks] == expected  # type: ignore[union-attr]
+    assert [d.find("target").get("dev") for d in disks] == ["vda", "vdb"][: len(expected)]  # type: ignore[union-attr]
+    formats = [d.find("driver").get("type") for d in disks]  # type: ignore[union-attr]
+    assert formats == ["qcow2", "raw"][: len(expected)]
+    readonly = [d.find("readonly") is not None for d in disks]
+    assert readonly == [False, True][: len(expected)], "only the config disk is read-only"
     cpu = root.find("cpu")
     assert (cpu is not None) == (spec.domain_type == "kvm")
     assert root.findtext("seclabel/label") == f"+{spec.run_as[0]}:+{spec.run_as[1]}"
@@ -173,6 +192,19 @@ def test_metadata_element_is_unprefixed_and_round_trips(case: str) -> None:
     assert all(not child.tag.startswith("{") and ":" not in child.tag for child in root)
     identity, model, deallocated = parse_metadata(element)
     assert (identity, model, deallocated) == (spec.identity, spec.model, spec.deallocated)
+
+
+def test_a_disk_boot_needs_a_disk() -> None:
+    spec = dataclasses.replace(disk_boot_with_config_disk(), disk=None)
+    with pytest.raises(ValueError, match="disk boot needs a disk"):
+        build_domain_xml(spec)
+
+
+def test_kernel_boot_output_is_unchanged_by_the_disk_boot_fields() -> None:
+    """The new fields default to the old behaviour: existing domains are redefined identically."""
+    spec = tcg_with_disk()
+    explicit = dataclasses.replace(spec, boot="kernel", config_disk=None)
+    assert build_domain_xml(explicit) == build_domain_xml(spec)
 
 
 def test_allocation_flag_follows_the_spec() -> None:

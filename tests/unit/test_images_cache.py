@@ -263,3 +263,90 @@ def test_list_on_a_missing_cache_dir(tmp_path: Path, recipes: Path) -> None:
 def test_default_registry_has_tiny(tmp_path: Path) -> None:
     repo_images = Path(__file__).resolve().parents[2] / "images"
     assert "tiny" in ImageCache(tmp_path, repo_images).names()
+
+
+def test_default_registry_has_debian(tmp_path: Path) -> None:
+    repo_images = Path(__file__).resolve().parents[2] / "images"
+    assert "debian" in ImageCache(tmp_path, repo_images).names()
+
+
+# --- disk-boot images (debian) -------------------------------------------------------------
+
+
+@pytest.fixture
+def disk_boot(builder: FakeBuilder, recipes: Path) -> FakeBuilder:
+    """The fake builder, making a disk-boot image (a disk, no kernel or initrd) as debian."""
+    (recipes / "debian").mkdir()
+    (recipes / "debian" / "recipe.toml").write_text('suite = "bookworm"\n')
+
+    def build(ctx: BuildContext) -> BuildOutput:
+        builder.builds += 1
+        (ctx.out_dir / "disk.qcow2").write_bytes(b"disk with GRUB")
+        (ctx.out_dir / "packages.txt").write_bytes(b"sudo 1.9\n")
+        return BuildOutput("", "", "disk.qcow2", "6.1.0-test", "console=ttyS0", boot="disk")
+
+    builder.build = build  # type: ignore[method-assign]
+    return builder
+
+
+def test_disk_boot_image_is_built_found_again_and_round_trips(
+    cache: ImageCache, disk_boot: FakeBuilder
+) -> None:
+    manifest = cache.build("debian")
+    assert (manifest.boot, manifest.kernel, manifest.initrd) == ("disk", "", "")
+    assert manifest.files == ("disk.qcow2",)
+    assert manifest.size_bytes == len(b"disk with GRUB") + len(b"sudo 1.9\n")
+    stored = (cache.path(manifest) / "manifest.json").read_text()
+    assert json.loads(stored)["boot"] == "disk"
+    assert ImageManifest.from_json(stored) == manifest
+    assert cache.build("debian") == manifest
+    assert disk_boot.builds == 1, "the second build is a cache hit"
+    assert cache.get("debian") == manifest
+
+
+def test_manifest_without_a_boot_field_is_a_kernel_boot() -> None:
+    """Manifests written before disk boot existed keep working unchanged."""
+    old = {
+        "name": "tiny", "content_hash": "ab" * 32, "kernel": "vmlinuz",
+        "initrd": "initrd.img", "disk": "disk.qcow2", "kernel_version": "6.1",
+        "cmdline": "console=ttyS0", "packages": {"busybox-static": "1:1.35"},
+    }  # fmt: skip
+    manifest = ImageManifest.from_json(json.dumps(old))
+    assert manifest.boot == "kernel"
+    assert manifest.files == ("vmlinuz", "initrd.img", "disk.qcow2")
+    again = json.loads(manifest.to_json())
+    assert {k: again[k] for k in old} == old, "what an older lab reads is unchanged"
+
+
+def test_manifest_with_an_unknown_boot_is_unreadable(cache: ImageCache) -> None:
+    manifest = cache.build("tiny")
+    path = cache.path(manifest) / "manifest.json"
+    data = json.loads(path.read_text())
+    with pytest.raises(ValueError, match="boot method"):
+        ImageManifest.from_json(json.dumps({**data, "boot": "pxe"}))
+    path.write_text(json.dumps({**data, "boot": "pxe"}))
+    assert cache.list() == [], "an unreadable manifest counts as not built"
+
+
+def test_disk_boot_build_without_a_disk_is_an_error(
+    cache: ImageCache, disk_boot: FakeBuilder
+) -> None:
+    def build(ctx: BuildContext) -> BuildOutput:
+        return BuildOutput("", "", "", "6.1", "", boot="disk")
+
+    disk_boot.build = build  # type: ignore[method-assign]
+    with pytest.raises(ImageError, match="named no disk for a disk boot"):
+        cache.build("debian")
+    assert not list(cache.cache_dir.glob("debian*"))
+
+
+def test_kernel_boot_build_without_a_kernel_is_an_error(
+    cache: ImageCache, builder: FakeBuilder
+) -> None:
+    def build(ctx: BuildContext) -> BuildOutput:
+        (ctx.out_dir / "disk.qcow2").write_bytes(b"d")
+        return BuildOutput("", "", "disk.qcow2", "6.1", "")
+
+    builder.build = build  # type: ignore[method-assign]
+    with pytest.raises(ImageError, match="named no kernel or initrd for a kernel boot"):
+        cache.build("tiny")

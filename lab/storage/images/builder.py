@@ -14,10 +14,16 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Final, Literal, Protocol
 
 #: ``progress(step_description, fraction_done)``; fraction goes from 0.0 to 1.0.
 ProgressFn = Callable[[str, float], None]
+
+#: How an image boots: ``kernel``, the lab hands QEMU the image's kernel and a per-VM initrd
+#: (direct kernel boot, ``tiny``); ``disk``, the firmware boots the disk's own boot loader
+#: (GRUB, ``debian``) and the VM's settings ride on a small config disk.
+BootMethod = Literal["kernel", "disk"]
+BOOT_METHODS: Final[tuple[BootMethod, ...]] = ("kernel", "disk")
 
 
 def no_progress(step: str, fraction: float) -> None:
@@ -44,7 +50,10 @@ class BuildContext:
 
 @dataclass(frozen=True)
 class BuildOutput:
-    """The files a build left in `BuildContext.out_dir`, and how to boot them."""
+    """The files a build left in `BuildContext.out_dir`, and how to boot them.
+
+    A disk-boot image leaves `kernel` and `initrd` empty: its kernel is inside the disk.
+    """
 
     kernel: str
     initrd: str
@@ -52,10 +61,11 @@ class BuildOutput:
     kernel_version: str
     cmdline: str
     os_type: str = "Linux"
+    boot: BootMethod = "kernel"
 
 
 class ImageBuilder(Protocol):
-    """One kind of recipe (``tiny`` now; a Debian cloud image later)."""
+    """One kind of recipe (``tiny``, ``debian``)."""
 
     #: Bump when the builder's output changes for the same recipe and pins: it is hashed.
     version: int

@@ -5,6 +5,7 @@ Layout of the cache directory::
     <cache_dir>/
         tiny -> tiny-0123456789ab        the current build of each image (a relative symlink)
         tiny-0123456789ab/               one build: manifest.json, vmlinuz, initrd.img, disk.qcow2
+        debian-0123456789ab/             a disk-boot build: manifest.json, disk.qcow2 (GRUB inside)
         debs/                            downloaded .deb files, reused across builds
         resolved.json                    package versions resolved per apt state (see debpkg)
         .lock-tiny                       held while tiny is being built or removed
@@ -37,7 +38,15 @@ from typing import Any, Final
 
 from lab.domain.errors import ImageError, NotFound
 from lab.storage.images import debpkg
-from lab.storage.images.builder import BuildContext, ImageBuilder, ProgressFn, no_progress
+from lab.storage.images.builder import (
+    BOOT_METHODS,
+    BootMethod,
+    BuildContext,
+    ImageBuilder,
+    ProgressFn,
+    no_progress,
+)
+from lab.storage.images.commands import release_mounts
 from lab.storage.images.registry import BUILDERS
 
 MANIFEST_FILE: Final = "manifest.json"
@@ -56,7 +65,8 @@ class ImageManifest:
 
     name: str
     content_hash: str
-    #: File names inside the image directory (`ImageCache.path`).
+    #: File names inside the image directory (`ImageCache.path`); `kernel` and `initrd` are
+    #: empty for a disk-boot image.
     kernel: str
     initrd: str
     disk: str
@@ -72,6 +82,14 @@ class ImageManifest:
     packages: tuple[tuple[str, str], ...] = ()
     #: Hash of the recipe files and builder version alone (without package versions).
     recipe_hash: str = ""
+    #: "kernel" (direct kernel boot with a per-VM initrd) or "disk" (the disk's boot loader,
+    #: with a per-VM config disk). Manifests written before this field existed are "kernel".
+    boot: BootMethod = "kernel"
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """The image's files, by name inside its directory (a disk-boot image has no kernel)."""
+        return tuple(f for f in (self.kernel, self.initrd, self.disk) if f)
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -86,6 +104,8 @@ class ImageManifest:
         known = set(cls.__dataclass_fields__)
         kwargs = {k: v for k, v in data.items() if k in known}
         kwargs["packages"] = tuple(sorted(dict(data.get("packages") or {}).items()))
+        if kwargs.setdefault("boot", "kernel") not in BOOT_METHODS:
+            raise ValueError(f"unknown boot method {kwargs['boot']!r}")
         return cls(**kwargs)
 
 
@@ -279,8 +299,7 @@ class ImageCache:
         manifest = self._read_manifest(directory)
         if manifest is None or manifest.name != name or manifest.content_hash != chash:
             return None
-        files = (manifest.kernel, manifest.initrd, manifest.disk)
-        if not all((directory / f).is_file() for f in files):
+        if not all((directory / f).is_file() for f in manifest.files):
             return None
         return manifest
 
@@ -342,8 +361,10 @@ class ImageCache:
         chash: str,
         report: ProgressFn,
     ) -> ImageManifest:
-        # We hold the lock: any build directory of this name is left over from a killed build.
+        # We hold the lock: any build directory of this name is left over from a killed build
+        # (whose chroot may still have /proc or /sys mounted: released before deleting).
         for stale in self.cache_dir.glob(f".build-{name}.*"):
+            release_mounts(stale)
             shutil.rmtree(stale, ignore_errors=True)
         for stale in self.cache_dir.glob(f".rm-{name}.*"):
             shutil.rmtree(stale, ignore_errors=True)
@@ -370,6 +391,7 @@ class ImageCache:
             except OSError as exc:
                 # Disk full, permissions...: say which build failed, as for a failing command.
                 raise ImageError(f"Building image {name} failed: {exc}") from exc
+            release_mounts(work_dir)
             shutil.rmtree(work_dir, ignore_errors=True)
             report("Writing the manifest", 0.97)
             manifest = ImageManifest(
@@ -386,9 +408,15 @@ class ImageCache:
                 built_at=datetime.now(UTC).isoformat(timespec="seconds"),
                 packages=tuple(sorted(pins.items())),
                 recipe_hash=rhash,
+                boot=output.boot,
             )
-            files = (output.kernel, output.initrd, output.disk)
-            missing = [f for f in files if not (out_dir / f).is_file()]
+            needed = ("disk",) if output.boot == "disk" else ("kernel", "initrd")
+            unnamed = [kind for kind in needed if not getattr(output, kind)]
+            if unnamed:
+                raise ImageError(
+                    f"The {name} builder named no {' or '.join(unnamed)} for a {output.boot} boot."
+                )
+            missing = [f for f in manifest.files if not (out_dir / f).is_file()]
             if missing:
                 raise ImageError(f"The {name} builder did not produce {', '.join(missing)}.")
             (out_dir / MANIFEST_FILE).write_text(manifest.to_json())
@@ -404,4 +432,5 @@ class ImageCache:
             out_dir.rename(final)
             return manifest
         finally:
+            release_mounts(scratch)
             shutil.rmtree(scratch, ignore_errors=True)

@@ -1,0 +1,100 @@
+"""Per-VM configuration for disk-boot images (``debian``), as a small read-only disk.
+
+A disk-boot image starts from its own GRUB and kernel, so the tiny image's trick (a config
+archive appended to the initrd) is not available. Instead the lab gives each VM a second virtio
+disk, in the spirit of cloud-init's NoCloud data source but the lab's own: an ext4 file system
+labelled ``LABCFG`` (made with ``mkfs.ext4 -d``, no mounts) holding
+
+``hostname``
+    the VM's host name;
+``admin``
+    the admin user's name, then the SHA-512 crypt hash (``$6$...``) of the admin password.
+
+The password is hashed here, at VM creation (``openssl passwd -6``, reading it from stdin), so
+its plain text never lands on any disk. Inside the guest, ``lab-guest-config.service`` mounts
+the disk by label, sets the host name, creates the admin user and gives it and root that
+password (``images/debian/rootfs/usr/local/sbin/lab-guest-config``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Final
+
+from lab.domain.errors import ImageError
+from lab.storage.images.commands import run
+from lab.storage.images.guestconfig import validate_guest_config
+
+CONFIG_LABEL: Final = "LABCFG"
+#: The file in a VM's directory.
+CONFIG_DISK_FILE: Final = "config.img"
+#: Big enough for the two files and ext4's own metadata, small enough to write in milliseconds.
+CONFIG_DISK_BYTES: Final = 1024 * 1024
+
+
+def hash_password(password: str) -> str:
+    """The SHA-512 crypt hash of `password` with a random salt, as /etc/shadow holds it."""
+    # stdin, not argv: no other process can read the password in /proc/<pid>/cmdline.
+    out = run(["openssl", "passwd", "-6", "-stdin"], input=password.encode() + b"\n").stdout
+    hashed = out.decode().strip()
+    if not hashed.startswith("$6$") or "\n" in hashed:
+        raise ImageError("`openssl passwd -6` did not print a SHA-512 crypt hash.")
+    return hashed
+
+
+def config_disk_files(
+    *, hostname: str, admin_username: str, password_hash: str
+) -> dict[str, tuple[bytes, int]]:
+    """File name -> (content, mode) of the config disk's files."""
+    if not password_hash.startswith("$6$") or any(c in password_hash for c in "\n\r:"):
+        raise ValueError("password_hash must be one SHA-512 crypt hash ($6$...)")
+    return {
+        "hostname": (f"{hostname}\n".encode(), 0o644),
+        "admin": (f"{admin_username}\n{password_hash}\n".encode(), 0o600),
+    }
+
+
+def write_guest_config_disk(
+    out: Path, *, hostname: str, admin_username: str, admin_password: str
+) -> None:
+    """Write `out`: a raw ext4 image labelled ``LABCFG`` with the VM's config, mode 0600.
+
+    Raises `InvalidInput` for a host name, user name or password that cannot be used. The file
+    appears atomically (made beside `out`, then renamed), so a VM never sees half of one.
+    """
+    validate_guest_config(hostname, admin_username, admin_password)
+    files = config_disk_files(
+        hostname=hostname,
+        admin_username=admin_username,
+        password_hash=hash_password(admin_password),
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # mkdtemp and mkstemp create 0700 and 0600 whatever the umask.
+    source = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    tmp = Path(tmp_name)
+    try:
+        for name, (content, mode) in files.items():
+            path = source / name
+            path.write_bytes(content)
+            path.chmod(mode)
+        os.ftruncate(fd, CONFIG_DISK_BYTES)
+        os.close(fd)
+        fd = -1
+        run(
+            # No journal: the guest only ever mounts it read-only.
+            ["mkfs.ext4", "-q", "-F", "-L", CONFIG_LABEL, "-O", "^has_journal", "-m", "0",
+             "-E", "root_owner=0:0", "-d", source, tmp],
+        )  # fmt: skip
+        tmp.chmod(0o600)
+        tmp.replace(out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        shutil.rmtree(source, ignore_errors=True)
