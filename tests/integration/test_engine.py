@@ -61,7 +61,8 @@ def test_login_with_pexpect_through_lab_console(it_lab: LabHarness) -> None:
 
 def test_boot_log_reads_by_offset_return_exactly_the_bytes_after_it(it_lab: LabHarness) -> None:
     full = it_lab.boot_log("it1")
-    for offset in (0, 1, 4095, len(full) // 2, len(full) - 1, len(full)):
+    # 4095 only when the log is that long: alone, this test sees one boot (~3.6 KB).
+    for offset in (0, 1, min(4095, len(full) - 2), len(full) // 2, len(full) - 1, len(full)):
         assert it_lab.boot_log("it1", start=offset) == full[offset:]
     r = it_lab.client.request("GET", "/v1/vms/it1/boot-log", params={"start": -10})
     assert r.content == full[-10:]
