@@ -73,6 +73,7 @@ def run_checks(session: ConsoleSession, scenario: Scenario, *,
             results.append(CheckResult(check.name, False, "no answer in 90 s"))
             session.sendcontrol("c")
             continue
+        output = output.replace("\r", "")  # so `$` in an expectation means the end of a line
         matched = re.search(check.expect, output, re.MULTILINE) is not None
         passed = matched and status == check.status
         saw = f"exit status {status}: {output.strip()[-300:] or '(no output)'}"

@@ -1,0 +1,86 @@
+"""Every training scenario, with a real Debian guest: it starts broken (its checks fail), its
+reference solution fixes it through the serial console alone (its checks pass), and a reset
+brings the broken state back. Slow under TCG: one marked group (`slow`), timings printed."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lab.console import connect
+from lab.settings import REPO_ROOT, Settings
+from tests.integration.labharness import LabHarness
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SCENARIOS = sorted(p.parent.name for p in (REPO_ROOT / "scenarios").glob("*/scenario.yaml"))
+TIMINGS: dict[str, dict[str, float]] = {}
+
+
+@pytest.fixture(scope="module")
+def debian_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabHarness]:
+    # A daemon of its own: a trainee's commands (sshd's first start makes its host keys) may
+    # run longer than the short idle timeout the other integration tests use.
+    data_dir = Path(tmp_path_factory.mktemp("scenarios"))
+    lab = LabHarness(data_dir=data_dir, image_cache=Settings().image_cache_dir, idle_minutes=20)
+    try:
+        started = time.monotonic()
+        lab.cli("image", "build", "debian", timeout=1800)  # shared by every scenario: cached
+        TIMINGS["image build"] = {"seconds": round(time.monotonic() - started, 1)}
+        lab.start_daemon()
+        yield lab
+    finally:
+        lab.cleanup()
+        print("\nscenario timings (s):", json.dumps(TIMINGS, indent=1))
+
+
+def check(lab: LabHarness, name: str) -> dict[str, Any]:
+    done = lab.cli("scenario", "check", name, "--json", check=False, timeout=600)
+    assert done.returncode in (0, 1), done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def solve(lab: LabHarness, name: str) -> None:
+    path = REPO_ROOT / "scenarios" / name / "solution.py"
+    spec = importlib.util.spec_from_file_location(f"solution_{name.replace('-', '_')}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def reset() -> None:
+        lab.cli("vm", "reset", name, "-g", "scenarios")
+
+    with connect(name, resource_group="scenarios", settings=lab.settings, timeout=60,
+                 user="reference-solution") as session:  # fmt: skip
+        module.solve(session, reset)
+        time.sleep(1)
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_scenario_is_broken_then_solved_then_reset(debian_lab: LabHarness, name: str) -> None:
+    lab, t = debian_lab, time.monotonic()
+    times: dict[str, float] = {}
+    lab.cli("scenario", "start", name, timeout=900)
+    try:
+        before = check(lab, name)
+        times["start+check"] = round(time.monotonic() - t, 1)
+        assert not before["passed"], f"{name}: checks pass before any fix: {before['results']}"
+        solve(lab, name)
+        after = check(lab, name)
+        times["solved"] = round(time.monotonic() - t, 1)
+        assert after["passed"], f"{name}: the reference solution did not fix it: {after['results']}"
+        assert after["attempt"]["solvedAt"]
+        lab.cli("scenario", "reset", name, timeout=300)
+        again = check(lab, name)
+        times["reset+check"] = round(time.monotonic() - t, 1)
+        assert not again["passed"], f"{name}: reset did not bring the broken state back"
+    finally:
+        lab.cli("scenario", "stop", name, check=False)
+        TIMINGS[name] = times
