@@ -34,7 +34,8 @@ SERVICES = (
 Client = httpx.AsyncClient
 
 
-def token(*roles: tuple[str, str], expires: float = 600) -> dict[str, str]:
+def token(*roles: tuple[str, str], expires: float = 86400) -> dict[str, str]:
+    # A day: module-level tokens are made at import, and the suite may run long before them.
     t = issue(TOKEN_KEY, user="alice", roles=list(roles) or [("Contributor", "/")],
               expires_in=expires)  # fmt: skip
     return {"Authorization": f"Bearer {t}"}
