@@ -88,6 +88,11 @@ def vm_resource(request: Request, view: VmView, *, expand: bool = False) -> dict
 _READ = "Microsoft.Compute/virtualMachines/read"
 
 
+def wants_instance_view(request: Request) -> bool:
+    """`$expand=instanceView` (any case), on a VM's or an instance's GET or list."""
+    return request.query_params.get("$expand", "").lower() == "instanceview"
+
+
 def find_vm(request: Request, subscription: str, group: str, name: str) -> VmView:
     lab = lab_of(request)
     for view in lab.vms.list():
@@ -157,7 +162,7 @@ for _path in arm_paths("/providers/Microsoft.Compute/virtualMachines"):
         request: Request, subscription: str, group: str, name: str, _v: ApiVersion,
         principal: Caller,
     ) -> JSONResponse:  # fmt: skip
-        expand = request.query_params.get("$expand", "").lower() == "instanceview"
+        expand = wants_instance_view(request)
         view = readable_vm(request, principal, subscription, group, name)
         return JSONResponse(vm_resource(request, view, expand=expand))
 

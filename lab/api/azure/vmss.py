@@ -33,6 +33,7 @@ from lab.api.azure.compute import (
     instance_view,
     start_power_action,
     vm_resource,
+    wants_instance_view,
 )
 from lab.api.azure.operations import start_operation
 from lab.api.security.tokens import Principal
@@ -368,7 +369,7 @@ for _path in _INSTANCE_PATHS:
         principal: Caller,
     ) -> JSONResponse:  # fmt: skip
         model = _authorized(request, principal, subscription, group, name, f"{INSTANCES}/read")
-        expand = request.query_params.get("$expand", "").lower() == "instanceview"
+        expand = wants_instance_view(request)
         views = lab_of(request).scale_sets.instances(model)
         return JSONResponse({"value": [instance_resource(request, model, v, expand=expand)
                                        for v in views]})  # fmt: skip
@@ -380,7 +381,7 @@ for _path in _INSTANCE_PATHS:
     ) -> JSONResponse:  # fmt: skip
         model, view = _instance(request, principal, subscription, group, name, instance_id,
                                 f"{INSTANCES}/read")  # fmt: skip
-        expand = request.query_params.get("$expand", "").lower() == "instanceview"
+        expand = wants_instance_view(request)
         return JSONResponse(instance_resource(request, model, view, expand=expand))
 
     @router.get(_path + "/{instance_id}/instanceView")
