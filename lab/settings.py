@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     images_dir: Path = REPO_ROOT / "images"
     #: Where the training scenarios live (`<dir>/<name>/scenario.yaml`).
     scenarios_dir: Path = REPO_ROOT / "scenarios"
+    #: The web portal (`index.html`, `src/`, and `node_modules/` from `npm ci`), served at `/`.
+    web_dir: Path = REPO_ROOT / "web"
     #: "auto" probes KVM by booting the tiny kernel under it; "kvm" or "qemu" (TCG) forces one.
     accel: str = "auto"
     #: Seconds a graceful powerOff waits for the guest before it pulls the plug.

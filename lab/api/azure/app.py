@@ -10,12 +10,15 @@ from lab.api.azure import (
     compute,
     gateway,
     operations,
+    resources,
     serialconsole,
     storage,
     vm_write,
     vmss,
 )
 from lab.api.azure.common import install_error_handling
+from lab.api.portal import scenarios as portal_scenarios
+from lab.api.portal import static as portal_static
 from lab.services.lab import Lab
 
 
@@ -39,7 +42,10 @@ def create_azure_app(lab: Lab, token_key: bytes, storage_secret: bytes) -> FastA
     app.state.operations = {}
     install_error_handling(app)
     routers = (compute.router, vm_write.router, vmss.router, operations.router, storage.router,
-               serialconsole.router, gateway.router)  # fmt: skip
+               serialconsole.router, gateway.router, resources.router,
+               # The web portal shares the origin, so its page reaches the API and the gateway
+               # without CORS; its scenario routes come before its catch-all file route.
+               portal_scenarios.router, portal_static.router)  # fmt: skip
     for router in routers:
         app.include_router(router)
     # Last: the blob endpoint's `/{account}/{container}/{blob}` would shadow ARM paths.

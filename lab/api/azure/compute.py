@@ -93,6 +93,12 @@ def wants_instance_view(request: Request) -> bool:
     return request.query_params.get("$expand", "").lower() == "instanceview"
 
 
+def lists_status(request: Request) -> bool:
+    """`statusOnly=true` on a VM list: each VM with its instance view (power state), as ARM
+    answers it; the portal's resource list polls this rather than one GET per VM."""
+    return request.query_params.get("statusOnly", "").lower() == "true"
+
+
 def find_vm(request: Request, subscription: str, group: str, name: str) -> VmView:
     lab = lab_of(request)
     for view in lab.vms.list():
@@ -145,7 +151,8 @@ async def list_all(
     request: Request, subscription: str, _v: ApiVersion, principal: Caller
 ) -> JSONResponse:
     views = _visible(request, principal, subscription, None)
-    return JSONResponse({"value": [vm_resource(request, v) for v in views]})
+    expand = lists_status(request)
+    return JSONResponse({"value": [vm_resource(request, v, expand=expand) for v in views]})
 
 
 for _path in arm_paths("/providers/Microsoft.Compute/virtualMachines"):
@@ -155,7 +162,8 @@ for _path in arm_paths("/providers/Microsoft.Compute/virtualMachines"):
         request: Request, subscription: str, group: str, _v: ApiVersion, principal: Caller
     ) -> JSONResponse:
         views = _visible(request, principal, subscription, group)
-        return JSONResponse({"value": [vm_resource(request, v) for v in views]})
+        expand = lists_status(request)
+        return JSONResponse({"value": [vm_resource(request, v, expand=expand) for v in views]})
 
     @router.get(_path + "/{name}")
     async def get_vm(
