@@ -9,6 +9,7 @@
 #   e. the Python virtualenv (.venv) with the project installed editable, plus test extras
 #   f. the default guest image (`lab image build tiny`); the debian image is built on demand
 #      (`lab image build debian`, about 40 s; the scenario tests build it), its tools are in a.
+#   g. the web portal's terminal library (`npm ci` in web/; node and npm from apt if missing)
 #
 # Every step checks first and is skipped fast when already done, so a second run takes seconds.
 # Runs as root, or as a normal user with sudo (used only for the system parts).
@@ -40,6 +41,9 @@ APT_PACKAGES=(
   # not named by the lab itself, but this script and the Makefile need them (a minimal Debian
   # has neither pgrep nor make)
   procps make
+  # the web portal's browser tests: Debian's Chromium, driven headless by Playwright (which
+  # downloads no browser of its own), and the font the portal's pages ask for
+  chromium fonts-dejavu-core
 )
 
 STEP="start"
@@ -309,6 +313,33 @@ else
     die "\`$VENV/bin/lab image build tiny\` failed (output above)"
   }
   say "image: $(tail -n1 <<<"$out") [$(ms_since "$t") ms]"
+fi
+
+# --- g. web portal ---------------------------------------------------------------------------
+# The portal (web/) serves the terminal library from web/node_modules, installed by `npm ci` from
+# the lock file. node and npm come from apt when missing; a machine whose nodejs package already
+# bundles npm (NodeSource's) keeps it, since Debian's npm package would conflict with it.
+STEP="web portal (npm ci)"
+if ! command -v npm >/dev/null 2>&1; then
+  say "web: installing nodejs and npm (apt)"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+    nodejs npm
+fi
+lock_sha=$(sha256sum web/package-lock.json | cut -d' ' -f1)
+WEB_STAMP="web/node_modules/.installed-$lock_sha"
+if [[ -e $WEB_STAMP ]]; then
+  say "web: node_modules up to date (package-lock.json ${lock_sha:0:12})"
+else
+  t=$(date +%s%N)
+  log=$(mktemp)
+  # --ignore-scripts: the packages need no build step, so none of theirs runs as root.
+  if ! (cd web && npm ci --ignore-scripts --no-audit --no-fund) >"$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    die "\`npm ci\` in web/ failed (last lines above)"
+  fi
+  rm -f "$log"
+  touch "$WEB_STAMP"
+  say "web: npm ci in $(ms_since "$t") ms"
 fi
 
 STEP="done"
