@@ -103,15 +103,17 @@ def hint(name: str) -> None:
 @scenario.command()
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True)
-@click.option("--boot-timeout", type=float, default=240.0, show_default=True,
-              help="How long to wait for a login prompt.")  # fmt: skip
+@click.option("--boot-timeout", type=float, default=None,
+              help="How long to wait for a login prompt [default: the scenario's, 240 s "
+                   "for most].")  # fmt: skip
 @handle_errors
-def check(name: str, as_json: bool, boot_timeout: float) -> None:
+def check(name: str, as_json: bool, boot_timeout: float | None) -> None:
     """Run the scenario's checks in the guest, over its serial console."""
     c = client()
     defn = Scenario.model_validate(c.json("GET", f"/v1/scenarios/{name}/definition"))
     with connect(name, resource_group=GROUP, user="scenario-check", timeout=60) as session:
-        results = run_checks(session, defn, boot_timeout=boot_timeout)
+        wait = defn.boot_timeout_seconds if boot_timeout is None else boot_timeout
+        results = run_checks(session, defn, boot_timeout=wait)
     body = {"results": [{"name": r.name, "passed": r.passed, "saw": r.saw} for r in results]}
     attempt = c.json("POST", f"/v1/scenarios/{name}/results", json=body)
     passed = all(r.passed for r in results)

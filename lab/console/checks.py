@@ -22,10 +22,13 @@ STUCK = {
 }
 
 
-def reach_login(session: ConsoleSession, timeout: float, nudge: float = 3.0) -> str | None:
-    """Press Enter until a `login:` prompt shows (None), or return what the guest is stuck in.
-    A shell left logged in is logged out first."""
-    patterns = [LOGIN_PROMPT, PROMPT, *STUCK]
+def reach_login(session: ConsoleSession, timeout: float, nudge: float = 3.0,
+                stuck: dict[str, str] | None = None) -> str | None:  # fmt: skip
+    """Press Enter until a `login:` prompt shows (None), or return what the guest is stuck in
+    (`stuck`: a scenario's own signs, besides the usual ones). A shell left logged in is logged
+    out first."""
+    signs = {**STUCK, **(stuck or {})}
+    patterns = [LOGIN_PROMPT, PROMPT, *signs]
     deadline = time.monotonic() + timeout
     while (left := deadline - time.monotonic()) > 0:
         session.sendline()
@@ -38,7 +41,7 @@ def reach_login(session: ConsoleSession, timeout: float, nudge: float = 3.0) -> 
         if index == 1:
             session.sendline("exit")
             continue
-        return str(list(STUCK.values())[index - 2])
+        return str(list(signs.values())[index - 2])
     return f"no login prompt in {timeout:g} s"
 
 
@@ -56,7 +59,7 @@ def run_checks(session: ConsoleSession, scenario: Scenario, *,
     password), every check fails with that reason, which is usually the very thing to fix."""
     login = scenario.login
     try:
-        stuck = reach_login(session, boot_timeout)
+        stuck = reach_login(session, boot_timeout, stuck=scenario.stuck)
         if stuck is None:
             session.login(login.user, login.password, timeout=30)
     except (TIMEOUT, PermissionError, ConsoleClosed) as exc:

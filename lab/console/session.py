@@ -116,7 +116,8 @@ class ConsoleSession(SpawnBase):  # type: ignore[misc]
 
     def send(self, s: str | bytes) -> int:
         data = s.encode(self.encoding or "utf-8") if isinstance(s, str) else s
-        self._log(s, "send")
+        # A logfile gets what `expect` reads: text when the session decodes (a str logfile).
+        self._log(data.decode(self.encoding, errors="replace") if self.encoding else data, "send")
         if self.char_delay > 0:
             for i in range(len(data)):
                 self._transport.send(data[i : i + 1])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -95,6 +95,14 @@ Break = (
 )
 
 
+def _regex(value: str, what: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"{what} is not a regular expression: {exc}") from exc
+    return value
+
+
 class Check(_Model):
     """A command run as root (through sudo) in the guest; it passes when its output matches
     `expect` (a regular expression) and its exit status is `status`."""
@@ -106,12 +114,19 @@ class Check(_Model):
 
     @field_validator("expect")
     @classmethod
-    def _regex(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"expect is not a regular expression: {exc}") from exc
-        return value
+    def _expect(cls, value: str) -> str:
+        return _regex(value, "expect")
+
+
+class VmControls(Protocol):
+    """What a reference solution may do to its VM besides typing on the console: what a
+    trainee does from the console's menu or the portal's buttons."""
+
+    def reset(self) -> None: ...
+
+    def sysrq(self, keys: str) -> None: ...
+
+    def nmi(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -143,6 +158,13 @@ class Scenario(_Model):
     #: The account the VM is created with, and the one the checks log in as.
     admin: Login = Field(default_factory=Login)
     check_login: Login | None = None
+    #: Console text (a regular expression) that shows the broken guest will not give a login
+    #: prompt, and what it means: the checks then fail at once with that reason, instead of
+    #: waiting for a prompt that never comes (the engine knows panics, emergency mode, ...).
+    stuck: dict[str, str] = Field(default_factory=dict)
+    #: How long the checks wait for a login prompt. A scenario whose broken guest shows no
+    #: sign of being stuck (no getty at all) sets a shorter one, so a check fails sooner.
+    boot_timeout_seconds: int = Field(default=240, ge=30, le=1800)
     #: Extra kernel parameters are breaks; this is the VM's size.
     vcpus: int = Field(default=2, ge=1, le=8)
     memory_mib: int = Field(default=1024, ge=256, le=8192)
@@ -153,6 +175,13 @@ class Scenario(_Model):
         if not _NAME.fullmatch(value):
             raise ValueError(f"scenario name '{value}' must be 2-41 lower-case letters, digits "
                              "and '-', starting with a letter or digit")  # fmt: skip
+        return value
+
+    @field_validator("stuck")
+    @classmethod
+    def _stuck(cls, value: dict[str, str]) -> dict[str, str]:
+        for pattern in value:
+            _regex(pattern, f"stuck pattern '{pattern}'")
         return value
 
     @property

@@ -1,14 +1,13 @@
 """Reference solution: sudo runs usermod directly, no root shell needed."""
 
-from collections.abc import Callable
-
 from lab.console.checks import as_root
 from lab.console.session import ConsoleSession
+from lab.domain.scenario import VmControls
 
 USER, PASSWORD = "azureuser", "Passw0rd!"
 
 
-def solve(session: ConsoleSession, reset: Callable[[], None]) -> None:
+def solve(session: ConsoleSession, vm: VmControls) -> None:
     session.login(USER, PASSWORD, timeout=240)
     session.run(as_root("usermod --shell /bin/bash root", USER, PASSWORD))
     session.sendline("exit")

@@ -1,11 +1,10 @@
 """Reference solution: become root with su, repair the sudoers file."""
 
-from collections.abc import Callable
-
 from lab.console.session import ConsoleSession
+from lab.domain.scenario import VmControls
 
 
-def solve(session: ConsoleSession, reset: Callable[[], None]) -> None:
+def solve(session: ConsoleSession, vm: VmControls) -> None:
     session.login("azureuser", "Passw0rd!", timeout=240)
     session.sendline("su -")
     session.expect(r"[Pp]assword: ?", timeout=30)

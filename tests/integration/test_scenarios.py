@@ -47,35 +47,61 @@ def check(lab: LabHarness, name: str) -> dict[str, Any]:
     return result
 
 
-def solve(lab: LabHarness, name: str) -> None:
+class CliControls:
+    """A solution's VmControls: the lab's CLI, as a trainee would use it."""
+
+    def __init__(self, lab: LabHarness, name: str) -> None:
+        self.lab, self.vm = lab, [name, "-g", "scenarios"]
+
+    def reset(self) -> None:
+        self.lab.cli("vm", "reset", *self.vm)
+
+    def sysrq(self, keys: str) -> None:
+        self.lab.cli("sysrq", *self.vm, keys)
+
+    def nmi(self) -> None:
+        self.lab.cli("nmi", *self.vm, "--yes")
+
+
+def solve(lab: LabHarness, name: str, transcript: Path) -> None:
     path = REPO_ROOT / "scenarios" / name / "solution.py"
     spec = importlib.util.spec_from_file_location(f"solution_{name.replace('-', '_')}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
 
-    def reset() -> None:
-        lab.cli("vm", "reset", name, "-g", "scenarios")
-
-    with connect(name, resource_group="scenarios", settings=lab.settings, timeout=60,
-                 user="reference-solution") as session:  # fmt: skip
-        module.solve(session, reset)
+    with transcript.open("w", encoding="utf-8", errors="replace") as log, \
+            connect(name, resource_group="scenarios", settings=lab.settings, timeout=60,
+                    user="reference-solution", logfile=log) as session:  # fmt: skip
+        module.solve(session, CliControls(lab, name))
         time.sleep(1)
+
+
+def tail(path: Path, size: int = 3000) -> str:
+    """The end of a console transcript, for a failure's message."""
+    text = path.read_text(errors="replace") if path.exists() else "(no transcript)"
+    return text[-size:]
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_scenario_is_broken_then_solved_then_reset(debian_lab: LabHarness, name: str) -> None:
     lab, t = debian_lab, time.monotonic()
     times: dict[str, float] = {}
+    transcript = lab.data_dir / f"{name}.solution.log"
     lab.cli("scenario", "start", name, timeout=900)
     try:
         before = check(lab, name)
         times["start+check"] = round(time.monotonic() - t, 1)
         assert not before["passed"], f"{name}: checks pass before any fix: {before['results']}"
-        solve(lab, name)
+        try:
+            solve(lab, name, transcript)
+        except Exception as exc:
+            raise AssertionError(f"{name}: the reference solution failed ({exc!r}); "
+                                 f"its console ended with:\n{tail(transcript)}") from exc
         after = check(lab, name)
         times["solved"] = round(time.monotonic() - t, 1)
-        assert after["passed"], f"{name}: the reference solution did not fix it: {after['results']}"
+        assert after["passed"], (f"{name}: the reference solution did not fix it: "
+                                 f"{after['results']}\nits console ended with:\n{tail(transcript)}")
         assert after["attempt"]["solvedAt"]
         lab.cli("scenario", "reset", name, timeout=300)
         again = check(lab, name)

@@ -58,6 +58,8 @@ def test_every_scenario_in_the_repository_parses_and_has_a_solution() -> None:
         (MINIMAL + "breaks:\n  - {write: etc/x, content: y}\n", "absolute path"),
         (MINIMAL.replace('"true"}', '"true", expect: "("}'), "regular expression"),
         ("- just a list\n", "mapping"),
+        (MINIMAL + "stuck:\n  '(unclosed': a typo\n", "stuck pattern '(unclosed'"),
+        (MINIMAL + "bootTimeoutSeconds: 5\n", "bootTimeoutSeconds"),
     ],
 )
 def test_bad_scenarios_say_what_and_where(text: str, words: str) -> None:

@@ -1,0 +1,102 @@
+"""Scenario checks over a console: telling a guest that will give a login prompt from one that
+is stuck (the engine's signs and a scenario's own), against a scripted console."""
+
+from __future__ import annotations
+
+import io
+import queue
+from collections.abc import Iterator
+
+import pytest
+
+from lab.console.checks import reach_login, run_checks
+from lab.console.maintenance import maintenance_shell
+from lab.console.session import ConsoleSession
+from lab.domain.scenario import parse_scenario
+
+
+class ScriptedConsole:
+    """A guest that answers each Enter with the next of `screens` (the last one repeats)."""
+
+    def __init__(self, *screens: str) -> None:
+        self.screens = list(screens)
+        self.incoming: queue.Queue[bytes | None] = queue.Queue()
+        self.sent = b""
+
+    def send(self, data: bytes) -> None:
+        self.sent += data
+        if data.endswith(b"\r"):
+            screen = self.screens.pop(0) if len(self.screens) > 1 else self.screens[0]
+            self.incoming.put(screen.encode())
+
+    def __iter__(self) -> Iterator[bytes | str]:
+        while (chunk := self.incoming.get()) is not None:
+            yield chunk
+
+    def close(self) -> None:
+        self.incoming.put(None)
+
+
+SCENARIO = """\
+title: T
+level: beginner
+story: S
+objective: O
+checks:
+  - {name: c, command: "true"}
+stuck:
+  "report-builder: building": the runaway job
+"""
+
+
+@pytest.mark.parametrize(
+    ("screens", "expected"),
+    [
+        (["\r\n", "\r\ndebian login: "], None),
+        (["[  OK  ] Reached target\r\n", "Give root password for maintenance\r\n"],
+         "emergency mode"),
+        (["\r\nreport-builder: building reports, pass 3\r\n"], "the runaway job"),
+        (["\r\n"], "no login prompt in 1 s"),
+    ],
+)  # fmt: skip
+def test_reach_login_tells_a_login_prompt_from_a_stuck_guest(screens: list[str],
+                                                             expected: str | None) -> None:
+    scenario = parse_scenario(SCENARIO, name="tt", source="tt/scenario.yaml")
+    with ConsoleSession(ScriptedConsole(*screens), timeout=5) as session:
+        assert reach_login(session, timeout=1, nudge=0.2, stuck=scenario.stuck) == expected
+
+
+def test_a_stuck_guest_fails_every_check_with_the_reason_and_runs_none() -> None:
+    scenario = parse_scenario(SCENARIO, name="tt", source="tt/scenario.yaml")
+    console = ScriptedConsole("report-builder: building reports, pass 9\r\n")
+    with ConsoleSession(console, timeout=5) as session:
+        results = run_checks(session, scenario, boot_timeout=2)
+    assert [r.passed for r in results] == [False]
+    assert "the runaway job" in results[0].saw
+    assert b"sudo" not in console.sent  # nothing was typed but Enter
+
+
+def test_a_text_logfile_gets_control_keys_and_lines_as_text() -> None:
+    log = io.StringIO()
+    with ConsoleSession(ScriptedConsole("debian login: "), timeout=5, logfile=log) as session:
+        session.sendcontrol("c")
+        session.sendline("root")
+        session.expect("login: ")
+    assert log.getvalue().startswith("\x03root\r") and log.getvalue().endswith("debian login: ")
+
+
+SULOGIN = "Give root password for maintenance\r\n(or press Control-D to continue): "
+
+
+def test_the_maintenance_password_is_typed_again_after_an_old_prompt() -> None:
+    console = ScriptedConsole(SULOGIN, f"\r\nLogin incorrect\r\n\r\n{SULOGIN}", "root@vm:~# ")
+    with ConsoleSession(console, timeout=5) as session:
+        maintenance_shell(session, "s3cret", timeout=5)
+    assert console.sent == b"\rs3cret\rs3cret\r"
+
+
+def test_a_wrong_maintenance_password_is_refused_with_a_clear_error() -> None:
+    console = ScriptedConsole(SULOGIN, f"\r\nLogin incorrect\r\n\r\n{SULOGIN}")
+    with ConsoleSession(console, timeout=5) as session, pytest.raises(PermissionError) as err:
+        maintenance_shell(session, "wrong", timeout=5, tries=2)
+    assert "refused 2 times" in str(err.value)
