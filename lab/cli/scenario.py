@@ -11,8 +11,7 @@ from rich.table import Table
 
 from lab.cli import output
 from lab.cli.common import client, handle_errors
-from lab.console import connect
-from lab.console.checks import run_checks
+from lab.console.checks import CHECK_SECONDS
 from lab.domain.scenario import Scenario
 from lab.services.scenarios import GROUP
 from lab.settings import get_settings
@@ -111,18 +110,19 @@ def check(name: str, as_json: bool, boot_timeout: float | None) -> None:
     """Run the scenario's checks in the guest, over its serial console."""
     c = client()
     defn = Scenario.model_validate(c.json("GET", f"/v1/scenarios/{name}/definition"))
-    with connect(name, resource_group=GROUP, user="scenario-check", timeout=60) as session:
-        wait = defn.boot_timeout_seconds if boot_timeout is None else boot_timeout
-        results = run_checks(session, defn, boot_timeout=wait)
-    body = {"results": [{"name": r.name, "passed": r.passed, "saw": r.saw} for r in results]}
-    attempt = c.json("POST", f"/v1/scenarios/{name}/results", json=body)
-    passed = all(r.passed for r in results)
+    wait = defn.boot_timeout_seconds if boot_timeout is None else boot_timeout
+    params = {} if boot_timeout is None else {"bootTimeout": boot_timeout}
+    # The daemon runs them (over the VM's console broker): up to the boot wait, then each check.
+    body = c.json("POST", f"/v1/scenarios/{name}/check", params=params,
+                  timeout=wait + CHECK_SECONDS * len(defn.checks) + 60)  # fmt: skip
+    results, attempt = body["results"], body["attempt"]
+    passed = bool(body["passed"])
     if as_json:
-        output.print_json({"passed": passed, "results": body["results"], "attempt": attempt})
+        output.print_json(body)
     else:
         for r in results:
-            mark = "[green]PASS[/green]" if r.passed else "[red]FAIL[/red]"
-            output.out.print(f"{mark} {r.name}\n     saw: {r.saw}")
+            mark = "[green]PASS[/green]" if r["passed"] else "[red]FAIL[/red]"
+            output.out.print(f"{mark} {r['name']}\n     saw: {r['saw']}")
         seconds = attempt.get("seconds")
         if passed:
             output.out.print(f"Solved{f' in {seconds / 60:.1f} min' if seconds else ''}, with "

@@ -58,7 +58,11 @@ async def _bring_up(lab: Lab, defn: object, settings: Settings) -> None:
         f"  {cmd} vm reset {first}           # hard reset: the console stays connected\n"
         f"  {cmd} screenshot {first} -o {first}.png\n"
         f"  {cmd} ls\n"
-        "Ctrl+C stops the daemon; the VMs keep running.\n",
+        f"  {cmd} scenario ls             # broken-boot training scenarios\n"
+        + (f"The portal: https://{settings.api_host}:{settings.api_port}/ (sign in with the "
+           f"token `{cmd} token` prints; the CA to trust: {settings.data_dir}/tls/ca.pem)\n"
+           if settings.api_port else "")
+        + "Ctrl+C stops the daemon; the VMs keep running.\n",
         soft_wrap=True,
     )
 

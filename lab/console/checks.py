@@ -22,6 +22,10 @@ STUCK = {
 }
 
 
+#: How long one check's command may run.
+CHECK_SECONDS = 90
+
+
 def reach_login(session: ConsoleSession, timeout: float, nudge: float = 3.0,
                 stuck: dict[str, str] | None = None) -> str | None:  # fmt: skip
     """Press Enter until a `login:` prompt shows (None), or return what the guest is stuck in
@@ -71,9 +75,9 @@ def run_checks(session: ConsoleSession, scenario: Scenario, *,
     for check in scenario.checks:
         command = as_root(check.command, login.user, login.password)
         try:
-            output, status = session.run(command, timeout=90)
+            output, status = session.run(command, timeout=CHECK_SECONDS)
         except TIMEOUT:
-            results.append(CheckResult(check.name, False, "no answer in 90 s"))
+            results.append(CheckResult(check.name, False, f"no answer in {CHECK_SECONDS} s"))
             session.sendcontrol("c")
             continue
         output = output.replace("\r", "")  # so `$` in an expectation means the end of a line

@@ -12,6 +12,7 @@ from lab.services.consoles import ConsoleService
 from lab.services.context import LabContext
 from lab.services.reconcile import Reconciler
 from lab.services.scale_sets import ScaleSetService
+from lab.services.scenario_checks import ScenarioChecker
 from lab.services.scenarios import ScenarioService
 from lab.services.serial_console import SerialConsoleService
 from lab.services.storage_accounts import StorageAccountService
@@ -41,6 +42,7 @@ class Lab:
         self.serial_console = SerialConsoleService(state, self.storage_accounts)
         self.scale_sets = ScaleSetService(self.vms, state)
         self.scenarios = ScenarioService(self.ctx, self.vms, state)
+        self.scenario_checks = ScenarioChecker(self.scenarios, self.consoles)
         self.reconciler = Reconciler(self.vms, self.storage_accounts, self.scale_sets)
         self.accel_reason = ""
         hypervisor.on_lifecycle(self._on_lifecycle)

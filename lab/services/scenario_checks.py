@@ -1,11 +1,10 @@
-"""A scenario's checks run inside the daemon, for front ends that cannot hold a console session
-themselves (the web portal's "Check my fix").
+"""A scenario's checks, run inside the daemon for every front end (`lab scenario check`, the web
+portal's "Check my fix"): one place that runs them and records the results in the attempt.
 
-The CLI runs the same checks (`lab.console.checks.run_checks`) over the daemon's console
-websocket; here they run over an in-process session on the VM's console broker, so the guest
-sees exactly the same keystrokes. `run_checks` is blocking pexpect code, so it runs on a
-worker thread; the transport below carries its bytes to and from the broker, which lives on
-the event loop.
+They run (`lab.console.checks.run_checks`) over an in-process session on the VM's console
+broker, so they type into the guest as a console user does. `run_checks` is blocking pexpect
+code, so it runs on a worker thread; the transport below carries its bytes to and from the
+broker, which lives on the event loop.
 """
 
 from __future__ import annotations
@@ -83,8 +82,10 @@ class ScenarioChecker:
         # One check at a time per scenario: two would type into the same console.
         self._running: set[str] = set()
 
-    async def check(self, name: str) -> tuple[list[CheckResult], dict[str, Any]]:
-        """(every check's result, the attempt with the results recorded)."""
+    async def check(self, name: str, boot_timeout: float | None = None,
+                    ) -> tuple[list[CheckResult], dict[str, Any]]:  # fmt: skip
+        """(every check's result, the attempt with the results recorded). `boot_timeout`: how
+        long to wait for a login prompt (default: the scenario's)."""
         scenario = self.scenarios.get(name)
         view = self.scenarios.vm(name)
         if view is None:
@@ -101,12 +102,10 @@ class ScenarioChecker:
                                                      CHECK_USER, 0)  # fmt: skip
             transport = BrokerTransport(asyncio.get_running_loop(), broker, sub)
             session = ConsoleSession(transport, vm=name, timeout=60)
-            # A scenario may set its own wait for `login:` (newer scenario files); 240 s else.
-            boot_timeout = float(getattr(scenario, "boot_timeout_seconds", 240))
+            wait = scenario.boot_timeout_seconds if boot_timeout is None else boot_timeout
             try:
-                results = await asyncio.to_thread(
-                    run_checks, session, scenario, boot_timeout=boot_timeout
-                )
+                results = await asyncio.to_thread(run_checks, session, scenario,
+                                                  boot_timeout=wait)  # fmt: skip
             finally:
                 session.close()
                 self.consoles.close_session(view, broker, sub, "the checks finished")

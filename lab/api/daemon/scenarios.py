@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
-from pydantic import BaseModel
+from fastapi import APIRouter, Query, Request
 
 from lab.api.daemon.schemas import vm_json
-from lab.domain.scenario import CheckResult
 from lab.services.lab import Lab
 
 router = APIRouter(prefix="/v1/scenarios")
@@ -17,10 +15,6 @@ router = APIRouter(prefix="/v1/scenarios")
 def _lab(request: Request) -> Lab:
     lab: Lab = request.app.state.lab
     return lab
-
-
-class ResultsBody(BaseModel):
-    results: list[dict[str, Any]]
 
 
 @router.get("")
@@ -46,7 +40,7 @@ def status(request: Request, name: str) -> dict[str, Any]:
 
 @router.get("/{name}/definition")
 def definition(request: Request, name: str) -> dict[str, Any]:
-    """The scenario as its file defines it (checks included: the CLI runs them)."""
+    """The scenario as its file defines it."""
     return _lab(request).scenarios.get(name).model_dump(mode="json", by_alias=True)
 
 
@@ -72,7 +66,15 @@ def hint(request: Request, name: str) -> dict[str, Any]:
     return {"number": number, "of": total, "hint": text}
 
 
-@router.post("/{name}/results")
-def results(request: Request, name: str, body: ResultsBody) -> dict[str, Any]:
-    checks = [CheckResult(str(r["name"]), bool(r["passed"]), str(r["saw"])) for r in body.results]
-    return _lab(request).scenarios.record_checks(name, checks)
+@router.post("/{name}/check")
+async def check(request: Request, name: str,
+                boot_timeout: float | None = Query(None, alias="bootTimeout", gt=0, le=3600),
+                ) -> dict[str, Any]:  # fmt: skip
+    """Run the checks in the guest over its serial console (taking the console over while
+    they run) and keep the results in the attempt."""
+    results, attempt = await _lab(request).scenario_checks.check(name, boot_timeout)
+    return {
+        "passed": all(r.passed for r in results),
+        "results": [{"name": r.name, "passed": r.passed, "saw": r.saw} for r in results],
+        "attempt": attempt,
+    }

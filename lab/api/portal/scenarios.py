@@ -18,7 +18,6 @@ from lab.api.azure.common import Caller, lab_of, require_action
 from lab.api.azure.compute import vm_resource_id
 from lab.api.azure.serialconsole import CONNECT_ACTION
 from lab.domain.labfile import DEFAULT_SUBSCRIPTION_ID
-from lab.services.scenario_checks import ScenarioChecker
 from lab.services.scenarios import GROUP
 
 router = APIRouter(prefix="/_portal/api/scenarios", include_in_schema=False)
@@ -28,15 +27,6 @@ _READ = "Microsoft.Compute/virtualMachines/read"
 def _vm_id(name: str) -> str:
     # Scenario VMs live in the lab's default subscription, resource group `scenarios`.
     return vm_resource_id(DEFAULT_SUBSCRIPTION_ID, GROUP, name)
-
-
-def checker(request: Request) -> ScenarioChecker:
-    state = request.app.state
-    if getattr(state, "scenario_checker", None) is None:
-        lab = lab_of(request)
-        state.scenario_checker = ScenarioChecker(lab.scenarios, lab.consoles)
-    found: ScenarioChecker = state.scenario_checker
-    return found
 
 
 def _panel(request: Request, name: str) -> dict[str, Any]:
@@ -88,7 +78,7 @@ async def check(request: Request, name: str, principal: Caller) -> dict[str, Any
     """Run the checks in the guest over its serial console (this takes the console over for
     the time of the checks, as `lab scenario check` does) and keep the results."""
     require_action(principal, CONNECT_ACTION, _vm_id(name))
-    results, attempt = await checker(request).check(name)
+    results, attempt = await lab_of(request).scenario_checks.check(name)
     return {
         "passed": all(r.passed for r in results),
         "results": [{"name": r.name, "passed": r.passed, "saw": r.saw} for r in results],
