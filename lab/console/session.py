@@ -52,6 +52,10 @@ class ConsoleClosed(EOF):  # type: ignore[misc]
         self.reason = reason
 
 
+class CommandFailed(RuntimeError):
+    """A command run with `ConsoleSession.run_ok` exited with a non-zero status."""
+
+
 class ConsoleSession(SpawnBase):  # type: ignore[misc]
     #: What a terminal sends for Enter; the guest's tty maps it to a newline.
     enter = "\r"
@@ -208,6 +212,15 @@ class ConsoleSession(SpawnBase):  # type: ignore[misc]
         index = self.expect([PROMPT, r"[Ll]ogin incorrect"], timeout=30)
         if index == 1:
             raise PermissionError(f"login as {user!r} on {self.vm or 'the console'} was refused")
+
+    def run_ok(self, command: str, timeout: float = 60) -> str:
+        """`run`, for a step that must succeed: its output, or CommandFailed saying what the
+        command printed and its exit status."""
+        output, status = self.run(command, timeout)
+        if status != 0:
+            raise CommandFailed(f"`{command}` failed on {self.vm or 'the console'} with exit "
+                                f"status {status}: {output.strip()[-500:]}")  # fmt: skip
+        return output
 
     def run(self, command: str, timeout: float = 60) -> tuple[str, int]:
         """Run `command` in the logged-in shell; return (output, exit status)."""

@@ -17,8 +17,6 @@ def solve(session: ConsoleSession, vm: VmControls) -> None:
     boot_with_kernel_args(session, "init=/bin/bash")
     session.expect(SHELL, timeout=240)
     for command in FIX:
-        output, status = session.run(command, timeout=60)
-        if status != 0:
-            raise RuntimeError(f"`{command}` failed with status {status}: {output.strip()}")
+        session.run_ok(command)
     session.sendline("echo b > /proc/sysrq-trigger")
     wait_for_reboot(session)

@@ -19,8 +19,6 @@ def solve(session: ConsoleSession, vm: VmControls) -> None:
     session.sendline()
     session.expect(PROMPT, timeout=300)
     for command in FIX:
-        output, status = session.run(command, timeout=60)
-        if status != 0:
-            raise RuntimeError(f"`{command}` failed with status {status}: {output.strip()}")
+        session.run_ok(command)
     session.sendline("reboot -f")
     wait_for_reboot(session)

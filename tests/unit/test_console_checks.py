@@ -11,7 +11,7 @@ import pytest
 
 from lab.console.checks import reach_login, run_checks
 from lab.console.maintenance import maintenance_shell
-from lab.console.session import ConsoleSession
+from lab.console.session import CommandFailed, ConsoleSession
 from lab.domain.scenario import parse_scenario
 
 
@@ -100,3 +100,28 @@ def test_a_wrong_maintenance_password_is_refused_with_a_clear_error() -> None:
     with ConsoleSession(console, timeout=5) as session, pytest.raises(PermissionError) as err:
         maintenance_shell(session, "wrong", timeout=5, tries=2)
     assert "refused 2 times" in str(err.value)
+
+
+class ShellConsole(ScriptedConsole):
+    """A shell that answers `run`'s marker lines: the command prints `said` and exits `status`."""
+
+    def __init__(self, said: str, status: int) -> None:
+        super().__init__("")
+        self.said, self.status = said, status
+
+    def send(self, data: bytes) -> None:
+        line = data.decode()
+        tag = line.split("__LAB_B_ ", 1)[1].split(";", 1)[0]
+        answer = f"__LAB_B_{tag}\r\n{self.said}\r\n__LAB_E_{tag} {self.status}\r\n"
+        self.incoming.put(answer.encode())
+
+
+def test_run_ok_returns_the_output_or_says_what_failed() -> None:
+    with ConsoleSession(ShellConsole("mounted", 0), timeout=5) as session:
+        assert session.run_ok("mount /dev/vda1 /root").strip() == "mounted"
+    failing = ShellConsole("sh: sed: not found", 127)
+    with ConsoleSession(failing, vm="vm1", timeout=5) as session, \
+            pytest.raises(CommandFailed) as err:  # fmt: skip
+        session.run_ok("sed -i s/a/b/ f")
+    assert "`sed -i s/a/b/ f` failed on vm1 with exit status 127: sh: sed: not found" in str(
+        err.value)
