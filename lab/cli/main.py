@@ -14,6 +14,7 @@ from lab.api.security.tokens import ROLES, issue, signing_key
 from lab.cli import diagnostics, images, output, scenario, vm, vmss
 from lab.cli.common import client, ensure_daemon, handle_errors
 from lab.domain.errors import InvalidInput, LabError
+from lab.domain.rbac import RoleDefinition, custom_role, parse_role_definition
 from lab.settings import get_settings
 
 
@@ -122,33 +123,62 @@ def status(as_json: bool) -> None:
     type=click.Choice(list(ROLES)),
     help="A built-in role (default Contributor); repeat for several assignments.",
 )
+@click.option("--action", "actions", multiple=True,
+              help="An action of a custom role, e.g. Microsoft.SerialConsole/serialPorts/"
+              "connect/action; repeat for several.")  # fmt: skip
+@click.option("--not-action", "not_actions", multiple=True,
+              help="An action the custom role of --action excludes.")  # fmt: skip
+@click.option("--role-name", default="Custom", show_default=True,
+              help="The name of the custom role of --action.")  # fmt: skip
+@click.option("--role-file", "role_files", multiple=True, type=click.Path(dir_okay=False),
+              help="A custom role definition, as `az role definition create` takes it "
+              '(JSON: {"Name", "Actions", "NotActions"}); repeat for several.')  # fmt: skip
 @click.option(
     "--scope",
     "scopes",
     multiple=True,
-    help="The scope of the --role at the same position: /subscriptions/<id>, "
+    help="The scope of the role at the same position (built-in roles first, then the custom "
+    "role of --action, then each --role-file): /subscriptions/<id>, "
     "/subscriptions/<id>/resourceGroups/<rg>, or a resource id (default: everything).",
 )
 @click.option("--expires", "expires_minutes", type=float, default=60.0, show_default=True,
               help="Minutes until the token expires.")  # fmt: skip
 @handle_errors
 def token(
-    user: str, roles: tuple[str, ...], scopes: tuple[str, ...], expires_minutes: float
-) -> None:
+    user: str, roles: tuple[str, ...], actions: tuple[str, ...], not_actions: tuple[str, ...],
+    role_name: str, role_files: tuple[str, ...], scopes: tuple[str, ...],
+    expires_minutes: float,
+) -> None:  # fmt: skip
     """Print a bearer token for the Azure-compatible API.
 
-    Each --role is assigned at the --scope given in the same position, e.g.
+    Each role is assigned at the --scope given in the same position, e.g.
     `lab token --role Reader --role "Virtual Machine Contributor" --scope /subscriptions/S
     --scope /subscriptions/S/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1`.
+    A custom role: `lab token --action Microsoft.SerialConsole/serialPorts/connect/action
+    --action Microsoft.Compute/virtualMachines/read`, or `--role-file role.json`.
     """
-    roles = roles or ("Contributor",)
-    if len(scopes) > len(roles):
-        raise InvalidInput(f"{len(scopes)} --scope for {len(roles)} --role; give one scope "
+    if not_actions and not actions:
+        raise InvalidInput("--not-action needs --action: it narrows the custom role's actions",
+                           target="not-action")  # fmt: skip
+    definitions: list[str | RoleDefinition] = list(roles)
+    if actions:
+        definitions.append(custom_role(role_name, actions, not_actions))
+    definitions += [parse_role_definition(_read_text(f), f) for f in role_files]
+    definitions = definitions or ["Contributor"]
+    if len(scopes) > len(definitions):
+        raise InvalidInput(f"{len(scopes)} --scope for {len(definitions)} roles; give one scope "
                            "per role, in the same order", target="scope")  # fmt: skip
-    pairs = [(r, scopes[i] if i < len(scopes) else "/") for i, r in enumerate(roles)]
+    pairs = [(r, scopes[i] if i < len(scopes) else "/") for i, r in enumerate(definitions)]
     settings = get_settings()
     key = signing_key(settings.tls_dir / "token-signing.key")
     print(issue(key, user=user, roles=pairs, expires_in=expires_minutes * 60))
+
+
+def _read_text(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror}", target=path) from None
 
 
 @cli.command()

@@ -1,6 +1,7 @@
 """Azure role-based access control, as much as the lab needs: built-in roles with Azure's
-action strings (wildcards included), and role assignments at subscription, resource-group or
-resource scope.
+action strings (wildcards included), custom roles (a name, `Actions` and `NotActions`, as
+`az role definition create` takes them), and role assignments at subscription, resource-group
+or resource scope.
 
 An assignment grants its role's actions on its scope and everything under it: a role at
 `/subscriptions/S/resourceGroups/rg` covers every VM in `rg`, and nothing in another group.
@@ -8,6 +9,9 @@ An assignment grants its role's actions on its scope and everything under it: a 
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
@@ -19,6 +23,8 @@ class RoleDefinition:
     name: str
     actions: tuple[str, ...]
     not_actions: tuple[str, ...] = ()
+    #: A custom role travels in the token with its actions; a built-in one by name.
+    custom: bool = False
 
     def allows(self, action: str) -> bool:
         act = action.lower()
@@ -62,6 +68,35 @@ BUILTIN_ROLES: dict[str, RoleDefinition] = {
 
 ROLE_NAMES = tuple(BUILTIN_ROLES)
 
+#: An action string as Azure writes them: `Provider.Namespace/type[/...]/verb`, `*` wildcards.
+_ACTION = re.compile(r"^(\*|[A-Za-z0-9*][A-Za-z0-9.*-]*(/[A-Za-z0-9*][A-Za-z0-9.*-]*)+)$")
+
+
+def custom_role(
+    name: str, actions: Sequence[str], not_actions: Sequence[str] = ()
+) -> RoleDefinition:
+    """A custom role, as `az role definition create` takes one: a name that is not a built-in
+    role's, and its `Actions` (at least one) and `NotActions`, each an action string."""
+    name = name.strip()
+    if not name:
+        raise InvalidInput("a custom role needs a name", target="Name")
+    if any(known.lower() == name.lower() for known in ROLE_NAMES):
+        raise InvalidInput(f"custom role name '{name}' is a built-in role's; choose another",
+                           target="Name", code="RoleDefinitionLimitExceeded")  # fmt: skip
+    if not actions:
+        raise InvalidInput(f"custom role '{name}' has no Actions; give at least one, e.g. "
+                           "Microsoft.SerialConsole/serialPorts/connect/action",
+                           target="Actions")  # fmt: skip
+    for field, values in (("Actions", actions), ("NotActions", not_actions)):
+        for action in values:
+            if not isinstance(action, str) or not _ACTION.match(action):
+                raise InvalidInput(
+                    f"custom role '{name}': {field} entry {action!r} is not an action string "
+                    "such as Microsoft.Compute/virtualMachines/read or Microsoft.Compute/*",
+                    target=field, code="InvalidActionOrNotAction",
+                )  # fmt: skip
+    return RoleDefinition(name, tuple(actions), tuple(not_actions), custom=True)
+
 
 def role(name: str) -> RoleDefinition:
     for known in BUILTIN_ROLES.values():
@@ -71,6 +106,34 @@ def role(name: str) -> RoleDefinition:
         f"unknown role '{name}'; the lab knows the built-in roles: {', '.join(ROLE_NAMES)}",
         target="role", code="RoleDefinitionDoesNotExist",
     )  # fmt: skip
+
+
+def parse_role_definition(text: str, source: str) -> RoleDefinition:
+    """A custom role from a role definition in Azure's JSON shape (what `az role definition
+    create --role-definition` reads): `Name`, `Actions`, optional `NotActions`. Other fields
+    (`Description`, `AssignableScopes`, `DataActions`, ...) are accepted and ignored."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"{source}:{exc.lineno}: not JSON: {exc.msg}",
+                           target=source) from None  # fmt: skip
+    if not isinstance(doc, dict):
+        raise InvalidInput(f'{source}: a role definition is a JSON object {{"Name", "Actions", '
+                           '"NotActions"}', target=source)  # fmt: skip
+    fields = {k.lower(): v for k, v in doc.items()}
+    for field in ("actions", "notactions"):
+        value = fields.get(field, [])
+        if not isinstance(value, list):
+            raise InvalidInput(f"{source}: {field} must be a list of action strings, not "
+                               f"{type(value).__name__}", target=field)  # fmt: skip
+    name = fields.get("name", fields.get("rolename"))
+    if not isinstance(name, str):
+        raise InvalidInput(f'{source}: the role definition has no "Name"', target="Name")
+    try:
+        return custom_role(name, fields.get("actions", []), fields.get("notactions", []))
+    except InvalidInput as exc:
+        raise InvalidInput(f"{source}: {exc.message}", target=exc.target,
+                           code=exc.code) from None  # fmt: skip
 
 
 def normalise_scope(scope: str) -> str:

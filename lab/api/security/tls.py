@@ -1,8 +1,8 @@
 """The lab's local certificate authority and its HTTPS server certificate.
 
 On first use the lab creates a CA and a server certificate for `localhost` and `127.0.0.1` in
-`<data dir>/tls/`; clients trust the CA file (`REQUESTS_CA_BUNDLE`). Private keys are written
-with mode 0600. The server accepts TLS 1.2 and later only, as Azure does.
+`<data dir>/tls/` (mode 0700); clients trust the CA file (`REQUESTS_CA_BUNDLE`). Private keys
+are written with mode 0600. The server accepts TLS 1.2 and later only, as Azure does.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from lab.api.security.files import private_dir, private_file
 
 _VALIDITY = datetime.timedelta(days=825)
 
@@ -42,9 +44,11 @@ def tls_files(tls_dir: Path) -> TlsFiles:
 def ensure_certificates(tls_dir: Path) -> TlsFiles:
     """Create the CA and the server certificate unless both exist; return their paths."""
     files = tls_files(tls_dir)
+    private_dir(tls_dir)
     if all(p.exists() for p in (files.ca_cert, files.ca_key, files.server_cert, files.server_key)):
+        private_file(files.ca_key)
+        private_file(files.server_key)
         return files
-    tls_dir.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Serial Console Lab local CA")])
@@ -110,6 +114,7 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
     )
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
+        os.fchmod(f.fileno(), 0o600)  # O_CREAT's mode does not apply to a file that exists
         f.write(pem)
 
 

@@ -2,8 +2,9 @@
 
 HS256 JWTs signed with a per-lab secret (`<data dir>/tls/token-signing.key`, mode 0600), with
 Azure's audience and the claims the API needs: who (`name`, `oid`), their role assignments
-(`roles`: a list of `{"role", "scope"}`), issue and expiry times. Anything else (expired, wrong
-signature, wrong audience, `alg: none`, missing) is refused with a 401 and Azure's body.
+(`roles`: a list of `{"role", "scope"}`, plus `actions` and `notActions` for a custom role),
+issue and expiry times. Anything else (expired, wrong signature, wrong audience, `alg: none`,
+missing) is refused with a 401 and Azure's body.
 """
 
 from __future__ import annotations
@@ -12,13 +13,23 @@ import os
 import secrets
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jwt
 
+from lab.api.security.files import private_dir, private_file
 from lab.domain.errors import InvalidInput, LabError
-from lab.domain.rbac import ROLE_NAMES, RoleAssignment, normalise_scope, role
+from lab.domain.rbac import (
+    ROLE_NAMES,
+    RoleAssignment,
+    RoleDefinition,
+    custom_role,
+    normalise_scope,
+    role,
+)
 
 AUDIENCE = "https://management.azure.com/"
 ISSUER = "https://serial-console-lab.local/"
@@ -41,23 +52,47 @@ class Principal:
 
 
 def signing_key(path: Path) -> bytes:
-    """The lab's token signing secret, created on first use (mode 0600)."""
+    """The lab's token signing secret, created on first use (mode 0600, in a 0700 directory)."""
+    private_dir(path.parent)
     try:
-        return path.read_bytes()
+        key = path.read_bytes()
     except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
         key = secrets.token_bytes(32)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(key)
         return key
+    private_file(path)  # one made by an older lab, or loosened by hand
+    return key
 
 
-def issue(key: bytes, *, user: str, roles: list[tuple[str, str]], expires_in: float = 3600) -> str:
-    """A token for `user` holding `roles`: (role name, scope) pairs, checked here."""
+def _assignment_claim(definition: str | RoleDefinition, scope: str) -> dict[str, Any]:
+    if isinstance(definition, str):
+        return {"role": role(definition).name, "scope": normalise_scope(scope)}
+    # A custom role is not stored anywhere: the (signed) token carries its actions.
+    return {"role": definition.name, "scope": normalise_scope(scope),
+            "actions": list(definition.actions),
+            "notActions": list(definition.not_actions)}  # fmt: skip
+
+
+def _assignment(claim: dict[str, Any]) -> RoleAssignment:
+    if "actions" in claim:
+        definition = custom_role(str(claim["role"]), list(claim["actions"]),
+                                 list(claim.get("notActions", [])))  # fmt: skip
+    else:
+        definition = role(claim["role"])
+    return RoleAssignment(definition, normalise_scope(claim["scope"]))
+
+
+def issue(
+    key: bytes, *, user: str, roles: Sequence[tuple[str | RoleDefinition, str]],
+    expires_in: float = 3600,
+) -> str:  # fmt: skip
+    """A token for `user` holding `roles`: (built-in role name or custom role, scope) pairs,
+    checked here."""
     if not roles:
         raise InvalidInput("a token needs at least one role assignment", target="role")
-    assignments = [{"role": role(r).name, "scope": normalise_scope(s)} for r, s in roles]
+    assignments = [_assignment_claim(r, s) for r, s in roles]
     now = int(time.time())
     claims = {"aud": AUDIENCE, "iss": ISSUER, "iat": now, "nbf": now,
               "exp": now + int(expires_in), "name": user,
@@ -84,9 +119,7 @@ def verify(key: bytes, authorization: str | None) -> Principal:
     except jwt.InvalidTokenError as exc:
         raise AuthenticationFailed(f"The access token is invalid: {exc}.") from None
     try:
-        assignments = tuple(
-            RoleAssignment(role(a["role"]), normalise_scope(a["scope"])) for a in claims["roles"]
-        )
+        assignments = tuple(_assignment(a) for a in claims["roles"])
         return Principal(str(claims["name"]), str(claims["oid"]), assignments)
     except (KeyError, TypeError, LabError) as exc:
         raise AuthenticationFailed(f"The access token's claims are invalid: {exc}.") from None
