@@ -101,6 +101,16 @@ class ImageError(LabError):
     status = 500
 
 
+class CorruptState(LabError):
+    """A file of lab state (JSON under `<data dir>`) that is cut short or not what the lab
+    wrote; the message names the file, what is wrong with it and how to recover. The lab never
+    silently starts over with empty state."""
+
+    code = "CorruptState"
+    status = 500
+    exit_code = 6
+
+
 class DaemonUnavailable(LabError):
     """The CLI could not reach the lab daemon."""
 

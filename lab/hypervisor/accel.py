@@ -15,6 +15,10 @@ import signal
 import subprocess
 from pathlib import Path
 
+# The verdict is a small cache file like the lab's state: written and read the same way.
+from lab.storage.blobs import write_atomic
+from lab.storage.state import load_cache
+
 PROBE_MARKER = b"LAB-PROBE-OK"
 PROBE_TIMEOUT_S = 20.0
 
@@ -53,14 +57,12 @@ def choose_accel(setting: str, kernel: Path, initrd: Path, cache_file: Path) -> 
     if setting in ("kvm", "qemu"):
         return setting, f"forced by LAB_ACCEL={setting}"
     key = f"{platform.release()}|{kernel.resolve()}"
-    try:
-        cached = json.loads(cache_file.read_text())
-        if cached.get("key") == key:
-            return str(cached["accel"]), str(cached["why"]) + " (cached)"
-    except (OSError, ValueError, KeyError):
-        pass
+    cached = load_cache(cache_file, "the KVM probe's verdict")
+    if cached is not None and cached.get("key") == key and {"accel", "why"} <= cached.keys():
+        return str(cached["accel"]), str(cached["why"]) + " (cached)"
     works, why = probe_kvm(kernel, initrd)
     accel = "kvm" if works else "qemu"
     cache_file.parent.mkdir(parents=True, exist_ok=True)
-    cache_file.write_text(json.dumps({"key": key, "accel": accel, "why": why}))
+    verdict = {"key": key, "accel": accel, "why": why}
+    write_atomic(cache_file, json.dumps(verdict).encode())
     return accel, why

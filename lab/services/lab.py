@@ -44,6 +44,9 @@ class Lab:
         self.scenarios = ScenarioService(self.ctx, self.vms, state)
         self.scenario_checks = ScenarioChecker(self.scenarios, self.consoles)
         self.reconciler = Reconciler(self.vms, self.storage_accounts, self.scale_sets)
+        # Now that every service declared its part: a damaged state file stops the lab here,
+        # with what is wrong and how to recover, not at some later request.
+        state.check()
         self.accel_reason = ""
         hypervisor.on_lifecycle(self._on_lifecycle)
 

@@ -51,6 +51,7 @@ class ScaleSetService:
     ) -> None:
         self.vms = vms
         self.state = state
+        state.section(_KEY, dict[str, ScaleSetModel], "the scale sets' models")
         self.boot_slot_timeout = boot_slot_timeout
         self._slots = asyncio.Semaphore(max(1, os.cpu_count() or 1))
         #: One lock per set: a PUT, a scale and an upgrade of one set never interleave.

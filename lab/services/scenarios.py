@@ -16,6 +16,8 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+from typing_extensions import TypedDict
+
 from lab.domain.boot_diagnostics import MANAGED_ACCOUNT
 from lab.domain.errors import Conflict, InvalidInput, NotFound
 from lab.domain.labfile import DEFAULT_SUBSCRIPTION_ID
@@ -43,6 +45,13 @@ from lab.storage.state import StateFile
 GROUP = "scenarios"
 _KEY = "scenarioAttempts"
 GRUB_CFG = "/boot/grub/grub.cfg"
+
+
+class AttemptRecord(TypedDict):
+    """What every kept attempt must have (the state file's check; attempts hold more)."""
+
+    scenario: str
+    startedAt: float
 
 
 def apply_break(fs: RootFs, step: Break) -> None:
@@ -86,6 +95,7 @@ class ScenarioService:
         self.ctx = ctx
         self.vms = vms
         self.state = state
+        state.section(_KEY, list[AttemptRecord], "the scenario attempts")
 
     # -- the catalogue ----------------------------------------------------------------------------
     def catalogue(self) -> builtins.list[Scenario]:

@@ -48,6 +48,8 @@ class SerialConsoleService:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:  # fmt: skip
         self.state = state
+        state.section(_DISABLED, list[str], "the serial console's switch")
+        state.section(_PORTS, dict[str, dict[str, str]], "the serial ports' settings")
         self.storage = storage
         self.clock = clock
         self._sessions: dict[str, GatewaySession] = {}

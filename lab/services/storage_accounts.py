@@ -17,6 +17,7 @@ _KEY = "storageAccounts"
 class StorageAccountService:
     def __init__(self, state: StateFile) -> None:
         self.state = state
+        state.section(_KEY, dict[str, StorageAccount], "the storage accounts")
 
     def list(
         self, subscription: str | None = None, group: str | None = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,16 +106,37 @@ class BlobStore:
         write_atomic(path, data)
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write, fsync, rename: a reader sees the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+def write_atomic(
+    path: Path, data: bytes, mode: int = 0o644, *, keep_previous: bool = False
+) -> None:
+    """Write a temporary file in the same directory, fsync it, rename it over `path`, fsync the
+    directory: a reader (or the lab after a crash or power loss) sees the old file or the new
+    one, never half of one. With `keep_previous`, the old version stays as `<name>.prev` (a hard
+    link: no copy), for recovery by hand."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    link = tmp.with_name(f"{tmp.name}.prev")
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)  # mkstemp made it 0600; the umask does not apply
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if keep_previous and path.exists():
+            os.link(path, link)
+            os.replace(link, path.with_name(f"{path.name}.prev"))
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        link.unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename in `directory` durable (the new entry survives a power loss)."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from lab.domain.errors import InvalidInput
 from lab.storage.blobs import MAX_READ, BlobRange, write_atomic
+from lab.storage.state import load_cache
 
 #: virtlogd's rotated files are `.0` (newest) up to `.N`; more than it ever keeps by default.
 MAX_BACKUPS = 16
@@ -117,11 +118,8 @@ class RotatingLog:
         return BlobRange(data=data, start=start, next=start + len(data), size=end)
 
     def _load_index(self) -> dict[str, object]:
-        try:
-            loaded = json.loads(self.index_path.read_text())
-        except (OSError, ValueError):
-            return {}
-        return loaded if isinstance(loaded, dict) else {}
+        # A damaged index is kept aside with a warning; offsets then continue from the files.
+        return load_cache(self.index_path, "the log's offset index") or {}
 
     def _save_index(self, segments: list[Segment], old: dict[str, object]) -> None:
         if not segments:

@@ -25,6 +25,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -36,7 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from lab.domain.errors import ImageError, NotFound
+from lab.domain.errors import CorruptState, ImageError, NotFound
 from lab.storage.images import debpkg
 from lab.storage.images.builder import (
     BOOT_METHODS,
@@ -48,6 +49,8 @@ from lab.storage.images.builder import (
 )
 from lab.storage.images.commands import release_mounts
 from lab.storage.images.registry import BUILDERS
+
+log = logging.getLogger(__name__)
 
 MANIFEST_FILE: Final = "manifest.json"
 DEBS_DIR: Final = "debs"
@@ -135,7 +138,7 @@ def content_hash(recipe: str, pins: Mapping[str, str]) -> str:
     return digest.hexdigest()
 
 
-def _fsync_tree(root: Path) -> None:
+def fsync_tree(root: Path) -> None:
     """Flush a finished build to disk before it is published by rename."""
     for path in [*root.rglob("*"), root]:
         if path.is_symlink():
@@ -176,7 +179,11 @@ class ImageCache:
         result = []
         for entry in sorted(self.cache_dir.iterdir()):
             if entry.is_symlink() and _NAME.fullmatch(entry.name):
-                manifest = self._current(entry.name)
+                try:
+                    manifest = self._current(entry.name)
+                except CorruptState as exc:
+                    log.warning("%s", exc.message)  # `get` of that image says so too
+                    continue
                 if manifest is not None:
                     result.append(manifest)
         return result
@@ -226,7 +233,10 @@ class ImageCache:
             pins = self._resolve(name, builder, recipe_dir, rhash, report)
         except ImageError:
             # Offline or apt broken: an existing build of this very recipe still serves.
-            current = self._current(name)
+            try:
+                current = self._current(name)
+            except CorruptState:
+                current = None
             if current is not None and current.recipe_hash == rhash and not force:
                 report(f"Cannot check package versions; using image {name} as built", 1.0)
                 return current
@@ -279,24 +289,43 @@ class ImageCache:
             )
         return builder
 
-    def _read_manifest(self, directory: Path) -> ImageManifest | None:
+    def _read_manifest(self, directory: Path, name: str) -> ImageManifest | None:
+        """The build's manifest; None when there is none; `CorruptState` when it is damaged
+        (an image is never taken for "not built" because its manifest cannot be read)."""
+        path = directory / MANIFEST_FILE
         try:
-            return ImageManifest.from_json((directory / MANIFEST_FILE).read_text())
-        except (OSError, ValueError, TypeError):
+            text = path.read_text()
+        except FileNotFoundError:
             return None
+        except (OSError, ValueError) as exc:
+            problem: Exception = exc
+        else:
+            try:
+                return ImageManifest.from_json(text)
+            except (ValueError, TypeError) as exc:
+                problem = exc
+        raise CorruptState(
+            f"The image manifest {path} is damaged ({problem}). `lab image build {name} --force` "
+            "builds the image again.",
+            target=str(path),
+        )
 
     def _current(self, name: str) -> ImageManifest | None:
         pointer = self.cache_dir / name
         if not pointer.is_symlink():
             return None
-        manifest = self._read_manifest(pointer)
+        manifest = self._read_manifest(pointer, name)
         if manifest is None or manifest.name != name:
             return None
         return manifest
 
     def _lookup(self, name: str, chash: str) -> ImageManifest | None:
         directory = self.cache_dir / f"{name}-{chash[:12]}"
-        manifest = self._read_manifest(directory)
+        try:
+            manifest = self._read_manifest(directory, name)
+        except CorruptState as exc:
+            log.warning("%s Building it again.", exc.message)
+            return None
         if manifest is None or manifest.name != name or manifest.content_hash != chash:
             return None
         if not all((directory / f).is_file() for f in manifest.files):
@@ -423,7 +452,7 @@ class ImageCache:
             for path in out_dir.iterdir():
                 path.chmod(0o644)
             out_dir.chmod(0o755)
-            _fsync_tree(out_dir)
+            fsync_tree(out_dir)
 
             final = self.cache_dir / f"{name}-{chash[:12]}"
             if final.exists():

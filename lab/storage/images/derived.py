@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from lab.storage.images.cache import ImageCache, ImageManifest
+from lab.storage.images.cache import ImageCache, ImageManifest, fsync_tree
 
 #: `make_disk(base_disk, out_disk)` writes the derived qcow2 disk.
 MakeDisk = Callable[[Path, Path], None]
@@ -42,6 +42,7 @@ def _build(cache: ImageCache, base: ImageManifest, name: str, chash: str, target
                 os.link(base_dir / other, work / other)
         manifest = dataclasses.replace(base, name=name, content_hash=chash, disk="disk.qcow2")
         (work / "manifest.json").write_text(manifest.to_json())
+        fsync_tree(work)  # on disk before it is published by the rename
         try:
             work.rename(target)  # atomic: readers see all of it or nothing
         except OSError:
