@@ -18,7 +18,8 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from lab.api.azure.common import ApiVersion, Caller
+from lab.api.azure.common import ApiVersion, Caller, require_action
+from lab.api.security.tokens import Principal
 from lab.domain.errors import LabError, NotFound
 
 router = APIRouter()
@@ -26,9 +27,16 @@ log = logging.getLogger(__name__)
 RETRY_AFTER_S = 1
 
 
+#: Reading an operation's status (Azure's action for the location-based operation routes).
+OPERATION_READ = "Microsoft.Compute/locations/operations/read"
+
+
 @dataclass
 class Operation:
     id: str
+    #: The path of the request that started it (the resource, or its action): polling needs
+    #: OPERATION_READ over it, so a caller sees only the operations of what it may read.
+    scope: str = "/"
     started: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     ended: str | None = None
     error: LabError | None = None
@@ -48,7 +56,7 @@ def start_operation(
     """Run `work` in the background; answer `status` (202, or 201 with `body` for a PUT that
     creates) with the headers the SDK pollers follow."""
     ops: dict[str, Operation] = request.app.state.operations
-    op = Operation(str(uuid.uuid4()))
+    op = Operation(str(uuid.uuid4()), scope=request.url.path)
 
     async def run() -> None:
         try:
@@ -77,11 +85,14 @@ def start_operation(
     return Response(status_code=status, headers=headers)
 
 
-def _operation(request: Request, operation_id: str) -> Operation:
+def _operation(request: Request, operation_id: str, principal: Principal) -> Operation:
+    """The operation, if the caller may read it. Its id is a random UUID, so answering 404
+    before the authorization check tells an outsider nothing."""
     op = request.app.state.operations.get(operation_id)
     if op is None:
         raise NotFound(f"The operation '{operation_id}' was not found.", target=operation_id)
     assert isinstance(op, Operation)
+    require_action(principal, OPERATION_READ, op.scope)
     return op
 
 
@@ -91,9 +102,9 @@ _OPS = "/subscriptions/{subscription}/providers/Microsoft.Compute/locations/{loc
 @router.get(_OPS + "/operations/{operation_id}")
 def operation_status(
     request: Request, subscription: str, location: str, operation_id: str, _v: ApiVersion,
-    _c: Caller,
+    principal: Caller,
 ) -> dict[str, Any]:  # fmt: skip
-    op = _operation(request, operation_id)
+    op = _operation(request, operation_id, principal)
     body: dict[str, Any] = {"name": op.id, "status": op.status, "startTime": op.started}
     if op.ended:
         body["endTime"] = op.ended
@@ -105,9 +116,9 @@ def operation_status(
 @router.get(_OPS + "/operationResults/{operation_id}")
 def operation_result(
     request: Request, subscription: str, location: str, operation_id: str, _v: ApiVersion,
-    _c: Caller,
+    principal: Caller,
 ) -> Response:  # fmt: skip
-    op = _operation(request, operation_id)
+    op = _operation(request, operation_id, principal)
     if op.status == "InProgress":
         return Response(status_code=202, headers={"Retry-After": str(RETRY_AFTER_S)})
     if op.error:

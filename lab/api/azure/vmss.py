@@ -301,7 +301,8 @@ for _path in arm_paths(f"/providers/{SETS}"):
         request: Request, subscription: str, group: str, name: str, _v: ApiVersion,
         principal: Caller,
     ) -> JSONResponse:  # fmt: skip
-        model = _authorized(request, principal, subscription, group, name, f"{SETS}/read")
+        model = _authorized(request, principal, subscription, group, name,
+                            f"{SETS}/instanceView/read")  # fmt: skip
         views = lab_of(request).scale_sets.instances(model)
         counts: dict[str, int] = {}
         for v in views:
@@ -390,7 +391,7 @@ for _path in _INSTANCE_PATHS:
         _v: ApiVersion, principal: Caller,
     ) -> JSONResponse:  # fmt: skip
         _model, view = _instance(request, principal, subscription, group, name, instance_id,
-                                 f"{INSTANCES}/read")  # fmt: skip
+                                 f"{INSTANCES}/instanceView/read")  # fmt: skip
         return JSONResponse(instance_view(request, view))
 
     @router.post(_path + "/{instance_id}/retrieveBootDiagnosticsData")
