@@ -12,7 +12,7 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from typing import Final, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from lab.domain.errors import InvalidInput
 
@@ -89,6 +89,51 @@ def validate_storage_account_name(name: str, *, target: str = "name") -> None:
         "use numbers and lower-case letters only.",
         target,
     )
+
+
+BLOB_NAME_MAX: Final = 1024
+#: Percent-decoding rounds a blob name is checked through (`%252e` is `%2e` is `.`).
+_BLOB_DECODE_ROUNDS: Final = 4
+
+
+def _blob_name_problem(name: str) -> str | None:
+    if not name:
+        return "it is empty"
+    if len(name) > BLOB_NAME_MAX:
+        return f"it is longer than {BLOB_NAME_MAX} characters"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        return "it holds a control character (such as NUL)"
+    if "\\" in name:
+        return "it holds a backslash"
+    if name.startswith("/"):
+        return "it is an absolute path (starts with '/')"
+    segments = name.split("/")
+    if any(s in (".", "..") for s in segments):
+        return "it has a '.' or '..' path segment"
+    if "" in segments:
+        return "it has an empty path segment ('//' or a trailing '/')"
+    return None
+
+
+def validate_blob_name(name: str, *, target: str = "blob") -> None:
+    """A blob name: 1-1,024 characters, '/' between virtual directories. Refused besides, as
+    spellings of a path that leaves the container, in the name as given and in every
+    percent-decoded form of it (any case, encoded more than once): '.' and '..' segments, a
+    leading '/', empty segments, backslashes and control characters (NUL)."""
+    seen = name
+    for _ in range(_BLOB_DECODE_ROUNDS):
+        problem = _blob_name_problem(seen)
+        if problem is not None:
+            shown = repr(name) if seen == name else f"{name!r} (decoded: {seen!r})"
+            raise InvalidInput(f"The blob name {shown} is not allowed: {problem}.",
+                               target=target, code="InvalidResourceName")  # fmt: skip
+        decoded = unquote(seen) if "%" in seen else seen
+        if decoded == seen:
+            return
+        seen = decoded
+    raise InvalidInput(f"The blob name {name!r} is not allowed: it is percent-encoded more than "
+                       f"{_BLOB_DECODE_ROUNDS - 1} times.", target=target,
+                       code="InvalidResourceName")  # fmt: skip
 
 
 def validate_resource_group_name(name: str, *, target: str = "name") -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab.domain.errors import InvalidInput, NotFound
+from lab.domain.names import validate_blob_name
 
 _ACCOUNT = re.compile(r"^[a-z0-9]{3,24}$")
 _CONTAINER = re.compile(r"^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}$")
@@ -33,17 +34,16 @@ class BlobRange:
 
 
 def check_blob_name(blob: str) -> None:
-    bad = (
-        not blob
-        or len(blob) > 1024
-        or "\x00" in blob
-        or "/" in blob
-        or "\\" in blob
-        or blob in (".", "..")
-        or blob.startswith(".")
-    )
-    if bad:
-        raise InvalidInput(f"invalid blob name {blob!r}", target="blob", code="InvalidResourceName")
+    """Azure's blob name rules and traversal spellings (`validate_blob_name`), and what a flat
+    directory of files needs besides: no '/' (no virtual directories in a boot-diagnostics
+    container) and no leading '.' (the store's own temporary files)."""
+    validate_blob_name(blob, target="blob")
+    if "/" in blob or blob.startswith("."):
+        raise InvalidInput(
+            f"The blob name {blob!r} is not allowed here: boot-diagnostics containers hold no "
+            "'/' (virtual directories) and no names starting with '.'.",
+            target="blob", code="InvalidResourceName",
+        )  # fmt: skip
 
 
 class BlobStore:
@@ -51,9 +51,9 @@ class BlobStore:
         self.root = root
 
     def path(self, account: str, container: str, blob: str) -> Path:
-        if not _ACCOUNT.match(account):
+        if not _ACCOUNT.fullmatch(account):
             raise InvalidInput(f"invalid storage account name {account!r}", target="account")
-        if not _CONTAINER.match(container):
+        if not _CONTAINER.fullmatch(container):
             raise InvalidInput(
                 f"invalid container name {container!r}", target="container",
                 code="InvalidResourceName",

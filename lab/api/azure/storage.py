@@ -14,11 +14,12 @@ from xml.sax.saxutils import escape
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.convertors import Convertor, register_url_convertor
 
 from lab.api.azure.common import ApiVersion, Caller, arm_paths, lab_of, require_action
 from lab.api.security import sas
 from lab.domain.errors import LabError, NotFound
-from lab.domain.names import validate_storage_account_name
+from lab.domain.names import validate_blob_name, validate_storage_account_name
 from lab.domain.power import PowerState
 from lab.domain.storage_account import StorageAccount
 from lab.domain.vm import VmView
@@ -240,11 +241,41 @@ async def _blob_content(request: Request, view: VmView, kind: str, rng: tuple[in
     return BlobRange(data[first:end], first, end, len(data)), "image/bmp"
 
 
-@blob_router.head("/{account}/{container}/{blob}", include_in_schema=False)
-@blob_router.get("/{account}/{container}/{blob}")
+class _AccountSegment(Convertor[str]):
+    """A path's first segment that can be a storage account: 3-24 lowercase letters and digits,
+    but not `subscriptions/` or `providers/`, so ARM paths keep ARM's own answers (a JSON 404
+    or 405) however many segments they have."""
+
+    regex = r"(?!(?:subscriptions|providers)/)[a-z0-9]{3,24}"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+class _BlobName(_AccountSegment):
+    """The rest of the path, '/' and control characters (a decoded `%0A`) included: whatever
+    name is asked for reaches the handler and gets Azure Storage's XML answer, never the
+    router's JSON 404."""
+
+    regex = r"[\s\S]+"
+
+
+register_url_convertor("storage_account", _AccountSegment())
+register_url_convertor("blob_name", _BlobName())
+_BLOB_PATH = "/{account:storage_account}/{container}/{blob:blob_name}"
+
+
+@blob_router.head(_BLOB_PATH, include_in_schema=False)
+@blob_router.get(_BLOB_PATH)
 async def get_blob(request: Request, account: str, container: str, blob: str) -> Response:
     """Read a boot-diagnostics blob with a SAS (`?sv=...&sig=...`)."""
     try:
+        # First, and before any lookup: a name that spells a way out of its container (`..`,
+        # `%2e%2e` in any case or encoding, a leading '/', NUL, '\\') is a 400 whatever the SAS.
+        validate_blob_name(blob)
         sas.verify(request.app.state.storage_secret, account, container, blob,
                    dict(request.query_params))  # fmt: skip
         _check_account_access(request, account)
