@@ -51,6 +51,12 @@ class LabFileError(InvalidInput):
         self.field = field
 
 
+class ScenarioFileError(LabFileError):
+    """A scenario file (`scenarios/<name>/scenario.yaml`) that is not valid; located likewise."""
+
+    code = "InvalidScenario"
+
+
 class NotFound(LabError):
     code = "ResourceNotFound"
     status = 404

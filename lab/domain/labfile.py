@@ -16,15 +16,12 @@ pydantic error location maps back to a node. Parsing text is the only I/O-like t
 from __future__ import annotations
 
 import difflib
-import json
 import re
 import unicodedata
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from datetime import date
 from typing import Annotated, Any, Final, Literal, Union, get_args, get_origin
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -39,7 +36,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails, PydanticCustomError
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.nodes import ScalarNode
 
 from lab.domain import names
 from lab.domain.errors import InvalidInput, LabFileError
@@ -55,6 +52,14 @@ from lab.domain.sizes import (
     lookup_size,
     resolve_size,
     unknown_size_message,
+)
+from lab.domain.yamldoc import (
+    NULL_TAG,
+    Builder,
+    FieldPath,
+    compose,
+    describe,
+    format_path,
 )
 
 __all__ = [
@@ -74,16 +79,12 @@ __all__ = [
 DEFAULT_SUBSCRIPTION_ID: Final = "00000000-0000-0000-0000-000000000000"
 DEFAULT_LOCATION: Final = "westeurope"
 KERNEL_ARGS_MAX: Final = 1024
-#: Limits on the YAML itself: values after alias expansion, and nesting depth.
-MAX_NODES: Final = 20_000
-MAX_DEPTH: Final = 32
 
 _GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _LOCATION = re.compile(r"[a-z0-9]{1,64}")
 _IMAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _COMPUTER_PREFIX = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,8}")
 
-FieldPath = tuple[str | int, ...]
 
 
 # --- validation helpers -------------------------------------------------------------------------
@@ -554,7 +555,7 @@ class LabDefinition(_LabModel):
                 if other != here:
                     raise _fail(
                         f"storage account name '{account.name}' is already used by "
-                        f"{_format_path(other[:-1])}; storage account names must be unique "
+                        f"{format_path(other[:-1])}; storage account names must be unique "
                         "in the whole lab (as they are in all of Azure)",
                         *here,
                         related=other,
@@ -607,167 +608,6 @@ class LabDefinition(_LabModel):
         return next((g for g in self.resource_groups if names.same_name(g.name, name)), None)
 
 
-# --- YAML to data, keeping lines ----------------------------------------------------------------
-
-_MAP_TAG: Final = "tag:yaml.org,2002:map"
-_SEQ_TAG: Final = "tag:yaml.org,2002:seq"
-_MERGE_TAG: Final = "tag:yaml.org,2002:merge"
-_NULL_TAG: Final = "tag:yaml.org,2002:null"
-
-
-class _Builder:
-    """Builds plain data from YAML nodes, recording the line of every path it creates."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.lines: dict[FieldPath, int] = {}
-        self.raw: dict[FieldPath, str] = {}
-        self.count = 0
-        self.constructor = yaml.constructor.SafeConstructor()
-
-    def error(self, message: str, node: Node, path: FieldPath) -> LabFileError:
-        return LabFileError(
-            message,
-            source=self.source,
-            line=node.start_mark.line + 1,
-            field=_format_path(path) or None,
-        )
-
-    def build(self, node: Node, path: FieldPath, depth: int) -> Any:
-        self.count += 1
-        if self.count > MAX_NODES:
-            raise self.error(
-                f"the file is too large: it expands to more than {MAX_NODES} values "
-                "(check for anchors and aliases that repeat large parts)",
-                node,
-                path,
-            )
-        if depth > MAX_DEPTH:
-            raise self.error(f"values are nested more than {MAX_DEPTH} levels deep", node, path)
-        if isinstance(node, ScalarNode):
-            return self.scalar(node, path)
-        if isinstance(node, SequenceNode):
-            if node.tag != _SEQ_TAG:
-                raise self.error(f"unsupported YAML tag {node.tag} on a list", node, path)
-            items = []
-            for index, child in enumerate(node.value):
-                self.lines[(*path, index)] = child.start_mark.line + 1
-                items.append(self.build(child, (*path, index), depth + 1))
-            return items
-        if isinstance(node, MappingNode):
-            return self.mapping(node, path, depth)
-        raise self.error("unsupported YAML node", node, path)  # pragma: no cover
-
-    def scalar(self, node: ScalarNode, path: FieldPath, *, is_key: bool = False) -> Any:
-        if not is_key:
-            self.raw[path] = node.value
-        try:
-            return self.constructor.construct_object(node)
-        except Exception as exc:  # PyYAML's scalar constructors raise more than YAMLError
-            problem = getattr(exc, "problem", None) or str(exc)
-            raise self.error(
-                f"cannot read the value {node.value!r}: {problem}", node, path
-            ) from exc
-
-    def entries(
-        self, node: MappingNode, path: FieldPath, depth: int
-    ) -> list[tuple[Node, Node, bool]]:
-        """The key/value nodes of a mapping with merge keys (``<<: *x``) flattened.
-
-        Each entry says whether it is explicit; explicit keys win over merged ones.
-        """
-        if depth > MAX_DEPTH:
-            raise self.error(f"merges are nested more than {MAX_DEPTH} levels deep", node, path)
-        explicit: list[tuple[Node, Node, bool]] = []
-        merged: list[tuple[Node, Node, bool]] = []
-        for key, value in node.value:
-            if isinstance(key, ScalarNode) and key.tag == _MERGE_TAG:
-                sources = value.value if isinstance(value, SequenceNode) else [value]
-                for source in sources:
-                    if not isinstance(source, MappingNode) or source.tag != _MAP_TAG:
-                        raise self.error(
-                            "a merge key (<<) must be followed by a mapping or a list of "
-                            "mappings (usually an alias such as *defaults)",
-                            value,
-                            path,
-                        )
-                    merged.extend(
-                        (k, v, False) for k, v, _ in self.entries(source, path, depth + 1)
-                    )
-            else:
-                explicit.append((key, value, True))
-        return explicit + merged
-
-    def mapping(self, node: MappingNode, path: FieldPath, depth: int) -> dict[str, Any]:
-        if node.tag != _MAP_TAG:
-            raise self.error(f"unsupported YAML tag {node.tag} on a mapping", node, path)
-        result: dict[str, Any] = {}
-        key_lines: dict[str, int] = {}
-        for key_node, value_node, explicit in self.entries(node, path, depth):
-            key = self.key(key_node, path)
-            line = key_node.start_mark.line + 1
-            if key in key_lines:
-                if explicit:
-                    raise self.error(
-                        f"duplicate key '{key}' (first given at line {key_lines[key]}); "
-                        "each key may appear only once in a mapping",
-                        key_node,
-                        (*path, key),
-                    )
-                continue
-            key_lines[key] = line
-            self.lines[(*path, key)] = line
-            result[key] = self.build(value_node, (*path, key), depth + 1)
-        return result
-
-    def key(self, node: Node, path: FieldPath) -> str:
-        if not isinstance(node, ScalarNode):
-            raise self.error(
-                "a mapping key must be plain text, not a list or a mapping", node, path
-            )
-        key = self.scalar(node, path, is_key=True)
-        if not isinstance(key, str):
-            raise self.error(
-                f"the key {node.value!r} is not text (YAML reads it as "
-                f"{_describe(key)}); put it in quotes",
-                node,
-                path,
-            )
-        return key
-
-
-def _compose(text: str, source: str) -> Node | None:
-    try:
-        return yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        context = exc.context
-        if context and exc.context_mark is not None and exc.context_mark is not mark:
-            context += f" (started at line {exc.context_mark.line + 1})"
-        parts = [p for p in (context, exc.problem) if p]
-        message = "invalid YAML: " + "; ".join(parts or ["cannot parse"])
-        if mark is not None:
-            message += f" (column {mark.column + 1})"
-        if "\t" in (exc.problem or "") or "'\\t'" in (exc.problem or ""):
-            message += "; indent with spaces, not tabs"
-        line = mark.line + 1 if mark is not None else None
-        raise LabFileError(message, source=source, line=line, field=None) from exc
-    except yaml.reader.ReaderError as exc:
-        line = text.count("\n", 0, max(exc.position, 0)) + 1
-        raise LabFileError(
-            f"invalid YAML: {exc.reason} (character {exc.character!r} is not allowed)",
-            source=source,
-            line=line,
-            field=None,
-        ) from exc
-    except yaml.YAMLError as exc:
-        raise LabFileError(f"invalid YAML: {exc}", source=source, line=None, field=None) from exc
-    except RecursionError as exc:
-        raise LabFileError(
-            "invalid YAML: values are nested too deeply", source=source, line=None, field=None
-        ) from exc
-
-
 # --- validation errors to located messages ------------------------------------------------------
 
 _EXPECTED: Final[Mapping[str, str]] = {
@@ -781,39 +621,6 @@ _EXPECTED: Final[Mapping[str, str]] = {
 }
 
 _SECRET_FIELDS: Final = frozenset({"adminPassword"})
-
-
-def _describe(value: Any, *, secret: bool = False) -> str:
-    match value:
-        case None:
-            return "an empty value (null)"
-        case bool():
-            return "a boolean" if secret else f"the boolean {str(value).lower()}"
-        case int() | float():
-            return "a number" if secret else f"the number {value!r}"
-        case str():
-            return "text"
-        case list():
-            return "a list"
-        case dict():
-            return "a mapping"
-        case bytes():
-            return "binary data"
-        case date():
-            return "a date"
-    return type(value).__name__
-
-
-def _format_path(path: FieldPath) -> str:
-    out = ""
-    for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", part):
-            out += f".{part}" if out else part
-        else:
-            out += f"[{json.dumps(part, ensure_ascii=False)}]"
-    return out
 
 
 def _tag_of(member: Any) -> str | None:
@@ -902,7 +709,7 @@ class _Problem:
 class _Locator:
     """Turns pydantic errors into located problems, using the lines the builder recorded."""
 
-    def __init__(self, builder: _Builder) -> None:
+    def __init__(self, builder: Builder) -> None:
         self.lines = builder.lines
         self.raw = builder.raw
 
@@ -925,7 +732,7 @@ class _Locator:
             if related_line is not None:
                 message += f" (see line {related_line})"
         return _Problem(
-            self.line(path), _format_path(path) or None, message, error["type"] == "missing"
+            self.line(path), format_path(path) or None, message, error["type"] == "missing"
         )
 
     def message(self, error: ErrorDetails, path: FieldPath, ctx: Mapping[str, Any]) -> str:
@@ -966,13 +773,13 @@ class _Locator:
         if error["input"] is None:
             return ", but it is empty (null)"
         if any(part in _SECRET_FIELDS for part in path if isinstance(part, str)):
-            return f", but YAML reads it as {_describe(error['input'], secret=True)}"
+            return f", but YAML reads it as {describe(error['input'], secret=True)}"
         raw = self.raw.get(path)
         shown = f" {raw!r}" if raw is not None and len(raw) <= 60 else ""
-        return f", but YAML reads{shown or ' it'} as {_describe(error['input'])}"
+        return f", but YAML reads{shown or ' it'} as {describe(error['input'])}"
 
 
-def _to_lab_file_error(exc: ValidationError, source: str, builder: _Builder) -> LabFileError:
+def _to_lab_file_error(exc: ValidationError, source: str, builder: Builder) -> LabFileError:
     locator = _Locator(builder)
     problems: list[_Problem] = []
     for error in exc.errors(include_url=False):
@@ -1003,8 +810,8 @@ def parse_lab_definition(
     when there are several, the first (by line) is the error's own location and the message
     lists the others, each located.
     """
-    root = _compose(text, source)
-    if root is None or (isinstance(root, ScalarNode) and root.tag == _NULL_TAG and not root.value):
+    root = compose(text, source)
+    if root is None or (isinstance(root, ScalarNode) and root.tag == NULL_TAG and not root.value):
         raise LabFileError(
             "the file is empty; a lab file is a mapping with at least a resourceGroups list "
             "(see examples/demo.yaml)",
@@ -1012,13 +819,13 @@ def parse_lab_definition(
             line=1,
             field=None,
         )
-    builder = _Builder(source)
+    builder = Builder(source)
     builder.lines[()] = root.start_mark.line + 1
     data = builder.build(root, (), 0)
     if not isinstance(data, dict):
         raise LabFileError(
             "the top level of a lab file must be a mapping with the fields subscriptionId, "
-            f"location and resourceGroups, but YAML reads it as {_describe(data)}",
+            f"location and resourceGroups, but YAML reads it as {describe(data)}",
             source=source,
             line=root.start_mark.line + 1,
             field=None,

@@ -8,15 +8,25 @@ decide success by running commands in the real guest over its serial console.
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Protocol
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+)
 from pydantic.alias_generators import to_camel
+from yaml.nodes import ScalarNode
 
-from lab.domain.errors import InvalidInput
+from lab.domain.errors import ScenarioFileError
+from lab.domain.yamldoc import NULL_TAG, Builder, FieldPath, compose, describe, format_path
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{1,40}")
 
@@ -90,9 +100,31 @@ class KernelArg(_Model):
     kernel_arg: str = Field(min_length=1, pattern=r"^[^\n'\"]+$")
 
 
-Break = (
-    WriteFile | AppendFile | ReplaceText | RemovePath | ChangeMode | MakeLink | FillDisk | KernelArg
-)
+#: A break's kind is the key that names what it edits (`write: /etc/fstab`), so a bad break is
+#: reported against that kind alone, not against all eight.
+_BREAK_KINDS: dict[str, type[_Model]] = {
+    "write": WriteFile, "append": AppendFile, "replace": ReplaceText, "remove": RemovePath,
+    "chmod": ChangeMode, "symlink": MakeLink, "fill": FillDisk, "kernelArg": KernelArg,
+    "kernel_arg": KernelArg,
+}  # fmt: skip
+_BREAK_TAGS = frozenset(kind.__name__ for kind in _BREAK_KINDS.values())
+
+
+def _break_kind(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return next((k.__name__ for key, k in _BREAK_KINDS.items() if key in value), None)
+    return type(value).__name__ if type(value).__name__ in _BREAK_TAGS else None
+
+
+Break = Annotated[
+    Annotated[WriteFile, Tag("WriteFile")] | Annotated[AppendFile, Tag("AppendFile")]
+    | Annotated[ReplaceText, Tag("ReplaceText")] | Annotated[RemovePath, Tag("RemovePath")]
+    | Annotated[ChangeMode, Tag("ChangeMode")] | Annotated[MakeLink, Tag("MakeLink")]
+    | Annotated[FillDisk, Tag("FillDisk")] | Annotated[KernelArg, Tag("KernelArg")],
+    Discriminator(_break_kind, custom_error_type="break_kind",
+                  custom_error_message="a break is a mapping with one of the keys write, append, "
+                  "replace, remove, chmod, symlink, fill or kernelArg"),
+]  # fmt: skip
 
 
 def _regex(value: str, what: str) -> str:
@@ -190,19 +222,57 @@ class Scenario(_Model):
 
 
 def parse_scenario(text: str, *, name: str, source: str) -> Scenario:
-    """A scenario from its YAML; every problem is an InvalidInput naming file and field."""
-    try:
-        data: Any = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InvalidInput(f"{source}: not valid YAML: {exc}", target=source) from None
+    """A scenario from its YAML; every problem is a `ScenarioFileError` naming the file, the
+    line and the field (the first problem's; the message lists up to five)."""
+    root = compose(text, source, ScenarioFileError)
+    if root is None or (isinstance(root, ScalarNode) and root.tag == NULL_TAG and not root.value):
+        raise ScenarioFileError("the file is empty; a scenario is a mapping (title, level, "
+                                "story, ...)", source=source, line=1, field=None)  # fmt: skip
+    builder = Builder(source, ScenarioFileError)
+    builder.lines[()] = root.start_mark.line + 1
+    data = builder.build(root, (), 0)
     if not isinstance(data, dict):
-        raise InvalidInput(f"{source}: a scenario is a mapping (title, level, story, ...)",
-                           target=source)  # fmt: skip
+        raise ScenarioFileError(
+            f"a scenario is a mapping (title, level, story, ...), but YAML reads it as "
+            f"{describe(data)}", source=source, line=root.start_mark.line + 1, field=None,
+        )  # fmt: skip
     try:
         return Scenario.model_validate({"name": name, **data})
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors()[:5]:
-            where = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
-            problems.append(f"{where}: {err['msg']}")
-        raise InvalidInput(f"{source}: " + "; ".join(problems), target=source) from None
+        raise _located(exc, source, builder.lines) from None
+
+
+def _located(exc: ValidationError, source: str, lines: dict[FieldPath, int]) -> ScenarioFileError:
+    problems: list[tuple[int, str, str]] = []
+    for err in exc.errors(include_url=False):
+        path = tuple(p for p in err["loc"] if p not in _BREAK_TAGS and p != "[key]")
+        line = next((lines[path[:end]] for end in range(len(path), -1, -1)
+                     if path[:end] in lines), 1)  # fmt: skip
+        problem = (line, format_path(path), _message(err["type"], str(err["msg"]), path))
+        if problem not in problems:
+            problems.append(problem)
+    problems.sort(key=lambda p: p[0])
+    (line, field, message), rest = problems[0], problems[1:5]
+    for other_line, other_field, other in rest:
+        message += f"\n{source}:{other_line}: {other_field + ': ' if other_field else ''}{other}"
+    if len(problems) > 5:
+        message += f"\n... and {len(problems) - 5} more"
+    return ScenarioFileError(message, source=source, line=line, field=field or None)
+
+
+def _message(kind: str, msg: str, path: tuple[str | int, ...]) -> str:
+    key = path[-1] if path else None
+    if kind == "missing" and isinstance(key, str):
+        return f"required field '{key}' is missing"
+    if kind == "extra_forbidden" and isinstance(key, str):
+        close = difflib.get_close_matches(key, _ALL_KEYS, n=1)
+        return f"unknown field '{key}'" + (f" (did you mean '{close[0]}'?)" if close else "")
+    return msg.removeprefix("Value error, ")
+
+
+def _aliases(model: type[BaseModel]) -> set[str]:
+    return {info.alias or name for name, info in model.model_fields.items()}
+
+
+_MODELS: tuple[type[BaseModel], ...] = (Scenario, Check, Login, *_BREAK_KINDS.values())
+_ALL_KEYS = sorted(set().union(*(_aliases(m) for m in _MODELS)))
