@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse
 
 from lab.console.broker import Chunk, ConsoleBroker, SessionMode, Subscriber
 from lab.domain.errors import LabError
@@ -43,6 +44,16 @@ async def _json_refused(ws: WebSocket, exc: LabError) -> None:
 
 #: The daemon API's framing: binary frames of console bytes, JSON text frames for control.
 LAB_FRAMING = Framing(WebSocket.send_bytes, _json_closed, _json_refused)
+
+
+async def deny(ws: WebSocket, exc: LabError) -> None:
+    """Refuse a websocket handshake with an HTTP error in Azure's body (before `accept`), so a
+    refused client never holds an open connection, even for a moment."""
+    if "websocket.http.response" in ws.scope.get("extensions", {}):
+        body = {"error": exc.to_dict()}
+        await ws.send_denial_response(JSONResponse(body, status_code=exc.status))
+    else:  # a server without the denial-response extension answers a bare 403
+        await ws.close(code=1008, reason=exc.code)
 
 
 async def serve_console(

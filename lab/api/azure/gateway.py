@@ -9,12 +9,18 @@ admin commands posted next to it. It speaks what the Azure CLI's serial-console 
 Admin commands: `POST .../sessions/{id}/adminCommand/{nmi|reset|sysrq}` with the bearer token
 and `{"command", "requestId", "commandParameters": {"SysRqCommand": "b"}}`; 200 on success.
 Sessions go through the console broker: takeover, idle timeout and audit apply as everywhere.
+
+Abuse: a handshake from another web page's `Origin` is refused (403); a frame over
+`MAX_FRAME_BYTES` closes the connection (1009); a binary frame, garbage or a wrong token where
+the token belongs is refused; a connection string opens once; a claimed session is released
+whatever ends the connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 from typing import Any
 
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
@@ -22,7 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lab.api.azure.common import Caller, lab_of, require_action
 from lab.api.azure.serialconsole import CONNECT_ACTION, GATEWAY_PREFIX
-from lab.api.console_ws import Framing, serve_console
+from lab.api.console_ws import Framing, deny, serve_console
+from lab.api.security.origin import require_same_origin
 from lab.api.security.tokens import verify
 from lab.console.broker import SessionMode
 from lab.domain.errors import InvalidInput, LabError, NotFound
@@ -34,6 +41,9 @@ router = APIRouter()
 #: The first frame: the gateway's prompt for the token (the CLI does not print it).
 FIRST_FRAME = "serial-console-lab: send the bearer token as a text frame"
 TOKEN_TIMEOUT_S = 15.0
+#: The largest websocket frame the gateway reads: a token is a few KiB, keystrokes are bytes,
+#: and the portal refuses pastes over 2,048 characters (uvicorn's default is 16 MiB).
+MAX_FRAME_BYTES = 64 * 1024
 
 
 def _vm_of(lab: Lab, resource_id: str) -> VmView:
@@ -76,36 +86,58 @@ def _framing() -> Framing:
 
 
 async def _refuse(ws: WebSocket, exc: LabError) -> None:
-    await ws.send_text(f"\r\n[serial console: {exc.message}]\r\n")
-    await ws.close(code=4000 + exc.status, reason=exc.code)
+    with contextlib.suppress(RuntimeError, WebSocketDisconnect):  # the client may have gone
+        await ws.send_text(f"\r\n[serial console: {exc.message}]\r\n")
+        await ws.close(code=4000 + exc.status, reason=exc.code)
 
 
 @router.websocket(GATEWAY_PREFIX + "/{session_id}/client")
 async def client(ws: WebSocket, session_id: str) -> None:
     lab: Lab = ws.app.state.lab
+    try:
+        require_same_origin(ws.headers.get("origin"), ws.headers.get("host"),
+                            ws.url.scheme, "The serial console gateway")  # fmt: skip
+    except LabError as exc:
+        await deny(ws, exc)
+        return
     await ws.accept()
     await ws.send_text(FIRST_FRAME)
     try:
         token = await asyncio.wait_for(ws.receive_text(), TOKEN_TIMEOUT_S)
     except (TimeoutError, WebSocketDisconnect, KeyError):
         # KeyError: a binary frame where the token's text frame belongs.
-        await ws.close(code=4401, reason="no token")
+        await _close_quietly(ws, 4401, "no token")
         return
     try:
         principal = verify(ws.app.state.token_key, f"Bearer {token.strip()}")
-        session = lab.serial_console.open(session_id, principal.object_id)
-        require_action(principal, CONNECT_ACTION, session.resource_id)
-        view = _vm_of(lab, session.resource_id)
-        broker, sub = lab.consoles.open_session(view, SessionMode.INTERACTIVE,
-                                                principal.name, None)  # fmt: skip
     except LabError as exc:
         await _refuse(ws, exc)
         return
-    idle = lab.settings.idle_timeout_minutes * 60
     try:
+        session = lab.serial_console.open(session_id, principal.object_id)
+    except LabError as exc:
+        await _refuse(ws, exc)
+        return
+    # From here on the session is claimed: whatever happens, it is closed at the end, so a
+    # refused or failed connection never leaves a session (or a broker subscriber) behind.
+    try:
+        try:
+            require_action(principal, CONNECT_ACTION, session.resource_id)
+            view = _vm_of(lab, session.resource_id)
+            broker, sub = lab.consoles.open_session(view, SessionMode.INTERACTIVE,
+                                                    principal.name, None)  # fmt: skip
+        except LabError as exc:
+            await _refuse(ws, exc)
+            return
+        idle = lab.settings.idle_timeout_minutes * 60
         await serve_console(ws, lab.consoles, view, broker, sub, idle, _framing())
     finally:
         lab.serial_console.close(session)
+
+
+async def _close_quietly(ws: WebSocket, code: int, reason: str) -> None:
+    with contextlib.suppress(RuntimeError):  # the client has gone already: nothing to close
+        await ws.close(code=code, reason=reason)
 
 
 class AdminBody(BaseModel):

@@ -15,9 +15,10 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from lab import __version__
-from lab.api.console_ws import serve_console
+from lab.api.console_ws import deny, serve_console
 from lab.api.daemon import scenarios
 from lab.api.daemon.schemas import reconcile_json, scale_set_json, vm_json
+from lab.api.security.origin import refuse_every_origin
 from lab.console.broker import SessionMode
 from lab.domain.errors import InvalidInput, LabError, NotFound
 from lab.domain.power import PowerOperation
@@ -267,6 +268,11 @@ def _routes(app: FastAPI) -> None:
         replay: int | None = None,
     ) -> None:
         lab: Lab = ws.app.state.lab
+        try:
+            refuse_every_origin(ws.headers.get("origin"), "The lab daemon's console websocket")
+        except LabError as exc:
+            await deny(ws, exc)
+            return
         try:
             if replay is not None and replay < 0:
                 raise InvalidInput("replay must be >= 0", target="replay")

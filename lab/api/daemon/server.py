@@ -12,6 +12,7 @@ from contextlib import contextmanager
 import uvicorn
 
 from lab.api.azure.app import create_azure_app
+from lab.api.azure.gateway import MAX_FRAME_BYTES
 from lab.api.daemon.app import OnReady, create_app
 from lab.api.security.tls import ensure_certificates, server_context
 from lab.api.security.tokens import signing_key
@@ -100,6 +101,7 @@ def _azure_config(settings: Settings, lab: Lab) -> uvicorn.Config:
         http="httptools",  # HTTP parsing in C rather than h11's pure Python
         ws="websockets-sansio",  # the serial-console gateway; as on the daemon socket
         ws_per_message_deflate=False,
+        ws_max_size=MAX_FRAME_BYTES,
         timeout_keep_alive=30,
         # An idle TLS keep-alive connection otherwise holds shutdown for asyncio's 30 s
         # SSL-shutdown wait; a stopping daemon waits this long for requests, then goes.
