@@ -7,6 +7,7 @@ import base64
 import json
 import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -131,3 +132,38 @@ def test_role_definition_files_and_bad_ones_say_what_is_wrong() -> None:
     ]:
         with pytest.raises(InvalidInput, match=words):
             parse_role_definition(text, "role.json")
+
+
+def test_lab_token_makes_custom_roles(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from lab.api.security.tokens import signing_key, verify
+    from lab.cli.main import cli
+
+    env = {"LAB_DATA_DIR": str(tmp_path / "data")}
+    connect = "Microsoft.SerialConsole/serialPorts/connect/action"
+    vm = (f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg1/providers/Microsoft.Compute"
+          "/virtualMachines/vm1")  # fmt: skip
+    role_file = tmp_path / "role.json"
+    role_file.write_text(json.dumps({"Name": "VM Reader", "Actions": ["Microsoft.Compute/*/read"],
+                                     "NotActions": ["Microsoft.Compute/*/instanceView/read"]}))
+    runner = CliRunner()
+    out = runner.invoke(cli, ["token", "--user", "carol", "--role", "Reader", "--action", connect,
+                              "--role-file", str(role_file), "--scope", "/subscriptions/other",
+                              "--scope", vm, "--scope", "/"], env=env)  # fmt: skip
+    assert out.exit_code == 0, out.output
+    key = signing_key(tmp_path / "data" / "tls" / "token-signing.key")
+    who = verify(key, "Bearer " + out.output.strip())
+    assert [(a.role.name, a.scope) for a in who.assignments] == [
+        ("Reader", "/subscriptions/other"), ("Custom", vm), ("VM Reader", "/")]
+    assert who.may(connect, vm) and not who.may(connect, vm.replace("vm1", "vm2"))
+    assert who.may("Microsoft.Compute/virtualMachines/read", vm)
+    assert not who.may("Microsoft.Compute/virtualMachines/instanceView/read", vm)
+    for args, words in [
+        (["--not-action", connect], "--not-action needs --action"),
+        (["--action", "not an action"], "not an action string"),
+        (["--role-file", str(tmp_path / "missing.json")], "cannot read"),
+        (["--action", connect, "--scope", "/", "--scope", "/"], "2 --scope for 1 roles"),
+    ]:
+        bad = runner.invoke(cli, ["token", *args], env=env)
+        assert bad.exit_code == 2 and words in bad.output, (args, bad.output)
