@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -288,71 +289,97 @@ def holds(role: RoleDefinition, scope: str, action: str, resource: str) -> bool:
 
 
 def test_the_matrix(tmp_path: Path, image_cache: Path) -> None:
-    # The five roles at both scopes; each single-action role at the subscription (a wrong
-    # action shows there; scopes are the five roles' business).
-    cases = list(itertools.product(ROLES.items(), (SUB_SCOPE, OTHER_GROUP)))
-    cases += [((f"only {a}", custom_role("Only One", [a])), SUB_SCOPE) for a in ONE_ACTION]
+    """The five roles, at the subscription and at another group, over every route (a fresh lab
+    each); then each single-action role over the lists and the routes its action opens (one
+    lab: an allowed answer does not depend on the state, and lists are read first)."""
     checked = {"allowed": 0, "denied": 0, "lists": 0}
+    cases = list(itertools.product(ROLES.items(), (SUB_SCOPE, OTHER_GROUP)))
     for i, ((label, role), scope) in enumerate(cases):
         lab = fresh_lab(tmp_path / str(i), image_cache)
-        counts = asyncio.run(_one_role(lab, label, role, scope, anonymous=i == 0))
-        for k in checked:
-            checked[k] += counts[k]
-    print(f"RBAC matrix: {len(REQUIRED)} route entries x {len(cases)} role assignments "
-          f"({len(ROLES)} roles x 2 scopes + {len(ONE_ACTION)} single-action roles): {checked}")
+        asyncio.run(_in_lab(lab, _one_role(label, role, scope, anonymous=i == 0), checked))
+    singles = {a: custom_role("Only One", [a]) for a in ONE_ACTION}
+    lab = fresh_lab(tmp_path / "singles", image_cache)
+    asyncio.run(_in_lab(lab, _single_action_roles(singles), checked))
+    print(f"\nRBAC matrix: {len(REQUIRED)} route entries x {len(cases)} role assignments "
+          f"({len(ROLES)} roles x 2 scopes), then {len(singles)} single-action roles: "
+          f"{checked} answers checked")
     assert checked["allowed"] > 0 and checked["denied"] > 0 and checked["lists"] > 0
 
 
-async def _one_role(
-    lab: Lab, label: str, role: RoleDefinition, scope: str, *, anonymous: bool
-) -> dict[str, int]:
-    app = create_azure_app(lab, KEY, STORAGE)
-    counts = {"allowed": 0, "denied": 0, "lists": 0}
-    who = bearer(role, scope)
+Check = Callable[[httpx.AsyncClient, Fixture, dict[str, int]], Awaitable[None]]
+ORDER = {"GET": 0, "HEAD": 0, "PUT": 1, "PATCH": 1, "POST": 2, "DELETE": 3}
+#: Lists first, reads next, deletes last: what an allowed write changes cannot turn a later
+#: answer into a 403 (authorization comes before any lookup), and lists see the lab as made.
+ROUTES = sorted((k for k in REQUIRED if k[0] != "WS"), key=lambda k: (ORDER[k[0]], k[1], k[2]))
+
+
+async def _in_lab(lab: Lab, check: Check, counts: dict[str, int]) -> None:
     try:
-        transport = httpx.ASGITransport(app=app)
+        transport = httpx.ASGITransport(app=create_azure_app(lab, KEY, STORAGE))
         async with httpx.AsyncClient(transport=transport, base_url="https://lab.test") as c:
-            fx = await set_up(lab, c)
-            # Lists first, reads next, deletes last: what an allowed write changes cannot turn
-            # a later answer into a 403 (authorization comes before any lookup).
-            order = {"GET": 0, "HEAD": 0, "PUT": 1, "PATCH": 1, "POST": 2, "DELETE": 3}
-            routes = sorted(((m, p, a) for m, p, a in REQUIRED if m != "WS"),
-                            key=lambda k: (order[k[0]], k[1], k[2]))  # fmt: skip
-            for method, path, action in routes:
-                need = REQUIRED[(method, path, action)]
-                where = f"{label} at {scope}: {method} {path} {action}"
-                url = url_for(path, action, fx)
-                r = await c.request(method, url, headers=who, json=body_for(method, path))
-                if need.auth and anonymous:  # the same route without a token: 401
-                    bare = await c.request(method, url, json=body_for(method, path))
-                    assert bare.status_code == 401, f"{where}: {bare.status_code} {bare.text}"
-                refused = r.status_code == 403 and _code(r) == "AuthorizationFailed"
-                if need.lists:
-                    assert r.status_code == 200, f"{where}: {r.status_code} {r.text[:300]}"
-                    rg1_item = re.search(r"resourcegroups/rg1\b|\"rg1\"|/subscriptions/"
-                                         + SUBSCRIPTION + r"\"", r.text, re.I)  # fmt: skip
-                    item_expected = any(holds(role, scope, a, f"{RG1}/x") for a in need.lists)
-                    assert bool(rg1_item) == item_expected, f"{where}: {r.text[:300]}"
-                    counts["lists"] += 1
-                elif need.action is None:
-                    assert not refused, f"{where}: {r.text[:300]}"
-                else:
-                    resource = url.split("?")[0]
-                    if resource.startswith("/n/connector/"):
-                        resource = f"{RG1}/providers/{VMS}/vm1"  # the session's VM
-                    if resource.startswith("/_portal/api/scenarios/"):
-                        resource = vm_resource_id(DEFAULT_SUBSCRIPTION_ID, "scenarios", "broken")
-                    expected = holds(role, scope, need.action, resource)
-                    if expected:
-                        assert not refused, f"{where}: refused: {r.text[:300]}"
-                        counts["allowed"] += 1
-                    else:
-                        assert refused, f"{where}: not refused: {r.status_code} {r.text[:300]}"
-                        assert need.action in r.json()["error"]["message"], where
-                        counts["denied"] += 1
+            await check(c, await set_up(lab, c), counts)
     finally:
         lab.consoles.close_all()
-    return counts
+
+
+def _one_role(label: str, role: RoleDefinition, scope: str, *, anonymous: bool) -> Check:
+    async def check(c: httpx.AsyncClient, fx: Fixture, counts: dict[str, int]) -> None:
+        for key in ROUTES:
+            await _check_route(c, fx, key, label, role, scope, counts, anonymous=anonymous)
+
+    return check
+
+
+def _single_action_roles(singles: dict[str, RoleDefinition]) -> Check:
+    async def check(c: httpx.AsyncClient, fx: Fixture, counts: dict[str, int]) -> None:
+        lists = [k for k in ROUTES if REQUIRED[k].lists]
+        for action, role in singles.items():
+            for key in lists:
+                await _check_route(c, fx, key, f"only {action}", role, SUB_SCOPE, counts)
+        for key in ROUTES:
+            action = REQUIRED[key].action
+            if action is not None:
+                await _check_route(c, fx, key, f"only {action}", singles[action], SUB_SCOPE,
+                                   counts)  # fmt: skip
+
+    return check
+
+
+async def _check_route(
+    c: httpx.AsyncClient, fx: Fixture, key: tuple[str, str, str], label: str,
+    role: RoleDefinition, scope: str, counts: dict[str, int], *, anonymous: bool = False,
+) -> None:  # fmt: skip
+    method, path, action = key
+    need = REQUIRED[key]
+    where = f"{label} at {scope}: {method} {path} {action}"
+    url = url_for(path, action, fx)
+    r = await c.request(method, url, headers=bearer(role, scope), json=body_for(method, path))
+    if need.auth and anonymous:  # the same route without a token: 401
+        bare = await c.request(method, url, json=body_for(method, path))
+        assert bare.status_code == 401, f"{where}: {bare.status_code} {bare.text}"
+    refused = r.status_code == 403 and _code(r) == "AuthorizationFailed"
+    if need.lists:
+        assert r.status_code == 200, f"{where}: {r.status_code} {r.text[:300]}"
+        rg1_item = re.search(r"resourcegroups/rg1\b|\"rg1\"|/subscriptions/"
+                             + SUBSCRIPTION + r"\"", r.text, re.I)  # fmt: skip
+        item_expected = any(holds(role, scope, a, f"{RG1}/x") for a in need.lists)
+        assert bool(rg1_item) == item_expected, f"{where}: {r.text[:300]}"
+        counts["lists"] += 1
+    elif need.action is None:
+        assert not refused, f"{where}: {r.text[:300]}"
+    else:
+        resource = url.split("?")[0]
+        if resource.startswith("/n/connector/"):
+            resource = f"{RG1}/providers/{VMS}/vm1"  # the session's VM
+        if resource.startswith("/_portal/api/scenarios/"):
+            resource = vm_resource_id(DEFAULT_SUBSCRIPTION_ID, "scenarios", "broken")
+        if holds(role, scope, need.action, resource):
+            assert not refused, f"{where}: refused: {r.text[:300]}"
+            counts["allowed"] += 1
+        else:
+            assert refused, f"{where}: not refused: {r.status_code} {r.text[:300]}"
+            assert need.action in r.json()["error"]["message"], where
+            counts["denied"] += 1
 
 
 def _code(r: httpx.Response) -> str | None:

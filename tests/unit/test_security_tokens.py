@@ -139,6 +139,7 @@ def test_lab_token_makes_custom_roles(tmp_path: Path) -> None:
 
     from lab.api.security.tokens import signing_key, verify
     from lab.cli.main import cli
+    from lab.settings import get_settings
 
     env = {"LAB_DATA_DIR": str(tmp_path / "data")}
     connect = "Microsoft.SerialConsole/serialPorts/connect/action"
@@ -147,6 +148,7 @@ def test_lab_token_makes_custom_roles(tmp_path: Path) -> None:
     role_file = tmp_path / "role.json"
     role_file.write_text(json.dumps({"Name": "VM Reader", "Actions": ["Microsoft.Compute/*/read"],
                                      "NotActions": ["Microsoft.Compute/*/instanceView/read"]}))
+    get_settings.cache_clear()  # `lab` reads LAB_DATA_DIR once per process
     runner = CliRunner()
     out = runner.invoke(cli, ["token", "--user", "carol", "--role", "Reader", "--action", connect,
                               "--role-file", str(role_file), "--scope", "/subscriptions/other",
@@ -167,3 +169,4 @@ def test_lab_token_makes_custom_roles(tmp_path: Path) -> None:
     ]:
         bad = runner.invoke(cli, ["token", *args], env=env)
         assert bad.exit_code == 2 and words in bad.output, (args, bad.output)
+    get_settings.cache_clear()  # no later test sees this data dir

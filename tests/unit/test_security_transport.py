@@ -23,7 +23,7 @@ from lab.api.security.tokens import signing_key
 from lab.cli.main import cli
 from lab.hypervisor.fake import FakeHypervisor
 from lab.services.lab import Lab
-from lab.settings import Settings
+from lab.settings import Settings, get_settings
 from tests.unit.securitylab import LiveLab, free_port
 
 HANDSHAKE, ALERT = 0x16, 0x15
@@ -127,8 +127,10 @@ def test_secrets_on_a_fresh_data_dir_are_private(live: LiveLab) -> None:
 def test_lab_token_on_a_fresh_data_dir_makes_a_private_key(tmp_path: Path) -> None:
     os.umask(old := os.umask(0o022))  # the usual umask: 0644 files, 0755 directories
     data = tmp_path / "fresh"
+    get_settings.cache_clear()  # `lab` reads LAB_DATA_DIR once per process
     result = CliRunner().invoke(cli, ["token", "--role", "Reader"],
                                 env={"LAB_DATA_DIR": str(data)})  # fmt: skip
+    get_settings.cache_clear()  # no later test sees this data dir
     assert result.exit_code == 0, result.output
     assert mode(data / "tls") == 0o700
     assert mode(data / "tls" / "token-signing.key") == 0o600
