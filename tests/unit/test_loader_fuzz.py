@@ -30,7 +30,7 @@ from lab.domain.scenario import parse_scenario
 from tests.unit.test_labfile import BASE
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = int(os.environ.get("LAB_FUZZ_EXAMPLES", "300"))
+EXAMPLES = int(os.environ.get("LAB_FUZZ_EXAMPLES", "150"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
 

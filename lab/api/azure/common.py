@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Callable
 from typing import Annotated, TypeVar
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.datastructures import MutableHeaders
@@ -30,8 +30,17 @@ async def caller(request: Request) -> Principal:
     return verify(request.app.state.token_key, request.headers.get("authorization"))
 
 
-async def api_version(request: Request) -> str:
-    version = request.query_params.get("api-version")
+async def api_version(
+    version: Annotated[
+        str | None,
+        Query(
+            alias="api-version",
+            description="Any version is accepted and answered the same way, e.g. 2024-07-01",
+        ),
+    ] = None,
+) -> str:
+    # Declared (not read from the request by hand), so /openapi.json shows what every route
+    # needs; optional there, so a missing one gets Azure's own error code, not a generic 422.
     if not version:
         raise InvalidInput(
             "The api-version query parameter (?api-version=) is required for all requests.",
@@ -108,7 +117,7 @@ def install_error_handling(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = "NotFound" if exc.status_code == 404 else "BadRequest"
+        code = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "BadRequest")
         err = LabError(str(exc.detail), code=code)
         err.status = exc.status_code  # type: ignore[misc]
         return error_response(err, getattr(request.state, "request_id", str(uuid.uuid4())))

@@ -14,6 +14,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
@@ -73,8 +74,10 @@ def start_operation(
     ops[op.id] = op
     base = str(request.base_url).rstrip("/")
     sub = request.path_params["subscription"]
-    version = request.query_params.get("api-version", "")
-    prefix = f"{base}/subscriptions/{sub}/providers/Microsoft.Compute/locations/{location}"
+    version = quote(request.query_params.get("api-version", ""), safe="")
+    # Quoted: header values are Latin-1, and a path segment must stay one segment.
+    prefix = (f"{base}/subscriptions/{quote(sub, safe='')}/providers/Microsoft.Compute/"
+              f"locations/{quote(location, safe='')}")  # fmt: skip
     headers = {
         "Azure-AsyncOperation": f"{prefix}/operations/{op.id}?api-version={version}",
         "Location": f"{prefix}/operationResults/{op.id}?api-version={version}",

@@ -11,6 +11,7 @@ operation, as the SDK pollers expect. Action names match in any case (the SDK se
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -189,7 +190,8 @@ def _desired(
     }
     ss = validated(ScaleSetDef, data, lab, _ARM_FIELD)
     location = body.location or (current.location if current else None)
-    if not location:
+    # As for a VM (vm_write): the region goes into the operation URLs of the answer's headers.
+    if not location or not re.fullmatch(r"[a-z0-9]{1,64}", location):
         raise InvalidInput("location is required: an Azure region such as westeurope",
                            target="location")  # fmt: skip
     desired = scale_set_model(subscription, group, location, ss)
