@@ -7,10 +7,14 @@ console access in the VM's boot-diagnostics logs; ours is one file for the whole
 from __future__ import annotations
 
 import json
+import logging
+import os
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 class AuditLog:
@@ -22,10 +26,34 @@ class AuditLog:
         entry = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"), "event": event,
                  "vm": vm, "user": user, **detail}  # fmt: skip
         line = json.dumps(entry, sort_keys=True) + "\n"
-        with self._lock, self.path.open("a") as f:
-            f.write(line)
+        with self._lock, self.path.open("ab+") as f:
+            # After an append cut short (no newline at the end), start on a line of our own.
+            end = f.seek(0, os.SEEK_END)
+            if end:
+                f.seek(end - 1)
+                if f.read(1) != b"\n":
+                    line = "\n" + line
+            f.write(line.encode())
 
     def entries(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
+        """Every entry, oldest first. Entries stand alone, so a damaged line (an append cut
+        short when the lab died, a bad edit) does not hide the others: it is left out, and a
+        warning names the file and line."""
+        try:
+            text = self.path.read_bytes().decode(errors="replace")
+        except FileNotFoundError:
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        entries = []
+        for number, line in enumerate(text.split("\n"), 1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+                if not isinstance(entry, dict):
+                    raise ValueError(f"a JSON {type(entry).__name__}, not an object")
+            except ValueError as exc:
+                log.warning("%s:%d: damaged audit entry left out (%s): %.80r",
+                            self.path, number, exc, line)  # fmt: skip
+                continue
+            entries.append(entry)
+        return entries

@@ -272,3 +272,23 @@ def test_a_damaged_image_manifest_is_reported_not_taken_for_not_built(
     manifest.write_text('{"name": "tiny"}')  # valid JSON, missing fields
     with pytest.raises(CorruptState, match="is damaged"):
         cache.get("tiny")
+
+
+def test_the_audit_log_survives_an_append_cut_short(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from lab.services.audit import AuditLog
+
+    audit = AuditLog(tmp_path / "audit.log")
+    audit.record("connect", vm="vm1", user="alice")
+    with audit.path.open("a") as f:
+        f.write('{"event": "disconn')  # the lab died in the middle of this append
+    with caplog.at_level(logging.WARNING):
+        assert [e["event"] for e in audit.entries()] == ["connect"]
+    assert f"{audit.path}:2: damaged audit entry left out" in caplog.text
+    audit.record("takeover", vm="vm1", user="bob")  # starts on a line of its own
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert [e["event"] for e in audit.entries()] == ["connect", "takeover"]
+    assert "audit.log:2: damaged" in caplog.text
+    assert audit.path.read_text().endswith("\n")
