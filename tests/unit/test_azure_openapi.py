@@ -106,8 +106,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 class LiveLab:
     """The Azure app served by uvicorn on one event loop in a thread, as `lab serve` runs it
     (minus TLS): long-running operations, console brokers and scale-set locks live across calls,
-    which a per-call ASGI client (a new loop each time) would cut short. Seeded with what the
-    links can reach: vm1 and a one-instance scale set `web` in rg1, storage account fuzzdiag."""
+    which a per-call ASGI client (a new loop each time) would cut short. Each scenario starts
+    from a fresh lab (`fresh`: same server, new data dir), so a failing chain replays: vm1 and a
+    one-instance scale set `web` in rg1, storage account fuzzdiag."""
 
     def __init__(self, tmp: Path) -> None:
         import asyncio
@@ -115,16 +116,13 @@ class LiveLab:
 
         import uvicorn
 
-        cache = tmp / "images"
-        make_image(cache, "tiny", disk=True)
-        self.lab = Lab(Settings(data_dir=tmp / "data", image_cache=cache,
-                                images_dir=tmp / "recipes", libvirt_uri="test:///default",
-                                accel="qemu", shutdown_timeout=SHUTDOWN_TIMEOUT),
-                       FakeHypervisor())  # fmt: skip
-        self.lab.storage_accounts.put(StorageAccount(
-            subscription_id=SUBSCRIPTION, resource_group="rg1", name="fuzzdiag"))  # fmt: skip
-        app = create_azure_app(self.lab, KEY, b"s" * 32)
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
+        self.tmp = tmp
+        self.cache = tmp / "images"
+        make_image(self.cache, "tiny", disk=True)
+        self.count = 0
+        self.lab = self._new_lab()
+        self.app: Any = create_azure_app(self.lab, KEY, b"s" * 32)
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning",
                                 lifespan="off")  # fmt: skip
         self.server = uvicorn.Server(config)
         self.loop = asyncio.new_event_loop()
@@ -139,8 +137,17 @@ class LiveLab:
         self.base_url = f"http://127.0.0.1:{port}"
         self.run(self._seed())
 
+    def _new_lab(self) -> Lab:
+        self.count += 1
+        lab = Lab(Settings(data_dir=self.tmp / f"data{self.count}", image_cache=self.cache,
+                           images_dir=self.tmp / "recipes", libvirt_uri="test:///default",
+                           accel="qemu", shutdown_timeout=SHUTDOWN_TIMEOUT),
+                  FakeHypervisor())  # fmt: skip
+        lab.storage_accounts.put(StorageAccount(
+            subscription_id=SUBSCRIPTION, resource_group="rg1", name="fuzzdiag"))  # fmt: skip
+        return lab
+
     async def _seed(self) -> None:
-        from lab.domain.boot_diagnostics import MANAGED_ACCOUNT  # noqa: F401  (import check)
         from lab.domain.vm import BootDiagnosticsModel
         from tests.unit.fakelab import new_vm
         from tests.unit.test_scale_sets import model
@@ -149,14 +156,30 @@ class LiveLab:
         await self.lab.vms.create(new_vm("vm1", "rg1", boot_diagnostics=diag))
         await self.lab.scale_sets.put(model(capacity=1))
 
+    async def _swap(self, lab: Lab) -> None:
+        old, self.lab = self.lab, lab
+        for op in self.app.state.operations.values():  # the old lab's work ends with it
+            if op.task is not None:
+                op.task.cancel()
+        self.app.state.operations = {}
+        self.app.state.lab = lab
+        old.consoles.close_all()
+        await self._seed()
+
+    def fresh(self) -> None:
+        self.run(self._swap(self._new_lab()))
+
     def run(self, coro: Any) -> Any:
         import asyncio
 
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(60)
 
     def close(self) -> None:
+        self.run(self._close_consoles())
         self.server.should_exit = True
         self.thread.join(10)
+
+    async def _close_consoles(self) -> None:
         self.lab.consoles.close_all()
 
 
@@ -180,13 +203,18 @@ class LabWorkflow(schemathesis.openapi.from_dict(schema.raw_schema).as_state_mac
     action, a DELETE, ...), with the lab's token; every answer is checked as above. Path
     parameters often name what exists, so chains get past 404 into the lab's real paths."""
 
-    base_url = ""
+    live: LiveLab | None = None
+
+    def setup(self) -> None:
+        assert self.live is not None
+        self.live.fresh()
 
     def before_call(self, case: schemathesis.Case) -> None:
         _often_known(case)
 
     def call(self, case: schemathesis.Case, **kwargs: Any) -> Any:
-        return case.call(base_url=self.base_url, timeout=30, **kwargs)
+        assert self.live is not None
+        return case.call(base_url=self.live.base_url, timeout=30, **kwargs)
 
     def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
         return {"headers": {"Authorization": f"Bearer {TOKEN}"}}
@@ -199,7 +227,7 @@ class LabWorkflow(schemathesis.openapi.from_dict(schema.raw_schema).as_state_mac
 def test_stateful_sequences_answer_no_5xx(tmp_path: Path) -> None:
     live = LiveLab(tmp_path)
     try:
-        LabWorkflow.base_url = live.base_url
+        LabWorkflow.live = live
         LabWorkflow.run(settings=settings(max_examples=STATEFUL_EXAMPLES, stateful_step_count=8,
                                           deadline=None, database=None,
                                           suppress_health_check=list(HealthCheck)))  # fmt: skip
