@@ -2,8 +2,8 @@
 
 Boot-diagnostics logs are written by virtlogd straight into their blob's file, so the store
 never copies console bytes: a read is a file read at an offset. Names are checked before they
-touch the file system, so `..`, `%2e%2e` (once decoded), absolute paths, separators and NUL are
-refused.
+touch the file system (`check_blob_name`): `..`, `%2e%2e` in any case or encoding, absolute
+paths, separators, backslashes and NUL are refused. Writes are atomic (`write_atomic`).
 """
 
 from __future__ import annotations
