@@ -292,3 +292,19 @@ def test_the_audit_log_survives_an_append_cut_short(
         assert [e["event"] for e in audit.entries()] == ["connect", "takeover"]
     assert "audit.log:2: damaged" in caplog.text
     assert audit.path.read_text().endswith("\n")
+
+
+def test_a_damaged_package_resolution_cache_is_set_aside_and_rewritten(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from lab.storage.images.debpkg import ResolutionCache
+
+    cache = ResolutionCache(tmp_path / "resolved.json")
+    cache.store("tiny:abc", "fp", {"busybox-static": "1:1.35"})
+    cache.path.write_text(cache.path.read_text()[:20])
+    with caplog.at_level(logging.WARNING):
+        assert cache.load("tiny:abc", "fp") is None  # resolved again by apt
+    assert "resolved.json is damaged" in caplog.text
+    assert cache.path.with_name("resolved.json.corrupt").is_file()
+    cache.store("tiny:abc", "fp", {"busybox-static": "1:1.36"})
+    assert cache.load("tiny:abc", "fp") == {"busybox-static": "1:1.36"}

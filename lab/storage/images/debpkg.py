@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -23,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab.domain.errors import ImageError
+from lab.storage.blobs import write_atomic
 from lab.storage.images.commands import run
+from lab.storage.state import load_cache
 
 #: Files whose changes can change which package version apt picks.
 APT_STATE_PATHS: tuple[Path, ...] = (
@@ -136,11 +137,8 @@ class ResolutionCache:
         self.path = path
 
     def load(self, key: str, fingerprint: str) -> dict[str, str] | None:
-        try:
-            data = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return None
-        entry = data.get(key) if isinstance(data, dict) else None
+        data = load_cache(self.path, "the resolved package versions")  # damaged: set aside
+        entry = data.get(key) if data is not None else None
         if not isinstance(entry, dict) or entry.get("fingerprint") != fingerprint:
             return None
         pins = entry.get("pins")
@@ -150,22 +148,13 @@ class ResolutionCache:
 
     def store(self, key: str, fingerprint: str, pins: dict[str, str]) -> None:
         """Remember `pins` for `key` (``<image>:<recipe hash>``), replacing older recipes'."""
-        try:
-            data = json.loads(self.path.read_text())
-            if not isinstance(data, dict):
-                data = {}
-        except (OSError, ValueError):
-            data = {}
+        data = load_cache(self.path, "the resolved package versions") or {}
         # One entry per image: the answer for an older recipe of it is of no further use.
         image = key.partition(":")[0]
         data = {k: v for k, v in data.items() if k.partition(":")[0] != image}
         data[key] = {"fingerprint": fingerprint, "pins": pins}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, self.path)
+        write_atomic(self.path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
 
 @dataclass(frozen=True)
