@@ -65,7 +65,9 @@ def test_scale_set_through_the_cli(harness: LabHarness) -> None:
     lab_file = harness.write_lab("vmss.yaml", VMSS_LAB)
     try:
         harness.cli("up", str(lab_file))
-        (web,) = json.loads(harness.cli("vmss", "ls", "--json").stdout)
+        # The harness is shared with other modules: only this lab file's set is looked at.
+        sets = json.loads(harness.cli("vmss", "ls", "--json").stdout)
+        (web,) = [s for s in sets if s["name"] == "web" and s["resourceGroup"] == "vmss-it-rg"]
         assert (web["name"], web["capacity"], instance_ids(web)) == ("web", 2, ["0", "1"])
         assert [i["computerName"] for i in web["instances"]] == ["web000000", "web000001"]
 
