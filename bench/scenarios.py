@@ -14,7 +14,8 @@ What is measured:
     answer, with replay, so a menu drawn before the session opened is still seen (then the
     figure is an upper bound and marked `*`);
   - `login/stuck`: `login: `, or the first sign the checks treat as "stuck" (emergency mode,
-    a panic, the initramfs shell, the scenario's own signs), with what it was.
+    a panic, the initramfs shell, the scenario's own signs), with what it was; a guest that
+    shows neither within the scenario's `bootTimeoutSeconds` is reported so (no getty at all).
   Each scenario is stopped (its VM deleted) before the next starts, so one runs at a time.
 
     .venv/bin/python bench/scenarios.py [--scenario NAME ...] [--skip-cold] [--keep-data]
@@ -33,12 +34,13 @@ from pathlib import Path
 from typing import Any
 
 import benchlab
+from pexpect import TIMEOUT
 
 from lab.console import connect
 from lab.console.checks import STUCK
 from lab.console.grub import MENU
 from lab.console.session import LOGIN_PROMPT
-from lab.domain.scenario import parse_scenario
+from lab.domain.scenario import Scenario, parse_scenario
 from lab.settings import REPO_ROOT
 
 GROUP = "scenarios"
@@ -87,14 +89,14 @@ class ScenarioBench(benchlab.BenchLab):
                 self.lab("scenario", "stop", row["name"], check=False)
 
 
-def stuck_signs(name: str) -> dict[str, str]:
+def load(name: str) -> Scenario:
     path = REPO_ROOT / "scenarios" / name / "scenario.yaml"
-    scenario = parse_scenario(path.read_text(), name=name, source=str(path))
-    return {**STUCK, **scenario.stuck}
+    return parse_scenario(path.read_text(), name=name, source=str(path))
 
 
 def measure_scenario(bench: ScenarioBench, name: str) -> dict[str, Any]:
-    signs = stuck_signs(name)
+    scenario = load(name)
+    signs = {**STUCK, **scenario.stuck}
     started = time.monotonic()
     bench.client.json("POST", f"/v1/scenarios/{name}/start")
     row: dict[str, Any] = {"scenario": name, "running": time.monotonic() - started}
@@ -105,9 +107,13 @@ def measure_scenario(bench: ScenarioBench, name: str) -> dict[str, Any]:
             session.expect(MENU)
             row["menu"] = time.monotonic() - started
             row["menu_from_replay"] = time.monotonic() - opened < REPLAY_WINDOW_S
-            index = session.expect([LOGIN_PROMPT, *signs])
+            # A guest that shows neither (no getty at all) is given what the checks give it.
+            index = session.expect([LOGIN_PROMPT, *signs, TIMEOUT],
+                                   timeout=scenario.boot_timeout_seconds)  # fmt: skip
             row["end"] = time.monotonic() - started
-            row["reached"] = "login:" if index == 0 else list(signs.values())[index - 1]
+            row["reached"] = ("login:" if index == 0 else
+                              f"no sign in {scenario.boot_timeout_seconds} s" if index > len(signs)
+                              else list(signs.values())[index - 1])  # fmt: skip
     finally:
         bench.lab("scenario", "stop", name, check=False)
     return row

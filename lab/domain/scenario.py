@@ -236,8 +236,13 @@ def parse_scenario(text: str, *, name: str, source: str) -> Scenario:
             f"a scenario is a mapping (title, level, story, ...), but YAML reads it as "
             f"{describe(data)}", source=source, line=root.start_mark.line + 1, field=None,
         )  # fmt: skip
+    if "name" in data and data["name"] != name:
+        raise ScenarioFileError(
+            f"name: '{data['name']}' differs from the scenario's directory '{name}'; the "
+            "directory names the scenario (leave `name` out)", source=source,
+            line=builder.lines.get(("name",), 1), field="name")  # fmt: skip
     try:
-        return Scenario.model_validate({"name": name, **data})
+        return Scenario.model_validate({**data, "name": name})
     except ValidationError as exc:
         raise _located(exc, source, builder.lines) from None
 

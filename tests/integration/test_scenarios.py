@@ -24,20 +24,35 @@ TIMINGS: dict[str, dict[str, float]] = {}
 
 
 @pytest.fixture(scope="module")
-def debian_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabHarness]:
+def debian_lab(tmp_path_factory: pytest.TempPathFactory,
+               request: pytest.FixtureRequest) -> Iterator[LabHarness]:  # fmt: skip
     # A daemon of its own: a trainee's commands (sshd's first start makes its host keys) may
     # run longer than the short idle timeout the other integration tests use.
     data_dir = Path(tmp_path_factory.mktemp("scenarios"))
     lab = LabHarness(data_dir=data_dir, image_cache=Settings().image_cache_dir, idle_minutes=20)
+    started = time.monotonic()
     try:
-        started = time.monotonic()
         lab.cli("image", "build", "debian", timeout=1800)  # shared by every scenario: cached
         TIMINGS["image build"] = {"seconds": round(time.monotonic() - started, 1)}
         lab.start_daemon()
         yield lab
     finally:
         lab.cleanup()
-        print("\nscenario timings (s):", json.dumps(TIMINGS, indent=1))
+        TIMINGS["whole group"] = {"seconds": round(time.monotonic() - started, 1)}
+        report_timings(request.config)
+
+
+def report_timings(config: pytest.Config) -> None:
+    """The group's timings on the terminal, past pytest's output capture, so CI logs keep
+    them (a print here would show only for a failure)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    lines = [f"{name}: {json.dumps(times)}" for name, times in TIMINGS.items()]
+    if reporter is None:
+        print("\n".join(lines))
+        return
+    reporter.write_sep("-", "scenario timings (s, since each scenario's start)")
+    for line in lines:
+        reporter.write_line(line)
 
 
 def check(lab: LabHarness, name: str) -> dict[str, Any]:

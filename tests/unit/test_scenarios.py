@@ -60,6 +60,7 @@ def test_every_scenario_in_the_repository_parses_and_has_a_solution() -> None:
         ("- just a list\n", "mapping"),
         (MINIMAL + "stuck:\n  '(unclosed': a typo\n", "stuck pattern '(unclosed'"),
         (MINIMAL + "bootTimeoutSeconds: 5\n", "bootTimeoutSeconds"),
+        ("name: other\n" + MINIMAL, "differs from the scenario's directory 'bad'"),
     ],
 )
 def test_bad_scenarios_say_what_and_where(text: str, words: str) -> None:
