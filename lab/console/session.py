@@ -32,6 +32,8 @@ _TRAILING_CONTROLS = r"(?:\x1b\[[0-9;?]*[A-Za-z])*$"
 #: A shell prompt of an ordinary user or root at the end of the output.
 PROMPT = r"[$#] " + _TRAILING_CONTROLS
 LOGIN_PROMPT = r"login: " + _TRAILING_CONTROLS
+#: Seconds between the password prompt and the password (see `login`).
+PASSWORD_ECHO_GUARD_S = 0.5
 
 
 class ConsoleTransport(Protocol):
@@ -208,6 +210,10 @@ class ConsoleSession(SpawnBase):  # type: ignore[misc]
         self.wait_for_login(timeout)
         self.sendline(user)
         self.expect(r"[Pp]assword: ?$", timeout=30)
+        # busybox's login prints the prompt first and turns the echo off after it: a password
+        # typed the moment the prompt shows is echoed into the serial log (the tiny image, 2 of
+        # 2 tries at once; 0 of 2 after 0.3 s). A person types later; so does this.
+        time.sleep(PASSWORD_ECHO_GUARD_S)
         self.sendline(password)
         index = self.expect([PROMPT, r"[Ll]ogin incorrect"], timeout=30)
         if index == 1:

@@ -53,7 +53,7 @@ resourceGroups:
         bootDiagnostics: {{enabled: true, storageUri: "https://secdiag.blob.core.windows.net/"}}
 """
 V = "?api-version=2024-07-01"
-PASSWORD_GUARD_S = 1.0
+PASSWORD_GUARD_S = 0.5
 VM = f"/subscriptions/{SUB}/resourceGroups/sec-rg/providers/Microsoft.Compute/virtualMachines"
 PORT0 = f"{VM}/sec1/providers/Microsoft.SerialConsole/serialPorts/0"
 
@@ -272,3 +272,18 @@ def test_the_admin_password_is_seen_nowhere(sec: LabHarness, api: Api) -> None:
     for secret in (FILE_PASSWORD, PUT_PASSWORD, PUT_PASSWORD[:5]):
         for name, text in texts.items():
             assert secret not in text, f"{secret!r} in {name}"
+
+
+def test_the_python_apis_login_leaves_no_password_in_the_serial_log(sec: LabHarness) -> None:
+    """`lab.console.connect(...).login()` waits for the guest to stop echoing first."""
+    from lab.console import connect
+
+    start = sec.log_size("sec1")
+    for _ in range(3):
+        with connect("sec1", settings=sec.settings, timeout=60) as console:
+            console.login("azureuser", FILE_PASSWORD)
+            assert console.run("echo ok")[1] == 0
+            console.sendline("exit")
+    log = sec.boot_log("sec1", start)
+    assert log.count(b"Password: ") >= 3
+    assert FILE_PASSWORD.encode() not in log
