@@ -234,7 +234,9 @@ def test_huge_frames_close_the_connection(live: LiveLab, api: httpx.Client) -> N
     token = live.token((VMC, "/"))
     cs = connection_string(api, token)
     with contextlib.closing(logged_in(cs, live, "x" * (MAX_FRAME_BYTES + 1))) as ws:
-        assert closed_with(ws)[0] == 1009  # a huge frame as the token: message too big
+        # A huge frame as the token: 1009 (message too big), or a reset when the server's
+        # close overtakes the rest of the frame (the kernel resets a socket closed unread).
+        assert closed_with(ws)[0] in (1009, None)
     with contextlib.closing(logged_in(cs, live, token)) as ws:  # not used up by the refusal
         ws.send("a" * 2048)  # the portal's largest paste still fits
         expect(ws, "a" * 2048)
