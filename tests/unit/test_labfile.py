@@ -719,6 +719,16 @@ def test_alias_bombs_and_recursion_are_refused() -> None:
 
 # --- robustness ---------------------------------------------------------------------------------
 
+
+def mutated(data: st.DataObject, text: str, bits: st.SearchStrategy[str]) -> str:
+    """`text` with 1-4 of its spans replaced by YAML's meaningful bits (`bits`) or odd text."""
+    for _ in range(data.draw(st.integers(1, 4))):
+        start = data.draw(st.integers(0, len(text)))
+        length = data.draw(st.integers(0, 12))
+        insert = "".join(data.draw(st.lists(bits | st.text(max_size=3), max_size=3)))
+        text = text[:start] + insert + text[start + length :]
+    return text
+
 _YAML_BITS = st.sampled_from(
     [":", "-", " ", "  ", "\n", "\t", "{", "}", "[", "]", ",", "'", '"', "&a", "*a", "!", "!!",
      "#", "|", ">", "%", "@", "`", "?", "<<", "~", "null", "true", "no", "0x1", "1e3",
@@ -742,12 +752,7 @@ def test_garbage_raises_only_lab_file_errors(text: str) -> None:
 )
 @given(st.data())
 def test_mutated_lab_files_raise_only_lab_file_errors(data: st.DataObject) -> None:
-    text = BASE
-    for _ in range(data.draw(st.integers(1, 4))):
-        start = data.draw(st.integers(0, len(text)))
-        length = data.draw(st.integers(0, 12))
-        insert = "".join(data.draw(st.lists(_YAML_BITS | st.text(max_size=3), max_size=3)))
-        text = text[:start] + insert + text[start + length :]
+    text = mutated(data, BASE, _YAML_BITS)
     try:
         lab = parse(text, known_images=["tiny"])
     except LabFileError as error:

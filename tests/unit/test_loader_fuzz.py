@@ -27,7 +27,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from lab.domain.errors import LabFileError, ScenarioFileError
 from lab.domain.labfile import parse_lab_definition
 from lab.domain.scenario import parse_scenario
-from tests.unit.test_labfile import BASE
+from tests.unit.test_labfile import BASE, mutated
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = int(os.environ.get("LAB_FUZZ_EXAMPLES", "150"))
@@ -232,12 +232,7 @@ def test_scenario_garbage_raises_only_scenario_errors(text: str) -> None:
 @FUZZ
 @given(st.data())
 def test_mutated_scenario_text_raises_only_scenario_errors(data: st.DataObject) -> None:
-    text = FSTAB
-    for _ in range(data.draw(st.integers(1, 4))):
-        start = data.draw(st.integers(0, len(text)))
-        length = data.draw(st.integers(0, 12))
-        insert = "".join(data.draw(st.lists(_YAML_BITS | st.text(max_size=3), max_size=3)))
-        text = text[:start] + insert + text[start + length :]
+    text = mutated(data, FSTAB, _YAML_BITS)
     try:
         parse_scenario(text, name="fstab-typo", source="s.yaml")
     except ScenarioFileError as error:
