@@ -125,3 +125,11 @@ def test_run_ok_returns_the_output_or_says_what_failed() -> None:
         session.run_ok("sed -i s/a/b/ f")
     assert "`sed -i s/a/b/ f` failed on vm1 with exit status 127: sh: sed: not found" in str(
         err.value)
+
+
+def test_a_maintenance_password_that_vanished_is_typed_again() -> None:
+    # sulogin flushed the first password (no answer at all); an Enter brings the prompt back.
+    console = ScriptedConsole(SULOGIN, "", f"\r\nLogin incorrect\r\n\r\n{SULOGIN}", "root@vm:~# ")
+    with ConsoleSession(console, timeout=5) as session:
+        maintenance_shell(session, "s3cret", timeout=5, answer_timeout=1)
+    assert console.sent == b"\rs3cret\r\rs3cret\r"
