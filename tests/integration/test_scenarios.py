@@ -46,13 +46,16 @@ def report_timings(config: pytest.Config) -> None:
     """The group's timings on the terminal, past pytest's output capture, so CI logs keep
     them (a print here would show only for a failure)."""
     reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
     lines = [f"{name}: {json.dumps(times)}" for name, times in TIMINGS.items()]
-    if reporter is None:
+    if reporter is None or capture is None:
         print("\n".join(lines))
         return
-    reporter.write_sep("-", "scenario timings (s, since each scenario's start)")
-    for line in lines:
-        reporter.write_line(line)
+    with capture.global_and_fixture_disabled():  # a fixture's teardown runs under capture
+        reporter.write_line("")
+        reporter.write_sep("-", "scenario timings (s, since each scenario's start)")
+        for line in lines:
+            reporter.write_line(line)
 
 
 def check(lab: LabHarness, name: str) -> dict[str, Any]:
