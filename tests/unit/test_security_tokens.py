@@ -26,9 +26,14 @@ VM1 = (f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg1/providers/Microsoft.Co
        "/virtualMachines/vm1?api-version=2024-07-01")  # fmt: skip
 
 
+#: The cases' tokens are made at import, and the unit tests run after the slow integration
+#: group in `make test` (30 minutes and more): they must outlive it, or every refusal is an expiry.
+DAY = 86400
+
+
 def claims(**override: Any) -> dict[str, Any]:
     now = int(time.time())
-    base = {"aud": AUDIENCE, "iss": ISSUER, "iat": now, "nbf": now, "exp": now + 600,
+    base = {"aud": AUDIENCE, "iss": ISSUER, "iat": now, "nbf": now, "exp": now + DAY,
             "name": "mallory", "oid": "0000",
             "roles": [{"role": "Owner", "scope": "/"}]}  # fmt: skip
     return {**base, **override}
