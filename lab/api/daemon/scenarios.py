@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
@@ -75,6 +76,6 @@ async def check(request: Request, name: str,
     results, attempt = await _lab(request).scenario_checks.check(name, boot_timeout)
     return {
         "passed": all(r.passed for r in results),
-        "results": [{"name": r.name, "passed": r.passed, "saw": r.saw} for r in results],
+        "results": [asdict(r) for r in results],  # the attempt stores the same shape
         "attempt": attempt,
     }

@@ -10,6 +10,7 @@ The checks' commands and expectations are not sent: they would give the answer a
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -81,6 +82,6 @@ async def check(request: Request, name: str, principal: Caller) -> dict[str, Any
     results, attempt = await lab_of(request).scenario_checks.check(name)
     return {
         "passed": all(r.passed for r in results),
-        "results": [{"name": r.name, "passed": r.passed, "saw": r.saw} for r in results],
+        "results": [asdict(r) for r in results],  # the attempt stores the same shape
         "solvedAt": attempt.get("solvedAt"), "seconds": attempt.get("seconds"),
     }  # fmt: skip
