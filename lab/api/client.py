@@ -29,6 +29,7 @@ def _error_type(status: int) -> type[LabError]:
             errors.NotFound,
             errors.Conflict,
             errors.HypervisorUnavailable,
+            errors.DiskFull,
         ):
             _ERROR_TYPES[cls.status] = cls
     return _ERROR_TYPES.get(status, LabError)

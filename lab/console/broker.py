@@ -22,7 +22,8 @@ from enum import StrEnum
 from pathlib import Path
 
 from lab.console.follower import LogFollower
-from lab.domain.errors import Conflict, StateError
+from lab.console.log_keeper import LogKeeper
+from lab.domain.errors import Conflict, HypervisorError, HypervisorUnavailable, StateError
 from lab.hypervisor.base import ConsoleStream
 from lab.storage.serial_log import RotatingLog
 
@@ -32,6 +33,8 @@ TAKEOVER_NOTICE = "another user connected to this console"
 SLOW_NOTICE = "this viewer fell too far behind the console output and was disconnected"
 #: Bytes a subscriber may have queued before it counts as stalled.
 DEFAULT_QUEUE_LIMIT = 4 * 1024 * 1024
+#: How often the broker checks that virtlogd still writes the log.
+_CHECK_S = 1.0
 
 
 class SessionMode(StrEnum):
@@ -92,6 +95,9 @@ class ConsoleBroker:
         self._stream: ConsoleStream | None = None
         self._follower: LogFollower | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: Takes the log over if virtlogd stops writing it (see `log_keeper.py`).
+        self.log_keeper = LogKeeper(vm, log_path, self._publish_unlogged)
+        self._tick: asyncio.TimerHandle | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start_following(self) -> None:
@@ -113,24 +119,45 @@ class ConsoleBroker:
         def on_close() -> None:
             loop.call_soon_threadsafe(self._chardev_closed)
 
-        # The pty stream's own output is dropped: the log carries the same bytes, in order.
-        self._stream = self._open_console(lambda _data: self._wake(), on_close)
+        def on_data(data: bytes) -> None:
+            loop.call_soon_threadsafe(self._stream_data, data)
+
+        # Viewers are fed from the log, which carries the same bytes in order; the stream's
+        # own bytes only tell whether the log keeps up (see `log_keeper.py`).
+        assert self._follower is not None
+        self._follower.poll()
+        self.log_keeper.reset()
+        self._stream = self._open_console(on_data, on_close)
+        self._tick = loop.call_later(_CHECK_S, self._check_log)
 
     def detach_chardev(self) -> None:
         if self._stream is not None:
             self._stream.close()
             self._stream = None
+        self._stop_tick()
+
+    def _stop_tick(self) -> None:
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick = None
 
     def _chardev_closed(self) -> None:
         self._stream = None
+        self._stop_tick()
         if self._follower:
             self._follower.poll()
 
-    def _wake(self) -> None:
-        # The pty stream saw output: the log will have it in a moment; look now rather than
-        # waiting for inotify (cheap, and it keeps the echo latency low).
-        if self._loop and self._follower:
-            self._loop.call_soon_threadsafe(self._follower.poll)
+    def _stream_data(self, data: bytes) -> None:
+        self.log_keeper.on_stream(data)
+        # The log will have these bytes in a moment (or has them already, written by the
+        # keeper): look now rather than waiting for inotify (it keeps the echo latency low).
+        if self._follower:
+            self._follower.poll()
+
+    def _check_log(self) -> None:
+        self.log_keeper.check()
+        if self._stream is not None and self._loop is not None:
+            self._tick = self._loop.call_later(_CHECK_S, self._check_log)
 
     def close(self, reason: str = "the console was closed") -> None:
         self.detach_chardev()
@@ -186,7 +213,16 @@ class ConsoleBroker:
         """Bytes to the chardev: a session's keys (through `write`), or an admin command's
         (the key after a serial BREAK)."""
         if self._stream is None:
-            raise StateError("console input", "not running", ("running",), target=self.vm)
+            # The VM may run with its chardev detached (libvirtd was restarted a moment ago
+            # and the keeper has not been round yet): open it now rather than lose the keys.
+            try:
+                self.attach_chardev()
+            except HypervisorError as exc:
+                if isinstance(exc, HypervisorUnavailable):
+                    raise
+                raise StateError("console input", "not running", ("running",),
+                                 target=self.vm) from exc  # fmt: skip
+        assert self._stream is not None
         self._stream.write(data)
 
     def _history(self, nbytes: int) -> Chunk:
@@ -197,7 +233,18 @@ class ConsoleBroker:
         return Chunk(blob.start, blob.data[: max(0, end - blob.start)])
 
     def _publish(self, offset: int, data: bytes) -> None:
-        chunk = Chunk(offset, data)
+        self.log_keeper.on_log(len(data))
+        self._fan_out(Chunk(offset, data))
+
+    def _publish_unlogged(self, data: bytes) -> None:
+        # Output the log could not take (disk full): live only, at the log's current end. What
+        # a partial write did put in the log goes out first, so the order holds.
+        if self._follower:
+            self._follower.poll()
+        self._fan_out(Chunk(self.offset, data))
+
+    def _fan_out(self, chunk: Chunk) -> None:
+        data = chunk.data
         for sub in list(self._subscribers.values()):
             if sub.queued_bytes + len(data) > self.queue_limit:
                 self._drop(sub, SLOW_NOTICE)

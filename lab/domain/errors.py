@@ -8,6 +8,7 @@ message and exits with `exit_code`.
 
 from __future__ import annotations
 
+import errno
 from typing import ClassVar
 
 
@@ -123,3 +124,28 @@ class DaemonUnavailable(LabError):
     code = "DaemonUnavailable"
     status = 503
     exit_code = 5
+
+
+class DiskFull(LabError):
+    """A write to the data dir failed for want of space: nothing half-written is kept (state
+    files are replaced whole), so the request can simply be retried once there is room."""
+
+    code = "InsufficientStorage"
+    status = 507
+    exit_code = 7
+
+
+#: The errnos that mean "no room to write".
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(exc: OSError) -> DiskFull | None:
+    """The lab's error for an OSError that means the disk is full; None for any other."""
+    if exc.errno not in _NO_SPACE:
+        return None
+    where = f" writing {exc.filename}" if exc.filename else ""
+    return DiskFull(
+        f"No space left on the lab's disk{where} ({exc.strerror}). Nothing was changed; free "
+        "some space in the lab's data dir (`df` shows it) and retry. Running VMs and their "
+        "consoles keep working."
+    )

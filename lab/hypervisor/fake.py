@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab.domain.errors import HypervisorError, LabError, NotFound
+from lab.domain.errors import HypervisorError, HypervisorUnavailable, LabError, NotFound
 from lab.domain.vm import DOMAIN_PREFIX, METADATA_NS
 from lab.hypervisor.base import DomainInfo, DomainState, LifecycleCallback
 from lab.hypervisor.metadata import parse_metadata
@@ -120,6 +120,8 @@ class FakeHypervisor:
         self.calls: list[tuple[str, str]] = []
         #: Errors to raise instead of doing an operation, keyed by operation name.
         self.failures: dict[str, LabError] = {}
+        #: libvirtd is gone (see `libvirtd_down`).
+        self.unavailable = False
 
     # -- test helpers -------------------------------------------------------------------------
     def set_ignore_acpi(self, name: str, ignore: bool = True) -> None:
@@ -144,6 +146,23 @@ class FakeHypervisor:
             self._require_active(dom, "crash")
             events = self._stop(dom, reason)
         self._fire(events)
+
+    def libvirtd_down(self) -> None:
+        """libvirtd goes away: every console stream hangs up and every call fails with
+        `HypervisorUnavailable` until `libvirtd_up`; the guests keep running."""
+        with self._lock:
+            self.unavailable = True
+            consoles = [d.console for d in self._domains.values() if d.console is not None]
+            for dom in self._domains.values():
+                dom.console = None
+        for console in consoles:
+            if not console.closed:
+                console.closed = True
+                console.on_close()
+
+    def libvirtd_up(self) -> None:
+        with self._lock:
+            self.unavailable = False
 
     def console_input(self, name: str) -> bytes:
         """Every byte written to the domain's serial console so far."""
@@ -191,10 +210,12 @@ class FakeHypervisor:
     def list_domains(self, lab_id: str) -> list[DomainInfo]:
         prefix = f"{DOMAIN_PREFIX}{lab_id}+"
         with self._lock:
+            self._check_available()
             return [self._info(d) for n, d in sorted(self._domains.items()) if n.startswith(prefix)]
 
     def domain(self, name: str) -> DomainInfo:
         with self._lock:
+            self._check_available()
             return self._info(self._get(name))
 
     # -- Hypervisor: definition ---------------------------------------------------------------
@@ -382,7 +403,15 @@ class FakeHypervisor:
             raise NotFound(f"libvirt domain '{name}' does not exist")
         return dom
 
+    def _check_available(self) -> None:
+        if self.unavailable:
+            raise HypervisorUnavailable(
+                "cannot connect to libvirt at test:///fake: Connection refused. "
+                "Is libvirtd running?"
+            )
+
     def _check_failure(self, op: str, name: str) -> None:
+        self._check_available()
         error = self.failures.get(op)
         if error is not None:
             raise error

@@ -8,7 +8,9 @@ reconnects.
 from __future__ import annotations
 
 import json
+import logging
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -21,6 +23,10 @@ from lab.domain.vm import DOMAIN_PREFIX, METADATA_NS, VmIdentity, VmModel
 from lab.hypervisor.base import DomainInfo, DomainState, LifecycleCallback
 from lab.hypervisor.event_loop import ensure_event_loop
 from lab.hypervisor.metadata import parse_metadata
+
+log = logging.getLogger(__name__)
+
+CRASHED = "crashed: the QEMU process ended unexpectedly (killed, or it failed)"
 
 _STATE = {
     libvirt.VIR_DOMAIN_RUNNING: DomainState.RUNNING,
@@ -35,7 +41,8 @@ _SHUTOFF_REASON = {
     libvirt.VIR_DOMAIN_SHUTOFF_UNKNOWN: "unknown",
     libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN: "shut down by the guest",
     libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED: "powered off",
-    libvirt.VIR_DOMAIN_SHUTOFF_CRASHED: "crashed",
+    # What libvirt says when the QEMU process ends without being asked (killed, or it died).
+    libvirt.VIR_DOMAIN_SHUTOFF_CRASHED: CRASHED,
     libvirt.VIR_DOMAIN_SHUTOFF_MIGRATED: "migrated",
     libvirt.VIR_DOMAIN_SHUTOFF_SAVED: "saved",
     libvirt.VIR_DOMAIN_SHUTOFF_FAILED: "QEMU failed or was killed",
@@ -53,7 +60,7 @@ _LIFECYCLE_STATE = {
 _STOPPED_REASON = {
     libvirt.VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN: "shut down by the guest",
     libvirt.VIR_DOMAIN_EVENT_STOPPED_DESTROYED: "powered off",
-    libvirt.VIR_DOMAIN_EVENT_STOPPED_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_EVENT_STOPPED_CRASHED: CRASHED,
     libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED: "QEMU failed or was killed",
 }
 
@@ -131,6 +138,10 @@ class LibvirtConsole:
         if events & _HANGUP:
             self._finish()
 
+    def hang_up(self) -> None:
+        """The connection the stream belongs to is gone (libvirtd went away)."""
+        self._finish()
+
     def _finish(self) -> None:
         with self._lock:
             was_closed = self._closed
@@ -153,6 +164,8 @@ class LibvirtHypervisor:
         # event says someone did), and re-reading it costs an RPC per VM on every API read.
         self._meta_lock = threading.Lock()
         self._meta: dict[str, tuple[VmIdentity, VmModel, bool]] = {}
+        #: Open console streams: they die with the connection, which libvirt does not tell them.
+        self._consoles: weakref.WeakSet[LibvirtConsole] = weakref.WeakSet()
 
     # -- connection -------------------------------------------------------------------------
     def accel(self) -> str:
@@ -185,9 +198,18 @@ class LibvirtHypervisor:
                 None, libvirt.VIR_DOMAIN_EVENT_ID_METADATA_CHANGE,
                 lambda _c, dom, *_a: self._forget(dom.name()), None,
             )  # fmt: skip
+            conn.registerCloseCallback(self._connection_closed, None)
             self._forget_all()  # events may have been missed while disconnected
             self._conn = conn
             return conn
+
+    def _connection_closed(self, _conn: Any, reason: int, _opaque: object) -> None:
+        # On libvirt's event thread. Every stream of the connection is dead: end them, so the
+        # brokers see their chardev closed and are attached again once libvirtd is back.
+        log.warning("the connection to libvirt closed (reason %d); the next call reconnects",
+                    reason)  # fmt: skip
+        for console in list(self._consoles):
+            console.hang_up()
 
     def _forget(self, name: str) -> None:
         with self._meta_lock:
@@ -278,7 +300,7 @@ class LibvirtHypervisor:
         mapped = _STATE.get(state, DomainState.OTHER)
         why = _SHUTOFF_REASON.get(reason, "") if state == libvirt.VIR_DOMAIN_SHUTOFF else ""
         if state == libvirt.VIR_DOMAIN_CRASHED:
-            why = "crashed"
+            why = CRASHED
         return DomainInfo(name, identity, model, deallocated, mapped, why)
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -344,7 +366,9 @@ class LibvirtHypervisor:
             stream = self.connection().newStream(libvirt.VIR_STREAM_NONBLOCK)
             # FORCE: take the console over from a stale client (a previous daemon, virsh).
             dom.openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
-            return LibvirtConsole(stream, on_data, on_close)
+            console = LibvirtConsole(stream, on_data, on_close)
+        self._consoles.add(console)
+        return console
 
     def screenshot(self, name: str) -> bytes:
         dom = self._dom(name)

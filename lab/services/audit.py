@@ -26,14 +26,20 @@ class AuditLog:
         entry = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"), "event": event,
                  "vm": vm, "user": user, **detail}  # fmt: skip
         line = json.dumps(entry, sort_keys=True) + "\n"
-        with self._lock, self.path.open("ab+") as f:
-            # After an append cut short (no newline at the end), start on a line of our own.
-            end = f.seek(0, os.SEEK_END)
-            if end:
-                f.seek(end - 1)
-                if f.read(1) != b"\n":
-                    line = "\n" + line
-            f.write(line.encode())
+        try:
+            with self._lock, self.path.open("ab+") as f:
+                # After an append cut short (no newline at the end), start on a line of our own.
+                end = f.seek(0, os.SEEK_END)
+                if end:
+                    f.seek(end - 1)
+                    if f.read(1) != b"\n":
+                        line = "\n" + line
+                f.write(line.encode())
+        except OSError as exc:
+            # A full disk must not stop a console from opening or an NMI from being sent: the
+            # entry is logged instead (and a cut-short line is skipped when read back).
+            log.warning("cannot write the audit log %s (%s): %s", self.path, exc.strerror,
+                        line.strip())  # fmt: skip
 
     def entries(self) -> list[dict[str, Any]]:
         """Every entry, oldest first. Entries stand alone, so a damaged line (an append cut

@@ -8,6 +8,7 @@ from lab.domain.labfile import LabDefinition, parse_lab_definition
 from lab.hypervisor.accel import choose_accel
 from lab.hypervisor.base import DomainState, Hypervisor
 from lab.services.boot_diagnostics import BootDiagnosticsService
+from lab.services.console_keeper import ConsoleKeeper
 from lab.services.consoles import ConsoleService
 from lab.services.context import LabContext
 from lab.services.reconcile import Reconciler
@@ -36,6 +37,7 @@ class Lab:
         self.ctx = LabContext(settings, hypervisor, images, BlobStore(settings.blob_dir))
         self.consoles = ConsoleService(self.ctx)
         self.vms = VmService(self.ctx, self.consoles)
+        self.console_keeper = ConsoleKeeper(self.vms, self.consoles)
         self.boot_diagnostics = BootDiagnosticsService(self.ctx)
         state = StateFile(settings.state_dir / "resources.json")
         self.storage_accounts = StorageAccountService(state)

@@ -111,6 +111,9 @@ class VmService:
         reason = info.reason if state in (PowerState.STOPPED, PowerState.DEALLOCATED) else None
         return VmView(info.identity, info.model, state, info.deallocated, reason)
 
+    def in_operation(self, domain: str) -> bool:
+        return domain in self._in_flight
+
     @asynccontextmanager
     async def _operation(self, view: VmView, op: PowerOperation) -> AsyncIterator[None]:
         domain = view.identity.domain_name
@@ -380,15 +383,3 @@ class VmService:
 
     def refresh(self, view: VmView) -> VmView:
         return self._view(self.ctx.hypervisor.domain(view.identity.domain_name))
-
-    # -- adoption -----------------------------------------------------------------------------
-    def adopt_running(self) -> builtins.list[VmView]:
-        """After a daemon (re)start: attach a broker to every running VM, without a reboot."""
-        adopted = []
-        for view in self.machines():
-            if view.power_state is PowerState.RUNNING:
-                self.consoles.attach(
-                    view.identity.domain_name, self.ctx.serial_log_path(view.identity, view.model)
-                )
-                adopted.append(view)
-        return adopted

@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from lab.api.client import LabClient
 from lab.domain.vm import DOMAIN_PREFIX, lab_id_for
 from lab.settings import Settings
@@ -174,6 +176,21 @@ class LabHarness:
             if name.startswith(prefix):
                 subprocess.run(["virsh", "destroy", name], capture_output=True, check=False)
                 subprocess.run(["virsh", "undefine", name], capture_output=True, check=False)
+
+
+def report_figures(config: pytest.Config, title: str, lines: list[str]) -> None:
+    """Figures on the terminal, past pytest's output capture, so CI logs keep them (a print
+    in a test shows only for a failure, and a fixture's teardown runs under capture)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None:
+        print("\n".join(lines))
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.write_line("")
+        reporter.write_sep("-", title)
+        for line in lines:
+            reporter.write_line(line)
 
 
 class WsConsole:

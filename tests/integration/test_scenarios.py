@@ -15,7 +15,7 @@ import pytest
 
 from lab.console import connect
 from lab.settings import REPO_ROOT, Settings
-from tests.integration.labharness import LabHarness
+from tests.integration.labharness import LabHarness, report_figures
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -43,19 +43,8 @@ def debian_lab(tmp_path_factory: pytest.TempPathFactory,
 
 
 def report_timings(config: pytest.Config) -> None:
-    """The group's timings on the terminal, past pytest's output capture, so CI logs keep
-    them (a print here would show only for a failure)."""
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    capture = config.pluginmanager.get_plugin("capturemanager")
     lines = [f"{name}: {json.dumps(times)}" for name, times in TIMINGS.items()]
-    if reporter is None or capture is None:
-        print("\n".join(lines))
-        return
-    with capture.global_and_fixture_disabled():  # a fixture's teardown runs under capture
-        reporter.write_line("")
-        reporter.write_sep("-", "scenario timings (s, since each scenario's start)")
-        for line in lines:
-            reporter.write_line(line)
+    report_figures(config, "scenario timings (s, since each scenario's start)", lines)
 
 
 def check(lab: LabHarness, name: str) -> dict[str, Any]:

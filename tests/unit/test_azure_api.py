@@ -3,7 +3,9 @@ connect prerequisites, storage accounts, SAS-signed boot-diagnostics blobs."""
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -474,5 +476,32 @@ def test_put_refuses_bad_bodies_with_a_located_error(
         err = r.json()["error"]
         assert err["target"] == target and words.lower() in err["message"].lower(), err
         assert lab.vms.list() == [] or all(v.identity.name != "bad" for v in lab.vms.list())
+
+    scenario(lab, body)
+
+
+def test_a_full_disk_is_a_clear_507_and_changes_nothing(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sa = f"{RG}/providers/Microsoft.Storage/storageAccounts"
+    state = lab.settings.state_dir / "resources.json"
+
+    def full(path: Path, *_a: object, **_k: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    async def body(c: Client) -> None:
+        first = await c.put(sa + "/keptdiag" + V, headers=OWNER, json={"location": "westeurope"})
+        assert first.status_code == 201
+        before = state.read_bytes()
+        monkeypatch.setattr("lab.storage.state.write_atomic", full)
+        r = await c.put(sa + "/newdiag" + V, headers=OWNER, json={"location": "westeurope"})
+        assert r.status_code == 507, r.text
+        err = r.json()["error"]
+        assert err["code"] == "InsufficientStorage"
+        assert f"writing {state}" in err["message"] and "free some space" in err["message"]
+        assert r.headers["x-ms-request-id"]
+        assert state.read_bytes() == before
+        listed = (await c.get(sa + V, headers=OWNER)).json()["value"]
+        assert [a["name"] for a in listed] == ["keptdiag"]  # not half-added in memory either
 
     scenario(lab, body)

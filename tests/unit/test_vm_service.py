@@ -429,8 +429,8 @@ def test_a_new_daemon_adopts_running_vms_without_restarting_them(
         before = list(hv.calls)
         restarted = Lab(settings, hv)
         try:
-            adopted = restarted.vms.adopt_running()
-            assert [v.identity for v in adopted] == [running.identity]
+            adopted = await restarted.console_keeper.check_once()
+            assert adopted == [running.identity.domain_name]
             assert hv.calls[len(before) :] == [("open_console", running.identity.domain_name)]
             broker = restarted.consoles.existing(running.identity.domain_name)
             assert broker is not None and broker.attached

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lab.api.security.tokens import Principal, verify
-from lab.domain.errors import InvalidInput, LabError, NotFound
+from lab.domain.errors import InvalidInput, LabError, NotFound, disk_full
 from lab.services.lab import Lab
 
 REQUEST_ID = "x-ms-request-id"
@@ -107,6 +107,13 @@ def install_error_handling(app: FastAPI) -> None:
     @app.exception_handler(LabError)
     async def lab_error(request: Request, exc: LabError) -> JSONResponse:
         return error_response(exc, getattr(request.state, "request_id", str(uuid.uuid4())))
+
+    @app.exception_handler(OSError)
+    async def os_error(request: Request, exc: OSError) -> JSONResponse:
+        err = disk_full(exc)
+        if err is None:
+            raise exc  # a bug, not bad luck: the server's 500
+        return error_response(err, getattr(request.state, "request_id", str(uuid.uuid4())))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

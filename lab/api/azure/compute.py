@@ -43,6 +43,10 @@ def instance_view(request: Request, view: VmView) -> dict[str, Any]:
              "displayStatus": view.power_state.azure_display},
         ],
     }  # fmt: skip
+    if view.stop_reason:
+        # Why a VM stopped that nobody stopped (a crash, a killed QEMU): the status's message,
+        # which Azure's InstanceViewStatus has for this kind of detail.
+        result["statuses"][1]["message"] = f"The VM stopped: {view.stop_reason}."
     if model.boot_diagnostics.enabled:
         b = lab.ctx.boot_blobs(view.identity, model)
         result["bootDiagnostics"] = {

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 
 from lab.api.azure.common import ApiVersion, Caller, require_action
 from lab.api.security.tokens import Principal
-from lab.domain.errors import LabError, NotFound
+from lab.domain.errors import DiskFull, LabError, NotFound, disk_full
 
 router = APIRouter()
 log = logging.getLogger(__name__)
@@ -64,6 +64,10 @@ def start_operation(
             await work
         except LabError as exc:
             op.error = exc
+        except OSError as exc:
+            op.error = disk_full(exc) or LabError(f"The operation failed: {exc}")
+            if not isinstance(op.error, DiskFull):
+                log.exception("operation %s failed", op.id)
         except Exception as exc:  # a bug must fail the operation, not pass for success
             log.exception("operation %s failed", op.id)
             op.error = LabError(f"The operation failed: {type(exc).__name__}: {exc}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import json
 import os
@@ -20,7 +22,7 @@ from lab.api.daemon import scenarios
 from lab.api.daemon.schemas import reconcile_json, scale_set_json, vm_json
 from lab.api.security.origin import refuse_every_origin
 from lab.console.broker import SessionMode
-from lab.domain.errors import InvalidInput, LabError, NotFound
+from lab.domain.errors import InvalidInput, LabError, NotFound, disk_full
 from lab.domain.power import PowerOperation
 from lab.domain.scale_set import MAX_CAPACITY, ScaleSetModel
 from lab.domain.vm import VmView
@@ -57,11 +59,19 @@ OnReady = Callable[[Lab], Awaitable[None]]
 def create_app(lab: Lab, on_ready: OnReady | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        lab.vms.adopt_running()
+        # Adopt the running VMs (attach their brokers, no reboot), then keep them attached:
+        # a libvirtd restart under the daemon ends every chardev stream.
+        await lab.console_keeper.check_once()
+        keeper = asyncio.create_task(lab.console_keeper.run())
         if on_ready is not None:
             await on_ready(lab)
-        yield
-        lab.consoles.close_all()
+        try:
+            yield
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+            lab.consoles.close_all()
 
     app = FastAPI(title="Serial Console Lab daemon", version=__version__, lifespan=lifespan)
     app.state.lab = lab
@@ -69,6 +79,13 @@ def create_app(lab: Lab, on_ready: OnReady | None = None) -> FastAPI:
     @app.exception_handler(LabError)
     async def lab_error(_request: Request, exc: LabError) -> JSONResponse:
         return JSONResponse({"error": exc.to_dict()}, status_code=exc.status)
+
+    @app.exception_handler(OSError)
+    async def os_error(_request: Request, exc: OSError) -> JSONResponse:
+        err = disk_full(exc)
+        if err is None:
+            raise exc  # a bug, not bad luck: the server's 500
+        return JSONResponse({"error": err.to_dict()}, status_code=err.status)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
