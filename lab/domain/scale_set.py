@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from lab.domain.passwords import is_password_hash
 from lab.domain.vm import VmModel
 
 _BASE36 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -27,8 +28,9 @@ class UpgradeMode(StrEnum):
 
 
 class ScaleSetModel(BaseModel):
-    """A scale set as the lab keeps it (in the state file, with the admin password, which new
-    instances need; the file is mode 0600)."""
+    """A scale set as the lab keeps it (in the state file, mode 0600). New instances need the
+    admin password: the set keeps only its SHA-512 crypt hash, which the guests take as it is
+    (`lab.domain.passwords`)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -40,12 +42,22 @@ class ScaleSetModel(BaseModel):
     tags: dict[str, str] = {}
     #: What each instance runs; its `model_version` is the set's current model version.
     profile: VmModel
-    admin_password: str
+    #: `$6$...`; never the plain text (state files from before hold `admin_password`: the
+    #: scale-set service hashes it when it loads them).
+    admin_password_hash: str = Field(repr=False)
     capacity: int
     upgrade_mode: UpgradeMode = UpgradeMode.MANUAL
     computer_name_prefix: str
     #: The id the next instance gets (ids are never reused).
     next_instance_id: int = 0
+
+    @field_validator("admin_password_hash")
+    @classmethod
+    def _check_hash(cls, value: str) -> str:
+        if not is_password_hash(value):
+            # Never quote the value: it may be a password put here by mistake.
+            raise ValueError("must be a SHA-512 crypt hash ($6$<salt>$<hash>)")
+        return value
 
     @property
     def model_version(self) -> int:

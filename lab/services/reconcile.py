@@ -30,6 +30,7 @@ from lab.domain.vm import BootDiagnosticsModel, VmModel, VmView
 from lab.services.scale_sets import ScaleSetService
 from lab.services.storage_accounts import StorageAccountService
 from lab.services.vms import NewVm, VmService
+from lab.storage.images import hash_password
 
 
 @dataclass(frozen=True)
@@ -67,14 +68,20 @@ def model_from_def(vm: VirtualMachineDef | VmProfileDef, location: str) -> VmMod
     )
 
 
-def scale_set_model(subscription: str, group: str, location: str, ss: ScaleSetDef) -> ScaleSetModel:
+def scale_set_model(
+    subscription: str, group: str, location: str, ss: ScaleSetDef,
+    password_hash: str | None = None,
+) -> ScaleSetModel:  # fmt: skip
     """A scale set as a lab file (or an API PUT) defines it; a new set gets a new unique id
-    (an existing one keeps its own: see `ScaleSetService.put`)."""
+    (an existing one keeps its own: see `ScaleSetService.put`). The set keeps the hash of its
+    admin password, made here (`openssl passwd`, a few milliseconds), or the `password_hash`
+    it has already (an update that gives no password)."""
     prof = ss.virtual_machine_profile
     return ScaleSetModel(
         subscription_id=subscription, resource_group=group, name=ss.name,
         unique_id=str(uuid.uuid4()), location=location, tags=dict(ss.tags),
-        profile=model_from_def(prof, location), admin_password=prof.admin_password,
+        profile=model_from_def(prof, location),
+        admin_password_hash=password_hash or hash_password(prof.admin_password),
         capacity=ss.sku.capacity, upgrade_mode=UpgradeMode(ss.upgrade_policy.mode),
         computer_name_prefix=ss.computer_name_prefix,
     )  # fmt: skip
@@ -118,7 +125,9 @@ class Reconciler:
     async def _up_scale_set(
         self, defn: LabDefinition, rg: ResourceGroupDef, ss: ScaleSetDef
     ) -> list[ReconcileResult]:
-        desired = scale_set_model(defn.subscription_id, rg.name, defn.location, ss)
+        desired = await asyncio.to_thread(
+            scale_set_model, defn.subscription_id, rg.name, defn.location, ss
+        )
         before = {v.identity.instance_id for v in self.scale_sets.instances(desired)}
         model = await self.scale_sets.put(desired)
         results = []
@@ -143,8 +152,9 @@ class Reconciler:
             # Looked up under the lock: another `up` may have just created or started it.
             current = next((v for v in self.vms.list() if v.identity.key == key), None)
             if current is None:
+                password_hash = await asyncio.to_thread(hash_password, vm.admin_password)
                 new = NewVm(defn.subscription_id, rg.name, vm.name, vm_model(defn, vm),
-                            vm.admin_password)  # fmt: skip
+                            password_hash)  # fmt: skip
                 return ReconcileResult(await self.vms.create(new), "created")
             if current.power_state is PowerState.RUNNING:
                 return ReconcileResult(current, "running")

@@ -5,12 +5,16 @@ instance holds its slot until its console shows `login:`), so TCG guests do not 
 other's boot. Scaling in removes the highest instance ids first. Every
 instance records the model version it runs; a new model is rolled to every instance at once
 under `Automatic`, and waits for `upgrade` (Azure's manualUpgrade) under `Manual`.
+
+A set keeps the SHA-512 crypt hash of its admin password, for the instances to come; a state
+file from before that kept the plain text has it hashed when it is loaded (`_hash_passwords`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import os
 import time
 from collections.abc import Awaitable
@@ -28,6 +32,7 @@ from lab.domain.scale_set import (
 )
 from lab.domain.vm import VmView
 from lab.services.vms import NewVm, VmService
+from lab.storage.images import hash_password
 from lab.storage.serial_log import RotatingLog
 from lab.storage.state import StateFile
 
@@ -45,13 +50,32 @@ def _store_key(group: str, name: str) -> str:
     return f"{group.lower()}/{name.lower()}"
 
 
+def _hash_passwords(models: Any) -> Any:
+    """The scale sets' section of a state file, with any plain-text `admin_password` (what the
+    lab kept before it kept hashes) replaced by its `admin_password_hash`."""
+    if not isinstance(models, dict):
+        return models  # not what the lab writes: the section's check says so
+    migrated = {}
+    for key, model in models.items():
+        if isinstance(model, dict) and "admin_password" in model:
+            model = dict(model)
+            password = model.pop("admin_password")
+            if "admin_password_hash" not in model and isinstance(password, str):
+                # One that cannot be hashed gets no hash: the section's check reports it.
+                with contextlib.suppress(InvalidInput):
+                    model["admin_password_hash"] = hash_password(password)
+        migrated[key] = model
+    return migrated
+
+
 class ScaleSetService:
     def __init__(
         self, vms: VmService, state: StateFile, boot_slot_timeout: float = BOOT_SLOT_TIMEOUT_S
     ) -> None:
         self.vms = vms
         self.state = state
-        state.section(_KEY, dict[str, ScaleSetModel], "the scale sets' models")
+        state.section(_KEY, dict[str, ScaleSetModel], "the scale sets' models",
+                      migrate=_hash_passwords)  # fmt: skip
         self.boot_slot_timeout = boot_slot_timeout
         self._slots = asyncio.Semaphore(max(1, os.cpu_count() or 1))
         #: One lock per set: a PUT, a scale and an upgrade of one set never interleave.
@@ -195,7 +219,7 @@ class ScaleSetService:
                                                    "location": model.location})  # fmt: skip
         new = NewVm(
             model.subscription_id, model.resource_group, instance_name(model.name, instance_id),
-            profile, model.admin_password, scale_set=model.name, instance_id=str(instance_id),
+            profile, model.admin_password_hash, scale_set=model.name, instance_id=str(instance_id),
             computer_name=computer_name(model.computer_name_prefix, instance_id),
         )  # fmt: skip
         view = await self.vms.create(new)
@@ -233,7 +257,7 @@ class ScaleSetService:
         for view in stale:  # one at a time: the set keeps serving while it rolls
             profile = model.profile.model_copy(update={"tags": model.tags,
                                                        "location": model.location})  # fmt: skip
-            await self.vms.upgrade(view, profile, model.admin_password)
+            await self.vms.upgrade(view, profile, model.admin_password_hash)
 
     # -- power and delete -----------------------------------------------------------------------
     async def perform(

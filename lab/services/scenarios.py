@@ -39,6 +39,7 @@ from lab.domain.vm import BootDiagnosticsModel, VmModel, VmView
 from lab.services.context import LabContext
 from lab.services.vms import NewVm, VmService
 from lab.storage.diskedit import RootFs, edit_disk
+from lab.storage.images import hash_password
 from lab.storage.images.derived import derive
 from lab.storage.state import StateFile
 
@@ -146,7 +147,8 @@ class ScenarioService:
             admin_username=scenario.admin.user, location="westeurope", tags={"scenario": name},
             boot_diagnostics=BootDiagnosticsModel(enabled=True, storage_account=MANAGED_ACCOUNT),
         )  # fmt: skip
-        new = NewVm(DEFAULT_SUBSCRIPTION_ID, GROUP, name, model, scenario.admin.password)
+        password_hash = await asyncio.to_thread(hash_password, scenario.admin.password)
+        new = NewVm(DEFAULT_SUBSCRIPTION_ID, GROUP, name, model, password_hash)
         view = await self.vms.create(new)
         self._new_attempt(scenario)
         return view

@@ -14,9 +14,10 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lab.domain.errors import Conflict, InvalidInput, NotFound
+from lab.domain.passwords import is_password_hash
 from lab.domain.power import TRANSITION, PowerOperation, PowerState, require_state
 from lab.domain.vm import VmIdentity, VmModel, VmView
 from lab.hypervisor.base import DomainInfo, DomainState
@@ -37,17 +38,24 @@ _POLL_S = 0.1
 
 @dataclass(frozen=True)
 class NewVm:
-    """A VM to create: what the lab file (or an API PUT) says, with its password."""
+    """A VM to create: what the lab file (or an API PUT) says, with its password hashed where
+    it arrived (`lab.storage.images.hash_password`): the lab keeps no plain text."""
 
     subscription_id: str
     resource_group: str
     name: str
     model: VmModel
-    admin_password: str
+    #: The SHA-512 crypt hash of the admin password ($6$...).
+    admin_password_hash: str = field(repr=False)
     #: For a scale-set instance: the set, the instance id and the guest's host name.
     scale_set: str | None = None
     instance_id: str | None = None
     computer_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if not is_password_hash(self.admin_password_hash):
+            # A plain-text password must not reach the guest's files (nor this message).
+            raise ValueError("NewVm.admin_password_hash must be a SHA-512 crypt hash ($6$...)")
 
 
 class VmService:
@@ -145,7 +153,7 @@ class VmService:
                 f"VM '{new.name}' already exists in resource group '{new.resource_group}'",
                 target=new.name,
             )
-        image = await self._write_guest_config(identity, new.model, new.admin_password)
+        image = await self._write_guest_config(identity, new.model, new.admin_password_hash)
         if image.disk:
             image_dir = self.ctx.images.path(image)
             vm_dir = self.ctx.vm_dir(identity)
@@ -157,7 +165,7 @@ class VmService:
         return view
 
     async def _write_guest_config(
-        self, identity: VmIdentity, model: VmModel, admin_password: str
+        self, identity: VmIdentity, model: VmModel, admin_password_hash: str
     ) -> ImageManifest:
         """The VM's host name and admin account, where its image's guest reads them: a per-VM
         initrd (the image's plus a config archive) for a kernel boot, a config disk for a disk
@@ -178,7 +186,7 @@ class VmService:
                 vm_dir / CONFIG_DISK_FILE,
                 hostname=identity.host_name,
                 admin_username=model.admin_username,
-                admin_password=admin_password,
+                admin_password_hash=admin_password_hash,
             )
             return image
         await asyncio.to_thread(
@@ -187,7 +195,7 @@ class VmService:
             vm_dir / "initrd.img",
             hostname=identity.host_name,
             admin_username=model.admin_username,
-            admin_password=admin_password,
+            admin_password_hash=admin_password_hash,
         )
         return image
 
@@ -335,7 +343,9 @@ class VmService:
                 await self._power_on(view)
         return self.refresh(view)
 
-    async def upgrade(self, view: VmView, model: VmModel, admin_password: str) -> VmView:
+    async def upgrade(
+        self, view: VmView, model: VmModel, admin_password_hash: str
+    ) -> VmView:
         """Move a scale-set instance to a new model: a running instance is stopped, redefined
         (a new image gets a fresh disk and config) and started again."""
         async with self._operation(view, PowerOperation.REIMAGE):
@@ -343,7 +353,7 @@ class VmService:
             if was_running:
                 await self._stop(view, graceful=True)
             if model.image != view.model.image:
-                await self._write_guest_config(view.identity, model, admin_password)
+                await self._write_guest_config(view.identity, model, admin_password_hash)
                 image = self.ctx.images.get(model.image)
                 if image.disk:
                     base = self.ctx.images.path(image) / image.disk

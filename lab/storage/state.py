@@ -7,6 +7,10 @@ before the last write stays beside it as `<name>.prev`. A document that is never
 short or altered (a disk fault, a hand edit) is refused with `CorruptState`, naming the file,
 what is wrong and how to recover: the lab never silently starts over with empty state, which
 would forget accounts, ports and scale sets without a word.
+
+A section may bring a migration (`StateFile.section`'s `migrate`): a document an older lab
+wrote is brought to today's shape when it is read, and written back at once, together with its
+`.prev` (so what the migration removes, such as a plain-text password, stays on no disk).
 """
 
 from __future__ import annotations
@@ -41,17 +45,25 @@ class StateFile:
         self._lock = threading.Lock()
         self._data: dict[str, Any] | None = None
         self._sections: dict[str, tuple[Callable[[Any], object], str]] = {}
+        self._migrations: dict[str, Callable[[Any], Any]] = {}
 
     @property
     def previous(self) -> Path:
         """The version before the last write (kept for recovery by hand)."""
         return self.path.with_name(f"{self.path.name}.prev")
 
-    def section(self, key: str, shape: Any, what: str) -> None:
+    def section(
+        self, key: str, shape: Any, what: str, *, migrate: Callable[[Any], Any] | None = None
+    ) -> None:
         """Declare top-level `key`: a value of type `shape` (checked with pydantic) holding
-        `what` (for the recovery message: what is lost when the file is moved away)."""
+        `what` (for the recovery message: what is lost when the file is moved away).
+
+        `migrate` takes the section as read (any JSON) and returns it in today's shape (itself
+        when there is nothing to do); it runs before the check."""
         adapter: TypeAdapter[Any] = TypeAdapter(shape)
         self._sections[key] = (adapter.validate_python, what)
+        if migrate is not None:
+            self._migrations[key] = migrate
 
     def check(self) -> None:
         """Read the document now (the daemon does at start), raising `CorruptState` if bad."""
@@ -71,22 +83,60 @@ class StateFile:
             new = {k: v for k, v in data.items() if k != key}
             if value is not None:
                 new[key] = value
-            # 0600: scale sets keep their admin password here, for the instances to come.
-            write_atomic(self.path, json.dumps(new, indent=1, sort_keys=True).encode(), 0o600,
-                         keep_previous=True)  # fmt: skip
+            # 0600: scale sets keep their admin password's hash here, for the instances to come.
+            write_atomic(self.path, _dumps(new), 0o600, keep_previous=True)
             # Only once it is on disk: a failed write (a full disk) leaves memory as the file.
             self._data = new
 
     def _load(self) -> dict[str, Any]:
         if self._data is None:
-            self._data = self._parse()
+            data, migrated = self._parse()
+            self._data = data
+            if migrated:
+                self._write_migrated(data)
         return self._data
 
-    def _parse(self) -> dict[str, Any]:
+    def _migrate(self, document: dict[str, Any]) -> list[str]:
+        """Run the sections' migrations on `document` in place; the keys they changed."""
+        changed = []
+        for key, migrate in self._migrations.items():
+            if key in document:
+                new = migrate(document[key])
+                if new != document[key]:
+                    document[key] = new
+                    changed.append(key)
+        return changed
+
+    def _write_migrated(self, data: dict[str, Any]) -> None:
+        """Write a migrated document back, and migrate its `.prev` too. Best effort: a failed
+        write (a full disk) leaves the migrated document in memory, and the next write puts it
+        on disk."""
+        try:
+            # Not kept as `.prev`: the old version is migrated in its own place, below.
+            write_atomic(self.path, _dumps(data), 0o600)
+        except OSError as exc:
+            log.warning("Could not write the migrated lab state to %s (%s); the next change "
+                        "writes it.", self.path, exc.strerror or exc)  # fmt: skip
+            return
+        log.info("Migrated the lab state file %s to the current format.", self.path)
+        try:
+            previous = json.loads(self.previous.read_bytes().decode())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return  # none, or damaged: left as it is, for recovery by hand
+        if not isinstance(previous, dict):
+            return
+        try:
+            if self._migrate(previous):
+                write_atomic(self.previous, _dumps(previous), 0o600)
+        except Exception as exc:  # a damaged .prev must not stop the lab
+            log.warning("Could not migrate %s (%s); it is left as it is.", self.previous, exc)
+
+    def _parse(self) -> tuple[dict[str, Any], list[str]]:
+        """The document, checked, and the sections a migration changed in it."""
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
-            return {}
+            return {}, []
         except OSError as exc:
             raise self._corrupt(f"cannot be read ({exc.strerror or exc})") from exc
         if not raw.strip():
@@ -114,6 +164,7 @@ class StateFile:
             raise self._corrupt(
                 f"holds a JSON {type(loaded).__name__} where the lab writes an object"
             )
+        migrated = self._migrate(loaded)
         for key, (validate, _what) in self._sections.items():
             if key not in loaded:
                 continue
@@ -126,7 +177,7 @@ class StateFile:
                     f"is not what the lab wrote: {where}: {first['msg']}"
                     + (f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else "")
                 ) from exc
-        return loaded
+        return loaded, migrated
 
     def _corrupt(self, problem: str) -> CorruptState:
         kept = sorted({what for _validate, what in self._sections.values()})
@@ -142,6 +193,10 @@ class StateFile:
             "kept by libvirt).",
             target=str(self.path),
         )
+
+
+def _dumps(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, indent=1, sort_keys=True).encode()
 
 
 def load_cache(path: Path, what: str) -> dict[str, Any] | None:

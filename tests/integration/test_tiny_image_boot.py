@@ -22,7 +22,12 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from lab.storage.images import ImageCache, ImageManifest, write_guest_config_initrd
+from lab.storage.images import (
+    ImageCache,
+    ImageManifest,
+    hash_password,
+    write_guest_config_initrd,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -72,7 +77,7 @@ def make_vm(image: Image, vm_dir: Path, *, disk: str = "overlay") -> tuple[Path,
         initrd,
         hostname=HOST,
         admin_username=USER,
-        admin_password=PASSWORD,
+        admin_password_hash=hash_password(PASSWORD),  # what the lab passes: never the password
     )
     if disk == "none":
         return initrd, None
@@ -216,7 +221,7 @@ def test_boot_login_data_disk_and_power_button(
     assert "1000" in out.split()
     assert f"/data/home/{USER}" in out
     assert "drwxr-xr-x" in out, "the root directory is not world-writable"
-    assert "No such file" in out, "the plaintext password file is gone"
+    assert "No such file" in out, "the config file (user, password hash) is gone"
 
     pressed = time.monotonic()
     guest.monitor("system_powerdown")

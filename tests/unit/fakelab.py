@@ -19,6 +19,9 @@ from lab.storage.images import ImageManifest
 
 SUBSCRIPTION = "8f6a2c1e-5b3d-4c7a-9e21-0d4b6f3a9c10"
 PASSWORD = "Passw0rd!"
+#: `openssl passwd -6 -salt labtests` of PASSWORD: what the lab keeps of it.
+PASSWORD_HASH = ("$6$labtests$zMzTTzG3bGCzWFzUs6rt3btZAQBi9DFC1hmLRAy7LNjhAjO6t0NTlcP9Vxf4.v.0"
+                 "SdLxZXLMqYdQz8mWTfuzM/")  # fmt: skip
 KERNEL = b"fake kernel\n"
 BASE_INITRD = b"070701fake base initrd\0\0"
 SHUTDOWN_TIMEOUT = 0.3
@@ -76,7 +79,7 @@ def new_vm(name: str = "vm1", rg: str = "rg1", image: str = "tiny", **model: Any
         "boot_diagnostics": BootDiagnosticsModel(enabled=True, storage_account=MANAGED_ACCOUNT),
         **model,
     }
-    return NewVm(SUBSCRIPTION, rg, name, VmModel(**fields), PASSWORD)
+    return NewVm(SUBSCRIPTION, rg, name, VmModel(**fields), PASSWORD_HASH)
 
 
 def ops(hv: FakeHypervisor, domain: str) -> list[str]:

@@ -4,6 +4,7 @@ upgrades, per-instance actions, boot diagnostics and serial ports."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from typing import Any
 
 import httpx
@@ -148,5 +149,40 @@ def test_scale_set_errors(lab: Lab) -> None:
         assert missing.status_code == 404
         no_ids = await c.post(SS + "/manualupgrade" + V, headers=OWNER, json={})
         assert no_ids.status_code == 400
+
+    scenario(lab, go)
+
+
+def _verifies(password: str, hashed: str) -> bool:
+    salt = hashed.split("$")[2]
+    again = subprocess.run(
+        ["openssl", "passwd", "-6", "-salt", salt, "-stdin"],
+        input=password + "\n", capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    return again == hashed
+
+
+def test_the_set_keeps_the_hash_of_its_password_across_updates(lab: Lab) -> None:
+    """The lab keeps only the hash: a PUT or a PATCH without a password keeps it (and the
+    instances made later get it), a PUT with one replaces it."""
+
+    async def go(c: Client) -> None:
+        await settle(c, await c.put(SS + V, headers=OWNER, json=body(1)))
+        first = lab.scale_sets.get("rg1", "web").admin_password_hash
+        assert _verifies("Passw0rd!", first)
+        no_password = body(2)
+        del no_password["properties"]["virtualMachineProfile"]["osProfile"]["adminPassword"]
+        await settle(c, await c.put(SS + V, headers=OWNER, json=no_password))
+        await settle(c, await c.patch(SS + V, headers=OWNER, json={"sku": {"capacity": 3}}))
+        assert lab.scale_sets.get("rg1", "web").admin_password_hash == first
+        instances = lab.scale_sets.instances(lab.scale_sets.get("rg1", "web"))
+        assert len(instances) == 3
+        for view in instances:
+            initrd = (lab.ctx.vm_dir(view.identity) / "initrd.img").read_bytes()
+            assert first.encode() in initrd and b"Passw0rd!" not in initrd
+        changed = body(3)
+        changed["properties"]["virtualMachineProfile"]["osProfile"]["adminPassword"] = "N3w-pass!"
+        await settle(c, await c.put(SS + V, headers=OWNER, json=changed))
+        assert _verifies("N3w-pass!", lab.scale_sets.get("rg1", "web").admin_password_hash)
 
     scenario(lab, go)

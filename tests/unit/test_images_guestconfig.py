@@ -1,4 +1,5 @@
-"""The per-VM config initrd: base initrd + an appended cpio with /etc/lab/{hostname,admin}."""
+"""The per-VM config initrd: base initrd + an appended cpio with /etc/lab/{hostname,admin}
+(the admin user and the SHA-512 crypt hash of the password, never the password)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import pytest
 from lab.domain.errors import InvalidInput
 from lab.storage.images import write_guest_config_initrd
 from lab.storage.images.guestconfig import guest_config_archive
+from tests.unit.fakelab import PASSWORD_HASH
 
-GOOD = {"hostname": "t1", "admin_username": "azureuser", "admin_password": "Passw0rd!"}
+GOOD = {"hostname": "t1", "admin_username": "azureuser", "admin_password_hash": PASSWORD_HASH}
 
 
 def _write(tmp_path: Path, base: bytes = b"BASE" * 10, **overrides: str) -> Path:
@@ -59,7 +61,7 @@ def test_replaces_an_existing_file(tmp_path: Path) -> None:
 @pytest.mark.skipif(shutil.which("cpio") is None, reason="needs the cpio tool")
 def test_system_cpio_reads_the_config(tmp_path: Path) -> None:
     archive = guest_config_archive(
-        hostname="vm-01", admin_username="_svc-1", admin_password=" sp ace\\ $x'\"` "
+        hostname="vm-01", admin_username="_svc-1", admin_password_hash=PASSWORD_HASH
     )
     dest = tmp_path / "x"
     dest.mkdir()
@@ -71,7 +73,7 @@ def test_system_cpio_reads_the_config(tmp_path: Path) -> None:
         capture_output=True,
     )
     assert (dest / "etc/lab/hostname").read_text() == "vm-01\n"
-    assert (dest / "etc/lab/admin").read_text() == "_svc-1\n sp ace\\ $x'\"` \n"
+    assert (dest / "etc/lab/admin").read_text() == f"_svc-1\n{PASSWORD_HASH}\n"
     assert stat.S_IMODE((dest / "etc/lab/admin").stat().st_mode) == 0o600
     assert stat.S_IMODE((dest / "etc/lab/hostname").stat().st_mode) == 0o644
 
@@ -92,13 +94,16 @@ def test_accepts_valid_user_names(tmp_path: Path, username: str) -> None:
     assert _write(tmp_path, admin_username=username).exists()
 
 
-@pytest.mark.parametrize("password", ["", "pass\nword", "pass\rword", "pass\0word", "trailing\n"])
-def test_rejects_unusable_passwords_without_echoing_them(tmp_path: Path, password: str) -> None:
-    with pytest.raises(InvalidInput) as err:
-        _write(tmp_path, admin_password=password)
-    assert err.value.target == "adminPassword"
-    if password:
-        assert password not in err.value.message
+@pytest.mark.parametrize(
+    "value",
+    ["", "Passw0rd!", "pass\nword", "$1$md5$abc", PASSWORD_HASH + "\nroot:x", "x:" + PASSWORD_HASH],
+)
+def test_takes_only_a_password_hash_without_echoing_what_it_got(tmp_path: Path, value: str) -> None:
+    """Only the hash reaches the guest; a plain-text password given by mistake is refused,
+    and not quoted."""
+    with pytest.raises(ValueError, match="SHA-512") as err:
+        _write(tmp_path, admin_password_hash=value)
+    assert not value or value not in str(err.value)
     assert not (tmp_path / "vm").exists() or not any((tmp_path / "vm").iterdir())
 
 

@@ -11,7 +11,7 @@ from lab.domain.scale_set import ScaleSetModel, UpgradeMode, computer_name
 from lab.domain.vm import VmModel
 from lab.hypervisor.fake import FakeHypervisor
 from lab.services.lab import Lab
-from tests.unit.fakelab import PASSWORD, SUBSCRIPTION, new_vm, run
+from tests.unit.fakelab import PASSWORD_HASH, SUBSCRIPTION, new_vm, run
 
 
 def model(
@@ -21,8 +21,8 @@ def model(
                                  "admin_username": "azureuser", **profile}  # fmt: skip
     return ScaleSetModel(
         subscription_id=SUBSCRIPTION, resource_group="rg1", name="web", unique_id="u-1",
-        profile=VmModel.model_validate(fields), admin_password=PASSWORD, capacity=capacity,
-        upgrade_mode=mode, computer_name_prefix="web",
+        profile=VmModel.model_validate(fields), admin_password_hash=PASSWORD_HASH,
+        capacity=capacity, upgrade_mode=mode, computer_name_prefix="web",
     )  # fmt: skip
 
 

@@ -4,8 +4,8 @@ the state files or libvirt's domain XML. VMs and a scale set are made with disti
 passwords through the Azure API (PUT) and through a lab file (`POST /v1/up`, what `lab up`
 sends); then everything the lab said and wrote is searched for them.
 
-The one file that must hold a password is the per-VM initrd of the `tiny` image (the guest
-hashes it at boot): it is checked to be mode 0600 and excluded from the search."""
+No file holds one either: the lab keeps only SHA-512 crypt hashes (scale-set models in the
+state file, the tiny guest's per-VM initrd, the debian guest's config disk)."""
 
 from __future__ import annotations
 
@@ -144,19 +144,20 @@ def test_no_password_in_responses_logs_or_files(
             assert secret not in text, f"{secret} in a response:\n{text[:2000]}"
         for record in caplog.records:
             assert secret not in record.getMessage(), record
-    # Files: the audit log, the state files, everything under the data dir ...
+    # Files: the audit log, the state files, the VMs' initrds, everything under the data dir ...
     data = lab.settings.data_dir
     assert (data / "audit.log").is_file()
-    for path in sorted(p for p in data.rglob("*") if p.is_file()):
+    files = sorted(p for p in data.rglob("*") if p.is_file())
+    assert any(p.name == "initrd.img" for p in files) and any(p.parent.name == "state"
+                                                              for p in files)  # fmt: skip
+    for path in files:
         content = path.read_bytes()
         held = [secret for secret in SECRETS if secret.encode() in content]
-        if not held:
-            continue
-        # Known homes, both mode 0600: the tiny guest's per-VM initrd (the guest hashes the
-        # password at boot), and the scale sets' models in the state file (see below).
-        assert path.name == "initrd.img" or path.parent.name == "state", (
-            f"{held} in {path.relative_to(data)}")  # fmt: skip
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        assert not held, f"{held} in {path.relative_to(data)}"
+        # The hashes' homes are private: the state file, the guests' config.
+        if path.name in ("initrd.img", "resources.json"):
+            assert b"$6$" in content, path
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     # ... and what libvirt keeps of each domain (its XML and metadata).
     domains = list(hv._domains)  # every domain the fake libvirt holds, deleted ones gone
     assert len(domains) >= 3
@@ -166,10 +167,8 @@ def test_no_password_in_responses_logs_or_files(
             assert secret not in (hv.metadata(name) or ""), f"{secret} in {name}'s metadata"
 
 
-@pytest.mark.xfail(strict=True, reason="known: a scale set's model keeps its admin password in "
-                   "plain text in <data dir>/state/resources.json (mode 0600); the set needs it "
-                   "to create instances later. A fix keeps it out of the state file.")
 def test_state_files_hold_no_password(lab: Lab) -> None:
+    """A scale set needs its password for the instances to come: it keeps only the hash."""
     async def go() -> None:
         daemon = httpx.ASGITransport(app=create_app(lab))
         async with httpx.AsyncClient(transport=daemon, base_url="http://lab") as d:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import stat
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +29,11 @@ from lab.hypervisor.fake import FakeHypervisor
 from lab.services.lab import Lab
 from lab.settings import Settings
 from lab.storage import blobs
+from lab.storage import state as state_module
 from lab.storage.images import ImageCache
 from lab.storage.serial_log import RotatingLog
 from lab.storage.state import StateFile
-from tests.unit.fakelab import PASSWORD, SUBSCRIPTION, make_image
+from tests.unit.fakelab import PASSWORD, PASSWORD_HASH, SUBSCRIPTION, make_image, run
 
 
 def _full_state(lab: Lab) -> Path:
@@ -45,7 +48,8 @@ def _full_state(lab: Lab) -> Path:
     profile = VmModel(image="tiny", vcpus=1, memory_mib=256, admin_username="azureuser")
     lab.scale_sets._save(ScaleSetModel(
         subscription_id=SUBSCRIPTION, resource_group="rg1", name="web", unique_id="u-1",
-        profile=profile, admin_password=PASSWORD, capacity=0, computer_name_prefix="web",
+        profile=profile, admin_password_hash=PASSWORD_HASH, capacity=0,
+        computer_name_prefix="web",
     ))  # fmt: skip
     lab.scenarios.state.update("scenarioAttempts", [
         {"scenario": "demo", "title": "Demo", "startedAt": 1.5, "hintsUsed": 0, "resets": 0},
@@ -66,7 +70,7 @@ def test_everything_the_services_write_reads_back_in_a_new_lab(lab: Lab) -> None
     assert again.serial_console.disabled(SUBSCRIPTION)
     assert [m.name for m in again.scale_sets.list()] == ["web"]
     assert [a["scenario"] for a in again.scenarios.attempts()] == ["demo"]
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600  # a scale set's admin password is in it
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600  # a scale set's password hash is in it
 
 
 @pytest.mark.parametrize("keep", [0, 1, 10, 0.5, -2, -1])
@@ -138,6 +142,78 @@ def test_the_previous_version_restores_what_the_last_write_lost(lab: Lab) -> Non
     again = Lab(lab.settings, FakeHypervisor())
     assert again.serial_console.disabled(SUBSCRIPTION)
     assert [a.name for a in again.storage_accounts.list()] == ["diagacct"]
+
+
+def _as_written_before_hashes(path: Path) -> None:
+    """Make `path` what the lab wrote before it kept hashes: the set's password in plain text."""
+    data = json.loads(path.read_text())
+    model = data["scaleSets"]["rg1/web"]
+    del model["admin_password_hash"]
+    model["admin_password"] = PASSWORD
+    path.write_text(json.dumps(data, indent=1))
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+def test_a_scale_set_password_kept_in_plain_text_is_hashed_on_load(
+    lab: Lab, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A state file from before: the lab loads it, hashes the password, and writes the file
+    (and its .prev) back at once without the plain text; the set makes instances with it."""
+    path = _full_state(lab)
+    previous = path.with_name("resources.json.prev")
+    lab.serial_console.set_disabled(SUBSCRIPTION, False)  # .prev: the set, and "disabled"
+    for old in (path, previous):
+        _as_written_before_hashes(old)
+    with caplog.at_level(logging.INFO):
+        again = Lab(lab.settings, FakeHypervisor())
+    assert "Migrated the lab state file" in caplog.text and PASSWORD not in caplog.text
+    (model,) = again.scale_sets.list()
+    hashed = model.admin_password_hash
+    salt = hashed.split("$")[2]
+    assert hashed == subprocess.run(
+        ["openssl", "passwd", "-6", "-salt", salt, "-stdin"],
+        input=PASSWORD + "\n", capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    for written in (path, previous):
+        content = written.read_text()
+        assert PASSWORD not in content and '"admin_password"' not in content, written.name
+        assert '"admin_password_hash": "$6$' in content, written.name
+        assert stat.S_IMODE(written.stat().st_mode) == 0o600, written.name
+    assert hashed in path.read_text()
+    # Nothing else changed: the document, and the version before it.
+    assert not again.serial_console.disabled(SUBSCRIPTION)
+    assert [a.name for a in again.storage_accounts.list()] == ["diagacct"]
+    assert json.loads(previous.read_text())["serialConsoleDisabled"] == [SUBSCRIPTION.lower()]
+    # A third lab reads the migrated file as it is (no second migration: the same hash).
+    assert [m.admin_password_hash for m in Lab(lab.settings, FakeHypervisor()).scale_sets.list()
+            ] == [hashed]  # fmt: skip
+
+    async def scale_out() -> None:
+        await again.scale_sets.scale(model, 1)
+
+    run(again, scale_out)
+    (instance,) = again.scale_sets.instances(model)
+    initrd = (again.ctx.vm_dir(instance.identity) / "initrd.img").read_bytes()
+    assert hashed.encode() in initrd and PASSWORD.encode() not in initrd
+
+
+def test_a_migrated_state_file_that_cannot_be_written_is_written_by_the_next_change(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _full_state(lab)
+    _as_written_before_hashes(path)
+    real = state_module.write_atomic
+
+    def full(*args: Any, **kwargs: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(state_module, "write_atomic", full)
+    again = Lab(lab.settings, FakeHypervisor())  # loads, hashes, cannot write: goes on
+    assert '"admin_password"' in path.read_text()
+    monkeypatch.setattr(state_module, "write_atomic", real)
+    again.serial_console.set_disabled(SUBSCRIPTION, False)  # any write
+    content = path.read_text()
+    assert PASSWORD not in content and '"admin_password_hash": "$6$' in content
 
 
 @pytest.mark.parametrize("fail", ["fsync", "replace"])

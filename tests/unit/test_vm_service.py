@@ -28,6 +28,7 @@ from lab.settings import Settings
 from tests.unit.fakelab import (
     BASE_INITRD,
     PASSWORD,
+    PASSWORD_HASH,
     SHUTDOWN_TIMEOUT,
     SUBSCRIPTION,
     banner,
@@ -99,7 +100,8 @@ def test_create_writes_the_vm_initrd_and_a_disk_overlay(lab: Lab, image_cache: P
         vm_dir = lab.ctx.vm_dir(view.identity)
         initrd = (vm_dir / "initrd.img").read_bytes()
         assert initrd.startswith(BASE_INITRD)
-        assert b"etc/lab/admin" in initrd and PASSWORD.encode() in initrd
+        assert b"etc/lab/admin" in initrd and PASSWORD_HASH.encode() in initrd
+        assert PASSWORD.encode() not in initrd, "only the hash goes to the guest"
         assert (vm_dir / "initrd.img").stat().st_mode & 0o777 == 0o600
         info = json.loads(
             subprocess.run(

@@ -10,10 +10,11 @@ labelled ``LABCFG`` (made with ``mkfs.ext4 -d``, no mounts) holding
 ``admin``
     the admin user's name, then the SHA-512 crypt hash (``$6$...``) of the admin password.
 
-The password is hashed here, at VM creation (``openssl passwd -6``, reading it from stdin), so
-its plain text never lands on any disk. Inside the guest, ``lab-guest-config.service`` mounts
-the disk by label, sets the host name, creates the admin user and gives it and root that
-password (``images/debian/rootfs/usr/local/sbin/lab-guest-config``).
+The password arrives hashed (`lab.storage.images.guestconfig.hash_password`, when the VM or
+its scale set is created), so its plain text never lands on any disk. Inside the guest,
+``lab-guest-config.service`` mounts the disk by label, sets the host name, creates the admin
+user and gives it and root that password (``images/debian/rootfs/usr/local/sbin/
+lab-guest-config``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Final
 
-from lab.domain.errors import ImageError
+from lab.domain.passwords import is_password_hash
 from lab.storage.images.commands import run
 from lab.storage.images.guestconfig import validate_guest_config
 
@@ -35,21 +36,11 @@ CONFIG_DISK_FILE: Final = "config.img"
 CONFIG_DISK_BYTES: Final = 1024 * 1024
 
 
-def hash_password(password: str) -> str:
-    """The SHA-512 crypt hash of `password` with a random salt, as /etc/shadow holds it."""
-    # stdin, not argv: no other process can read the password in /proc/<pid>/cmdline.
-    out = run(["openssl", "passwd", "-6", "-stdin"], input=password.encode() + b"\n").stdout
-    hashed = out.decode().strip()
-    if not hashed.startswith("$6$") or "\n" in hashed:
-        raise ImageError("`openssl passwd -6` did not print a SHA-512 crypt hash.")
-    return hashed
-
-
 def config_disk_files(
     *, hostname: str, admin_username: str, password_hash: str
 ) -> dict[str, tuple[bytes, int]]:
     """File name -> (content, mode) of the config disk's files."""
-    if not password_hash.startswith("$6$") or any(c in password_hash for c in "\n\r:"):
+    if not is_password_hash(password_hash):
         raise ValueError("password_hash must be one SHA-512 crypt hash ($6$...)")
     return {
         "hostname": (f"{hostname}\n".encode(), 0o644),
@@ -58,18 +49,17 @@ def config_disk_files(
 
 
 def write_guest_config_disk(
-    out: Path, *, hostname: str, admin_username: str, admin_password: str
+    out: Path, *, hostname: str, admin_username: str, admin_password_hash: str
 ) -> None:
     """Write `out`: a raw ext4 image labelled ``LABCFG`` with the VM's config, mode 0600.
 
-    Raises `InvalidInput` for a host name, user name or password that cannot be used. The file
-    appears atomically (made beside `out`, then renamed), so a VM never sees half of one.
+    Raises `InvalidInput` for a host name or user name that cannot be used (and `ValueError`
+    for a password hash that is not one). The file appears atomically (made beside `out`, then
+    renamed), so a VM never sees half of one.
     """
-    validate_guest_config(hostname, admin_username, admin_password)
+    validate_guest_config(hostname, admin_username, admin_password_hash)
     files = config_disk_files(
-        hostname=hostname,
-        admin_username=admin_username,
-        password_hash=hash_password(admin_password),
+        hostname=hostname, admin_username=admin_username, password_hash=admin_password_hash
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     # mkdtemp and mkstemp create 0700 and 0600 whatever the umask.
