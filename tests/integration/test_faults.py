@@ -180,11 +180,7 @@ def restart_libvirtd_around(during: object) -> None:
 
 
 def test_libvirtd_restart_answers_503_then_recovers_on_its_own(faults: LabHarness) -> None:
-    token = faults.cli("token").stdout.strip()
-    arm = httpx.Client(
-        base_url=f"https://127.0.0.1:{faults.api_port}", verify=ssl_context(faults),
-        headers={"Authorization": f"Bearer {token}"}, timeout=30,
-    )  # fmt: skip
+    arm = arm_client(faults)
     vm_url = ("/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/fault-rg/"
               "providers/Microsoft.Compute/virtualMachines/f1?api-version=2024-07-01")  # fmt: skip
     assert arm.get(vm_url).status_code == 200
@@ -231,8 +227,13 @@ def test_libvirtd_restart_answers_503_then_recovers_on_its_own(faults: LabHarnes
                    f"{answering:.1f} s after it started, consoles reattached, no line lost")
 
 
-def ssl_context(h: LabHarness) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(h.ca))
+def arm_client(h: LabHarness) -> httpx.Client:
+    """An HTTPS client of the lab's Azure-compatible API, with an Owner token."""
+    return httpx.Client(
+        base_url=f"https://127.0.0.1:{h.api_port}",
+        verify=ssl.create_default_context(cafile=str(h.ca)),
+        headers={"Authorization": f"Bearer {h.cli('token').stdout.strip()}"}, timeout=30,
+    )  # fmt: skip
 
 
 def _qemu_pid(domain: str) -> int:
@@ -253,13 +254,10 @@ def test_a_killed_qemu_shows_stopped_with_the_reason_and_its_log_intact(
     reason = "crashed: the QEMU process ended unexpectedly (killed, or it failed)"
     assert vm["stopReason"] == reason
     assert reason in faults.cli("ls").stdout.replace("\n", "")
-    token = faults.cli("token").stdout.strip()
-    r = httpx.get(
-        f"https://127.0.0.1:{faults.api_port}/subscriptions/11111111-2222-3333-4444-555555555555/"
-        "resourceGroups/fault-rg/providers/Microsoft.Compute/virtualMachines/f2/instanceView"
-        "?api-version=2024-07-01",
-        headers={"Authorization": f"Bearer {token}"}, verify=ssl_context(faults),
-    )  # fmt: skip
+    r = arm_client(faults).get(
+        "/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/fault-rg/providers/"
+        "Microsoft.Compute/virtualMachines/f2/instanceView?api-version=2024-07-01"
+    )
     power = r.json()["statuses"][1]
     assert (power["code"], power["message"]) == ("PowerState/stopped", f"The VM stopped: {reason}.")
     after = faults.boot_log("f2")
@@ -372,11 +370,7 @@ def test_a_full_data_dir_refuses_writes_clearly_and_the_console_keeps_working(
 ) -> None:
     h = small_disk_lab
     state = h.data_dir / "state" / "resources.json"
-    token = h.cli("token").stdout.strip()
-    arm = httpx.Client(
-        base_url=f"https://127.0.0.1:{h.api_port}", verify=ssl_context(h),
-        headers={"Authorization": f"Bearer {token}"}, timeout=30,
-    )  # fmt: skip
+    arm = arm_client(h)
     account = ("/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/full-rg/"
                "providers/Microsoft.Storage/storageAccounts/{}?api-version=2023-05-01")  # fmt: skip
     with h.client.console("d1", replay=0) as conn:
