@@ -92,6 +92,8 @@ class ConsoleBroker:
         self._stream: ConsoleStream | None = None
         self._follower: LogFollower | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: A look at the log is queued on the event loop (see `_wake`).
+        self._wake_pending = False
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start_following(self) -> None:
@@ -127,10 +129,17 @@ class ConsoleBroker:
             self._follower.poll()
 
     def _wake(self) -> None:
-        # The pty stream saw output: the log will have it in a moment; look now rather than
-        # waiting for inotify (cheap, and it keeps the echo latency low).
-        if self._loop and self._follower:
-            self._loop.call_soon_threadsafe(self._follower.poll)
+        # The pty stream saw output (called on the stream's drain thread): the log will have it
+        # in a moment; look now rather than waiting for inotify. At most one look is queued at
+        # a time, so a burst of output costs the event loop one look, not one per chunk.
+        if self._loop and self._follower and not self._wake_pending:
+            self._wake_pending = True
+            self._loop.call_soon_threadsafe(self._woken)
+
+    def _woken(self) -> None:
+        self._wake_pending = False
+        if self._follower:
+            self._follower.nudge()
 
     def close(self, reason: str = "the console was closed") -> None:
         self.detach_chardev()
