@@ -3,8 +3,9 @@
 #
 #   a. Debian packages (QEMU, libvirt, the image builder's tools) and apt's package lists
 #   b. /dev/kvm ownership/mode as Debian's udev rule would set it (root:kvm 0660)
-#   c. virtlogd + libvirtd running (systemd if it is PID 1, else started directly), and a guard
-#      against libvirt re-probing QEMU on every domain define
+#   c. virtlogd's cap on each serial log (max_size, max_backups), virtlogd + libvirtd running
+#      (systemd if it is PID 1, else started directly), and a guard against libvirt re-probing
+#      QEMU on every domain define
 #   d. a non-root user: membership of the `libvirt` group
 #   e. the Python virtualenv (.venv) with the project installed editable, plus test extras
 #   f. the default guest image (`lab image build tiny`); the debian image is built on demand
@@ -15,7 +16,8 @@
 # Runs as root, or as a normal user with sudo (used only for the system parts).
 #
 # Environment: PYTHON (default python3) creates the venv, VENV (default .venv) is where;
-# SETUP_SKIP_IMAGE=1 skips step f; SETUP_DEFINE_SLOW_MS (default 5000) is the define-time guard.
+# SETUP_SKIP_IMAGE=1 skips step f; SETUP_DEFINE_SLOW_MS (default 5000) is the define-time guard;
+# SETUP_LOG_MAX_SIZE (default 2097152) and SETUP_LOG_MAX_BACKUPS (default 3): virtlogd's cap.
 set -Eeuo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -170,6 +172,44 @@ restart_libvirtd() {
   fi
   wait_for_libvirt
 }
+
+# The cap on each VM's serial log (the boot-diagnostics blob): virtlogd keeps the current file up
+# to max_size bytes and max_backups older ones. Its settings are global (every log it writes),
+# so the cap is the same for every VM: by default 2 MiB x (3 + 1) = 8 MiB (README, "Boot
+# diagnostics"). Written only when they differ, then virtlogd re-execs (SIGUSR1, which is also
+# systemd's reload): it keeps its open logs and the guests' pipes across the exec, so running
+# guests lose no output, and it reads the new settings.
+STEP="virtlogd log cap"
+LOG_MAX_SIZE=${SETUP_LOG_MAX_SIZE:-2097152}
+LOG_MAX_BACKUPS=${SETUP_LOG_MAX_BACKUPS:-3}
+VIRTLOGD_CONF=/etc/libvirt/virtlogd.conf
+LOG_CAP_NOTE="# Serial Console Lab (scripts/setup.sh): the cap on every VM's serial log"
+conf_value() {
+  sed -n -E "s/^[[:space:]]*$1[[:space:]]*=[[:space:]]*([0-9]+).*/\1/p" "$VIRTLOGD_CONF" \
+    2>/dev/null | tail -n1
+}
+if [[ $(conf_value max_size) == "$LOG_MAX_SIZE" && $(conf_value max_backups) == "$LOG_MAX_BACKUPS" ]]; then
+  say "virtlogd: serial logs capped at $LOG_MAX_SIZE bytes x ($LOG_MAX_BACKUPS + 1) files"
+else
+  say "virtlogd: max_size = $LOG_MAX_SIZE, max_backups = $LOG_MAX_BACKUPS in $VIRTLOGD_CONF"
+  conf_tmp=$(mktemp)
+  # Earlier settings of the two keys go (the commented-out defaults stay); ours are appended.
+  { grep -v -E "^[[:space:]]*(max_size|max_backups)[[:space:]]*=" "$VIRTLOGD_CONF" 2>/dev/null |
+    grep -v -x -F "$LOG_CAP_NOTE" || true
+    printf '%s\nmax_size = %s\nmax_backups = %s\n' "$LOG_CAP_NOTE" "$LOG_MAX_SIZE" \
+      "$LOG_MAX_BACKUPS"
+  } >"$conf_tmp"
+  as_root install -m 0644 "$conf_tmp" "$VIRTLOGD_CONF"
+  rm -f "$conf_tmp"
+  if has_systemd && systemctl is-active --quiet virtlogd; then
+    as_root systemctl reload virtlogd
+    say "virtlogd: reloaded (re-exec; open logs kept)"
+  elif pids=$(pgrep -x virtlogd); then
+    # shellcheck disable=SC2086 # one pid per word
+    as_root kill -USR1 $pids
+    say "virtlogd: re-exec'd (SIGUSR1; open logs kept)"
+  fi
+fi
 
 LIBVIRTD_WAS_RUNNING=0
 pgrep -x libvirtd >/dev/null && LIBVIRTD_WAS_RUNNING=1

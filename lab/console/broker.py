@@ -14,6 +14,7 @@ chardev connection itself never changes hands.
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
 from collections.abc import Callable
@@ -98,6 +99,10 @@ class ConsoleBroker:
         #: Takes the log over if virtlogd stops writing it (see `log_keeper.py`).
         self.log_keeper = LogKeeper(vm, log_path, self._publish_unlogged)
         self._tick: asyncio.TimerHandle | None = None
+        #: Chardev output not yet seen on the event loop (appended by the stream's drain
+        #: thread), and whether a look is queued (see `_wake`).
+        self._inbox: collections.deque[bytes] = collections.deque()
+        self._wake_pending = False
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start_following(self) -> None:
@@ -119,15 +124,13 @@ class ConsoleBroker:
         def on_close() -> None:
             loop.call_soon_threadsafe(self._chardev_closed)
 
-        def on_data(data: bytes) -> None:
-            loop.call_soon_threadsafe(self._stream_data, data)
-
         # Viewers are fed from the log, which carries the same bytes in order; the stream's
         # own bytes only tell whether the log keeps up (see `log_keeper.py`).
         assert self._follower is not None
         self._follower.poll()
+        self._inbox.clear()  # what the previous stream delivered was counted against it
         self.log_keeper.reset()
-        self._stream = self._open_console(on_data, on_close)
+        self._stream = self._open_console(self._wake, on_close)
         self._tick = loop.call_later(_CHECK_S, self._check_log)
 
     def detach_chardev(self) -> None:
@@ -147,12 +150,22 @@ class ConsoleBroker:
         if self._follower:
             self._follower.poll()
 
-    def _stream_data(self, data: bytes) -> None:
-        self.log_keeper.on_stream(data)
-        # The log will have these bytes in a moment (or has them already, written by the
-        # keeper): look now rather than waiting for inotify (it keeps the echo latency low).
+    def _wake(self, data: bytes) -> None:
+        # The pty stream saw output (called on the stream's drain thread): the log will have it
+        # in a moment; look now rather than waiting for inotify. At most one look is queued at
+        # a time, so a burst of output costs the event loop one look, not one per chunk.
+        self._inbox.append(data)
+        if self._loop and not self._wake_pending:
+            self._wake_pending = True
+            self._loop.call_soon_threadsafe(self._woken)
+
+    def _woken(self) -> None:
+        self._wake_pending = False
+        while self._inbox:
+            # The keeper counts the stream against the log (or writes the log itself).
+            self.log_keeper.on_stream(self._inbox.popleft())
         if self._follower:
-            self._follower.poll()
+            self._follower.nudge()
 
     def _check_log(self) -> None:
         self.log_keeper.check()

@@ -22,6 +22,11 @@ _IN_ATTRIB = 0x004
 _IN_CREATE = 0x100
 _POLL_S = 0.5
 _CHUNK = 256 * 1024
+#: While the log grows fast (a look found at least _BATCH_BYTES), the next look waits until
+#: _BATCH_S after it: a flood is read in fewer, larger chunks, and each chunk costs every
+#: subscriber a websocket frame. A lone keystroke's echo is still read at once.
+_BATCH_BYTES = 4096
+_BATCH_S = 0.02
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
@@ -44,6 +49,9 @@ class LogFollower:
         self._inotify = -1
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._deferred: asyncio.TimerHandle | None = None
+        self._last_look = 0.0
+        self._last_found = 0
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -60,6 +68,9 @@ class LogFollower:
     def stop(self) -> None:
         if self._timer:
             self._timer.cancel()
+        if self._deferred:
+            self._deferred.cancel()
+            self._deferred = None
         if self._inotify >= 0 and self._loop:
             self._loop.remove_reader(self._inotify)
             os.close(self._inotify)
@@ -79,10 +90,35 @@ class LogFollower:
     def _on_inotify(self) -> None:
         with contextlib.suppress(BlockingIOError):
             os.read(self._inotify, 65536)  # contents don't matter: any event means "look"
+        self.nudge()
+
+    def nudge(self) -> None:
+        """The log may have grown: look now, or, while it grows fast, a little later."""
+        if self._deferred is not None or self._loop is None:
+            return
+        wait = 0.0
+        if self._last_found >= _BATCH_BYTES:
+            wait = self._last_look + _BATCH_S - self._loop.time()
+        if wait > 0:
+            self._deferred = self._loop.call_later(wait, self._deferred_poll)
+        else:
+            self.poll()
+
+    def _deferred_poll(self) -> None:
+        self._deferred = None
         self.poll()
 
     def poll(self) -> None:
         """Read whatever was appended since the last call and hand it on."""
+        before = self.offset
+        try:
+            self._poll()
+        finally:
+            if self._loop is not None:
+                self._last_look = self._loop.time()
+            self._last_found = self.offset - before
+
+    def _poll(self) -> None:
         if self._fd is None and not self._open():
             return
         assert self._fd is not None
@@ -101,7 +137,12 @@ class LogFollower:
     def _drain(self) -> None:
         assert self._fd is not None
         while True:
-            data = os.pread(self._fd, _CHUNK, self.offset - self._base)
+            # Exactly what is there: under a flood there are many small reads, and each would
+            # otherwise allocate a _CHUNK buffer only to shrink it.
+            want = min(_CHUNK, os.fstat(self._fd).st_size - (self.offset - self._base))
+            if want <= 0:
+                return
+            data = os.pread(self._fd, want, self.offset - self._base)
             if not data:
                 return
             offset = self.offset

@@ -68,7 +68,20 @@ _SERIAL_CHARDEV = "charserial0"
 
 
 class LibvirtConsole:
-    """A libvirt console stream on the VM's serial port, nonblocking, driven by the event loop."""
+    """A libvirt console stream on the VM's serial port, nonblocking.
+
+    Input is sent at once (the rest when libvirt's event loop says the stream is writable).
+    Output is drained by a thread of its own every `DRAIN_S`, not from a per-message callback:
+    libvirt's client reads the stream's messages off its socket in C without the GIL and
+    queues them, so libvirtd keeps reading the pty however busy the daemon's Python threads
+    are. With a readable callback, every message waited for the GIL; under a console flood
+    with many viewers that thread fell behind, libvirtd stopped reading the pty, and QEMU,
+    finding the pty full, logged the byte it then sent again (its chardev logs a write that
+    fails with EAGAIN, and the serial device retries it): bytes the guest wrote once appeared
+    twice in the serial log.
+    """
+
+    DRAIN_S = 0.05
 
     def __init__(
         self, stream: Any, on_data: Callable[[bytes], None], on_close: Callable[[], None]
@@ -79,17 +92,32 @@ class LibvirtConsole:
         self._pending = bytearray()
         self._lock = threading.Lock()
         self._closed = False
-        self._events = libvirt.VIR_STREAM_EVENT_READABLE
-        stream.eventAddCallback(self._events | _HANGUP, self._on_event, None)
+        self._events = 0
+        stream.eventAddCallback(_HANGUP, self._on_event, None)
+        self._stop = threading.Event()
+        self._drainer = threading.Thread(target=self._drain, name="console-drain", daemon=True)
+        self._drainer.start()
 
     def write(self, data: bytes) -> None:
         with self._lock:
             if self._closed:
                 raise HypervisorError("the console stream is closed")
             self._pending.extend(data)
-            self._flush_locked()
+            try:
+                self._flush_locked()
+            except libvirt.libvirtError as exc:
+                failed = exc
+            else:
+                return
+        # The connection died under the stream (libvirtd went away): end it, so the broker
+        # opens a new one, and say so rather than losing the keys silently.
+        self._finish()
+        raise HypervisorUnavailable(
+            f"the console stream broke while writing: {failed.get_error_message()}"
+        ) from failed
 
     def close(self) -> None:
+        self._stop.set()
         with self._lock:
             if self._closed:
                 return
@@ -104,12 +132,12 @@ class LibvirtConsole:
         while self._pending:
             sent = self._stream.send(bytes(self._pending[:65536]))
             if sent == -2:  # would block: ask to be told when writable
-                self._want(libvirt.VIR_STREAM_EVENT_READABLE | libvirt.VIR_STREAM_EVENT_WRITABLE)
+                self._want(libvirt.VIR_STREAM_EVENT_WRITABLE)
                 return
             if sent < 0:
                 raise HypervisorError("writing to the console stream failed")
             del self._pending[:sent]
-        self._want(libvirt.VIR_STREAM_EVENT_READABLE)
+        self._want(0)
 
     def _want(self, events: int) -> None:
         if events != self._events:
@@ -122,21 +150,26 @@ class LibvirtConsole:
                 if not self._closed:
                     with suppress(libvirt.libvirtError, HypervisorError):
                         self._flush_locked()
-        if events & libvirt.VIR_STREAM_EVENT_READABLE:
+        if events & _HANGUP:
+            self._finish()
+
+    def _drain(self) -> None:
+        """Take whatever libvirt's client has queued, every DRAIN_S, until the stream ends."""
+        while not self._stop.wait(self.DRAIN_S):
             while True:
-                try:
-                    data = stream.recv(65536)
-                except libvirt.libvirtError:
-                    self._finish()
-                    return
+                with self._lock:
+                    if self._closed:
+                        return
+                    try:
+                        data = self._stream.recv(262144)
+                    except libvirt.libvirtError:
+                        data = b""
                 if data == -2:
                     break
                 if not data:  # end of stream: the QEMU process went away
                     self._finish()
                     return
                 self._on_data(data)
-        if events & _HANGUP:
-            self._finish()
 
     def hang_up(self) -> None:
         """The connection the stream belongs to is gone (libvirtd went away)."""

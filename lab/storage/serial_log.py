@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,39 @@ from lab.storage.state import load_cache
 
 #: virtlogd's rotated files are `.0` (newest) up to `.N`; more than it ever keeps by default.
 MAX_BACKUPS = 16
+#: virtlogd's configuration (`make setup` writes the lab's settings into it).
+VIRTLOGD_CONF = Path("/etc/libvirt/virtlogd.conf")
+#: virtlogd's own defaults, which are also the lab's: 2 MiB per file, 3 older files kept.
+DEFAULT_MAX_SIZE = 2 * 1024 * 1024
+DEFAULT_MAX_BACKUPS = 3
+
+
+@dataclass(frozen=True)
+class LogCap:
+    """How much of a VM's serial log virtlogd keeps: the current file up to `max_size`, and
+    `max_backups` older ones (0 `max_size`: no cap)."""
+
+    max_size: int = DEFAULT_MAX_SIZE
+    max_backups: int = DEFAULT_MAX_BACKUPS
+
+    @property
+    def total(self) -> int | None:
+        """Bytes on disk per VM at most (None: unbounded)."""
+        return self.max_size * (self.max_backups + 1) if self.max_size > 0 else None
+
+
+def virtlogd_cap(conf: Path = VIRTLOGD_CONF) -> LogCap:
+    """The cap virtlogd applies to every log it writes (its settings are global, not per VM)."""
+    values = {"max_size": DEFAULT_MAX_SIZE, "max_backups": DEFAULT_MAX_BACKUPS}
+    try:
+        text = conf.read_text()
+    except OSError:
+        return LogCap()
+    for line in text.splitlines():
+        m = re.fullmatch(r"\s*(max_size|max_backups)\s*=\s*(\d+)\s*(#.*)?", line)
+        if m:
+            values[m.group(1)] = int(m.group(2))
+    return LogCap(values["max_size"], values["max_backups"])
 
 
 @dataclass(frozen=True)

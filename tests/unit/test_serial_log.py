@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lab.domain.errors import InvalidInput
-from lab.storage.serial_log import RotatingLog
+from lab.storage.serial_log import LogCap, RotatingLog, virtlogd_cap
 
 
 def rotate(path: Path, backups: int = 3) -> None:
@@ -79,3 +79,18 @@ def test_tail_gives_the_current_files_global_start(tmp_path: Path) -> None:
     rotate(path)
     append(path, b"yy")
     assert log.tail() == (9, 7)
+
+
+def test_virtlogd_cap_reads_the_settings_and_falls_back_to_virtlogd_defaults(
+    tmp_path: Path,
+) -> None:
+    conf = tmp_path / "virtlogd.conf"
+    assert virtlogd_cap(conf) == LogCap(2 * 1024 * 1024, 3)  # no file: virtlogd's defaults
+    conf.write_text("#max_size = 1\n# max_backups = 9\nlog_level = 3\n")
+    assert virtlogd_cap(conf) == LogCap(2 * 1024 * 1024, 3)  # comments are not settings
+    assert LogCap().total == 8 * 1024 * 1024
+    conf.write_text("max_size = 1048576\n  max_backups=5  # lab\n")
+    cap = virtlogd_cap(conf)
+    assert cap == LogCap(1048576, 5) and cap.total == 6 * 1048576
+    conf.write_text("max_size = 0\n")
+    assert virtlogd_cap(conf).total is None  # rollover disabled: no cap
