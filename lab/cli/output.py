@@ -24,7 +24,7 @@ def print_json(data: Any) -> None:
 def _state(row: dict[str, Any]) -> str:
     """A power state, coloured, with why it stopped when it was not asked to."""
     state = row["powerState"]
-    if row.get("stopReason") and state != "running":
+    if row.get("stopReason"):  # why it stopped, or why a running VM is paused
         state += f" ({row['stopReason']})"
     return f"[{_STATE_STYLE.get(row['powerState'], 'yellow')}]{state}[/]"
 

@@ -29,6 +29,15 @@ class DomainInfo:
     reason: str
 
 
+#: The reason of a domain QEMU paused because a write to one of its disks failed: with the
+#: disks in the data dir, that is a full data dir (QEMU's default for ENOSPC: stop the guest
+#: rather than fail its write). The lab resumes it once there is space (`ConsoleKeeper`).
+PAUSED_ON_IO_ERROR = (
+    "paused by QEMU: a write to its disk failed (is the data dir's disk full?); it resumes "
+    "when there is space"
+)
+
+
 class ConsoleStream(Protocol):
     """A VM's serial chardev opened through the hypervisor."""
 

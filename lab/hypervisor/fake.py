@@ -29,7 +29,7 @@ from pathlib import Path
 
 from lab.domain.errors import HypervisorError, HypervisorUnavailable, LabError, NotFound
 from lab.domain.vm import DOMAIN_PREFIX, METADATA_NS
-from lab.hypervisor.base import DomainInfo, DomainState, LifecycleCallback
+from lab.hypervisor.base import PAUSED_ON_IO_ERROR, DomainInfo, DomainState, LifecycleCallback
 from lab.hypervisor.metadata import parse_metadata
 
 #: What a fake guest prints when its CPUs start running; `{name}` is the VM name.
@@ -159,6 +159,14 @@ class FakeHypervisor:
             if not console.closed:
                 console.closed = True
                 console.on_close()
+
+    def pause_on_io_error(self, name: str) -> None:
+        """QEMU pauses the guest: a write to its disk failed (the data dir is full)."""
+        with self._lock:
+            dom = self._get(name)
+            self._require_active(dom, "pausing")
+            dom.state = DomainState.PAUSED
+            dom.reason = PAUSED_ON_IO_ERROR
 
     def libvirtd_up(self) -> None:
         with self._lock:
@@ -312,6 +320,7 @@ class FakeHypervisor:
             if dom.state is not DomainState.PAUSED:
                 raise HypervisorError(f"resuming on domain '{name}' failed: domain is not paused")
             dom.state = DomainState.RUNNING
+            dom.reason = ""
             if dom.banner_due:
                 dom.banner_due = False
                 self._banner(dom)

@@ -20,7 +20,7 @@ import libvirt_qemu
 
 from lab.domain.errors import HypervisorError, HypervisorUnavailable, NotFound
 from lab.domain.vm import DOMAIN_PREFIX, METADATA_NS, VmIdentity, VmModel
-from lab.hypervisor.base import DomainInfo, DomainState, LifecycleCallback
+from lab.hypervisor.base import PAUSED_ON_IO_ERROR, DomainInfo, DomainState, LifecycleCallback
 from lab.hypervisor.event_loop import ensure_event_loop
 from lab.hypervisor.metadata import parse_metadata
 
@@ -332,6 +332,8 @@ class LibvirtHypervisor:
         state, reason = state_reason
         mapped = _STATE.get(state, DomainState.OTHER)
         why = _SHUTOFF_REASON.get(reason, "") if state == libvirt.VIR_DOMAIN_SHUTOFF else ""
+        if state == libvirt.VIR_DOMAIN_PAUSED and reason == libvirt.VIR_DOMAIN_PAUSED_IOERROR:
+            why = PAUSED_ON_IO_ERROR
         if state == libvirt.VIR_DOMAIN_CRASHED:
             why = CRASHED
         return DomainInfo(name, identity, model, deallocated, mapped, why)

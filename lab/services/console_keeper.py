@@ -1,4 +1,4 @@
-"""Keep a console broker attached to every running VM, whatever happened to the chardev.
+"""Keep every running VM's console working, whatever happened to its chardev or its disk.
 
 A broker's chardev stream ends when libvirtd goes away (restarted, upgraded, killed) while the
 guest keeps running, and nothing else would open it again: the guest's output still reaches the
@@ -6,15 +6,22 @@ boot log (virtlogd writes it), but viewers would see nothing and keys would go n
 daemon looks every `interval` seconds (one libvirt RPC lists every domain's state) and attaches
 the broker of each running VM that has none; while libvirt is unreachable it says so once, and
 once again when libvirt is back.
+
+It also resumes the VMs QEMU paused because a write to their disk failed (the data dir's disk
+was full) once the disk has `RESUME_FREE_BYTES` free again: the guest's write is then retried
+and it goes on as if nothing happened.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 
 from lab.domain.errors import HypervisorUnavailable, LabError
 from lab.domain.power import PowerState
+from lab.domain.vm import VmView
+from lab.hypervisor.base import PAUSED_ON_IO_ERROR
 from lab.services.consoles import ConsoleService
 from lab.services.vms import VmService
 
@@ -22,6 +29,9 @@ log = logging.getLogger(__name__)
 
 #: How often the keeper looks; a viewer waits at most about this long after libvirtd is back.
 INTERVAL_S = 1.0
+#: Free space in the disk dir before a VM paused on a failed disk write is resumed (so that it
+#: is not paused again at once).
+RESUME_FREE_BYTES = 16 * 1024 * 1024
 
 
 class ConsoleKeeper:
@@ -30,6 +40,7 @@ class ConsoleKeeper:
         self.consoles = consoles
         self.interval = interval
         self._unavailable = False
+        self._disk_full = False
         #: Domains whose last attach failed, with the error (logged once per new error).
         self._failed: dict[str, str] = {}
 
@@ -50,6 +61,7 @@ class ConsoleKeeper:
         if self._unavailable:
             log.warning("libvirt is reachable again; reattaching consoles")
             self._unavailable = False
+        await self._resume_paused_on_io_error(views)
         attached = []
         for view in views:
             domain = view.identity.domain_name
@@ -71,3 +83,27 @@ class ConsoleKeeper:
             self._failed.pop(domain, None)
             attached.append(domain)
         return attached
+
+    async def _resume_paused_on_io_error(self, views: list[VmView]) -> None:
+        paused = [v for v in views if v.stop_reason == PAUSED_ON_IO_ERROR
+                  and not self.vms.in_operation(v.identity.domain_name)]  # fmt: skip
+        if not paused:
+            return
+        disk_dir = self.vms.ctx.settings.disk_dir
+        free = shutil.disk_usage(disk_dir).free
+        if free < RESUME_FREE_BYTES:
+            if not self._disk_full:
+                log.warning("%s paused: a disk write failed and %s has %d bytes free; they "
+                            "resume when it has %d", ", ".join(v.identity.name for v in paused),
+                            disk_dir, free, RESUME_FREE_BYTES)  # fmt: skip
+            self._disk_full = True
+            return
+        self._disk_full = False
+        for view in paused:
+            try:
+                await asyncio.to_thread(self.vms.ctx.hypervisor.resume, view.identity.domain_name)
+            except LabError as exc:
+                log.warning("cannot resume %s: %s", view.identity.name, exc)
+                continue
+            log.warning("resumed %s (paused on a failed disk write; %d bytes free now)",
+                        view.identity.name, free)  # fmt: skip

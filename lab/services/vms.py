@@ -20,7 +20,7 @@ from lab.domain.errors import Conflict, InvalidInput, NotFound
 from lab.domain.passwords import is_password_hash
 from lab.domain.power import TRANSITION, PowerOperation, PowerState, require_state
 from lab.domain.vm import VmIdentity, VmModel, VmView
-from lab.hypervisor.base import DomainInfo, DomainState
+from lab.hypervisor.base import PAUSED_ON_IO_ERROR, DomainInfo, DomainState
 from lab.hypervisor.domain_xml import DomainSpec, build_domain_xml, metadata_element
 from lab.services.consoles import ConsoleService
 from lab.services.context import LabContext
@@ -116,7 +116,10 @@ class VmService:
             state = PowerState.RUNNING
         else:
             state = PowerState.DEALLOCATED if info.deallocated else PowerState.STOPPED
-        reason = info.reason if state in (PowerState.STOPPED, PowerState.DEALLOCATED) else None
+        stopped = state in (PowerState.STOPPED, PowerState.DEALLOCATED)
+        # A guest QEMU paused on a failed disk write is "running" (its process and console
+        # are), but says why nothing moves.
+        reason = info.reason if stopped or info.reason == PAUSED_ON_IO_ERROR else None
         return VmView(info.identity, info.model, state, info.deallocated, reason)
 
     def in_operation(self, domain: str) -> bool:

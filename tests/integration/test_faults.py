@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from lab.api.client import RemoteError
+from lab.hypervisor.base import PAUSED_ON_IO_ERROR
 from lab.settings import Settings
 from tests.integration.labharness import LabHarness, WsConsole, report_figures
 
@@ -376,6 +377,9 @@ def test_a_full_data_dir_refuses_writes_clearly_and_the_console_keeps_working(
     with h.client.console("d1", replay=0) as conn:
         c = WsConsole(conn)
         c.login()
+        # Nothing dirty in the guest, and no shell history written after each command: the
+        # guest writes to its disk only when the test says (busybox saves history each time).
+        assert c.run("unset HISTFILE; sync") == "0"
         state_before = state.read_bytes()
         log_before = h.boot_log("d1")
         ballast = fill(h.data_dir)
@@ -399,7 +403,19 @@ def test_a_full_data_dir_refuses_writes_clearly_and_the_console_keeps_working(
         assert [v["name"] for v in h.client.json("GET", "/v1/vms")] == ["d1"]  # no half VM
         assert h.boot_log("d1").startswith(log_before)
 
+        # The guest writes to its own disk: QEMU pauses it (rather than fail the write), and
+        # the lab says why; once there is space the lab resumes it and the write completes.
+        c.send(b"dd if=/dev/zero of=$HOME/big bs=1M count=8 2>/dev/null; sync; "
+               b"echo wrote-$((6*7))\r")  # fmt: skip
+        deadline = time.monotonic() + 60
+        while (vm := h.vm("d1"))["stopReason"] != PAUSED_ON_IO_ERROR:
+            assert time.monotonic() < deadline, vm
+            time.sleep(0.2)
+        assert vm["powerState"] == "running"
+        assert "paused by QEMU" in h.cli("ls").stdout.replace("\n", "")
         ballast.unlink()
+        c.expect(rb"wrote-42", timeout=60)
+        assert h.vm("d1")["stopReason"] is None
         c.send(b"echo free-$((6*7))\r")
         c.expect(rb"free-42", timeout=30)
         # The log goes on (written by the lab now that virtlogd gave it up).
@@ -407,5 +423,5 @@ def test_a_full_data_dir_refuses_writes_clearly_and_the_console_keeps_working(
         again = arm.put(account.format("newdiag"), json={"location": "westeurope"})
         assert again.status_code == 201, again.text
     FIGURES.append("data dir full (64 MiB tmpfs): API writes 507 InsufficientStorage, `lab up` "
-                   "exit 7, state and log untouched; the console kept working; the log went on "
-                   "once there was space")  # fmt: skip
+                   "exit 7, state and log untouched; the console kept working; a guest disk "
+                   "write paused the VM (shown), resumed once there was space; the log went on")

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 
 import pytest
 
 from lab.console.broker import Chunk, SessionMode
 from lab.domain.errors import Conflict, HypervisorUnavailable, StateError
-from lab.domain.power import PowerOperation
+from lab.domain.power import PowerOperation, PowerState
+from lab.hypervisor.base import PAUSED_ON_IO_ERROR, DomainState
 from lab.hypervisor.fake import FakeHypervisor
+from lab.services import console_keeper
 from lab.services.lab import Lab
 from tests.unit.fakelab import new_vm, run
 
@@ -85,5 +88,33 @@ def test_keys_typed_before_the_keeper_comes_round_reattach_at_once(
         await asyncio.sleep(0.01)
         with pytest.raises(StateError):
             broker.write_admin(b"x")
+
+    run(lab, scenario)
+
+
+def test_a_vm_paused_on_a_full_disk_resumes_when_there_is_space(
+    lab: Lab, hv: FakeHypervisor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    free = {"bytes": 0}
+
+    def usage(_path: object) -> shutil._ntuple_diskusage:
+        return shutil._ntuple_diskusage(1 << 30, (1 << 30) - free["bytes"], free["bytes"])
+
+    monkeypatch.setattr(console_keeper.shutil, "disk_usage", usage)
+
+    async def scenario() -> None:
+        view = await lab.vms.create(new_vm("vm1"))
+        domain = view.identity.domain_name
+        hv.pause_on_io_error(domain)
+        paused = lab.vms.find("vm1")
+        assert paused.power_state is PowerState.RUNNING
+        assert paused.stop_reason == PAUSED_ON_IO_ERROR
+        await lab.console_keeper.check_once()
+        assert lab.vms.find("vm1").stop_reason == PAUSED_ON_IO_ERROR  # still no room
+        free["bytes"] = console_keeper.RESUME_FREE_BYTES
+        await lab.console_keeper.check_once()
+        resumed = lab.vms.find("vm1")
+        assert hv.domain(domain).state is DomainState.RUNNING
+        assert (resumed.power_state, resumed.stop_reason) == (PowerState.RUNNING, None)
 
     run(lab, scenario)

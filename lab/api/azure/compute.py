@@ -13,7 +13,7 @@ from lab.api.azure.operations import start_operation
 from lab.api.security import sas
 from lab.api.security.tokens import Principal
 from lab.domain.errors import Conflict, InvalidInput, NotFound
-from lab.domain.power import PowerOperation, require_state
+from lab.domain.power import PowerOperation, PowerState, require_state
 from lab.domain.vm import VmView
 
 router = APIRouter()
@@ -46,7 +46,10 @@ def instance_view(request: Request, view: VmView) -> dict[str, Any]:
     if view.stop_reason:
         # Why a VM stopped that nobody stopped (a crash, a killed QEMU): the status's message,
         # which Azure's InstanceViewStatus has for this kind of detail.
-        result["statuses"][1]["message"] = f"The VM stopped: {view.stop_reason}."
+        running = view.power_state is PowerState.RUNNING
+        result["statuses"][1]["message"] = (
+            f"The VM is {view.stop_reason}." if running else f"The VM stopped: {view.stop_reason}."
+        )
     if model.boot_diagnostics.enabled:
         b = lab.ctx.boot_blobs(view.identity, model)
         result["bootDiagnostics"] = {
