@@ -46,7 +46,10 @@ class ConsoleKeeper:
 
     async def run(self) -> None:
         while True:
-            await self.check_once()
+            try:
+                await self.check_once()
+            except Exception:  # the keeper must outlive any one bad round
+                log.exception("the console keeper's round failed; trying again")
             await asyncio.sleep(self.interval)
 
     async def check_once(self) -> list[str]:
