@@ -178,6 +178,20 @@ class LabHarness:
                 subprocess.run(["virsh", "undefine", name], capture_output=True, check=False)
 
 
+def tiny_vm_yaml(
+    name: str, memory_mib: int = 256, boot_diagnostics: str = "{enabled: true}"
+) -> str:
+    """One tiny-image VM of a lab file's `virtualMachines` list (1 vCPU, the tests' login)."""
+    return (
+        f"      - name: {name}\n"
+        "        image: tiny\n"
+        f"        size: {{vcpus: 1, memoryMiB: {memory_mib}}}\n"
+        "        adminUsername: azureuser\n"
+        '        adminPassword: "Passw0rd!"\n'
+        f"        bootDiagnostics: {boot_diagnostics}\n"
+    )
+
+
 def report_figures(config: pytest.Config, title: str, lines: list[str]) -> None:
     """Figures on the terminal, past pytest's output capture, so CI logs keep them (a print
     in a test shows only for a failure, and a fixture's teardown runs under capture)."""

@@ -38,7 +38,7 @@ from lab.console import connect
 from lab.console.broker import SLOW_NOTICE
 from lab.settings import Settings
 from lab.storage.serial_log import LogCap, RotatingLog
-from tests.integration.labharness import LabHarness, WsConsole
+from tests.integration.labharness import LabHarness, WsConsole, tiny_vm_yaml
 
 SUBSCRIPTION = "22222222-3333-4444-5555-666666666666"
 #: The default console queue limit (LabHarness lowers it for the stalled-viewer test).
@@ -52,38 +52,14 @@ KEYS = b"abcdefghijklmnopqrstuvwxyz"
 FLOOD_VM, RTT_VM = "ldflood", "ldrtt"
 
 
-LOAD_LAB = f"""\
-subscriptionId: {SUBSCRIPTION}
-resourceGroups:
-  - name: load-rg
-    virtualMachines:
-      - name: ldflood
-        image: tiny
-        size: {{vcpus: 1, memoryMiB: 256}}
-        adminUsername: azureuser
-        adminPassword: "Passw0rd!"
-        bootDiagnostics: {{enabled: true}}
-      - name: ldrtt
-        image: tiny
-        size: {{vcpus: 1, memoryMiB: 256}}
-        adminUsername: azureuser
-        adminPassword: "Passw0rd!"
-        bootDiagnostics: {{enabled: true}}
-"""
+LOAD_LAB = (
+    f"subscriptionId: {SUBSCRIPTION}\nresourceGroups:\n  - name: load-rg\n    virtualMachines:\n"
+    + tiny_vm_yaml("ldflood") + tiny_vm_yaml("ldrtt")
+)
 
 
 def fleet_lab(count: int) -> str:
-    vms = "".join(
-        f"""\
-      - name: fl{i:02d}
-        image: tiny
-        size: {{vcpus: 1, memoryMiB: 128}}
-        adminUsername: azureuser
-        adminPassword: "Passw0rd!"
-        bootDiagnostics: {{enabled: true}}
-"""
-        for i in range(count)
-    )
+    vms = "".join(tiny_vm_yaml(f"fl{i:02d}", memory_mib=128) for i in range(count))
     return f"subscriptionId: {SUBSCRIPTION}\nresourceGroups:\n  - name: fleet-rg\n" \
            f"    virtualMachines:\n{vms}"  # fmt: skip
 

@@ -16,7 +16,7 @@ import signal
 import ssl
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -26,7 +26,7 @@ import pytest
 from lab.api.client import RemoteError
 from lab.hypervisor.base import PAUSED_ON_IO_ERROR
 from lab.settings import Settings
-from tests.integration.labharness import LabHarness, WsConsole, report_figures
+from tests.integration.labharness import LabHarness, WsConsole, report_figures, tiny_vm_yaml
 
 pytestmark = pytest.mark.integration
 
@@ -36,14 +36,6 @@ resourceGroups:
   - name: fault-rg
     virtualMachines:
 {vms}
-"""
-FAULT_VM = """\
-      - name: {name}
-        image: tiny
-        size: {{vcpus: 1, memoryMiB: 256}}
-        adminUsername: azureuser
-        adminPassword: "Passw0rd!"
-        bootDiagnostics: {{enabled: true}}
 """
 VMS = ("f1", "f2")
 BOOT = rb"lab: init done"
@@ -63,7 +55,7 @@ def login_prompt(vm: str) -> bytes:
 
 
 def lab_yaml(names: tuple[str, ...]) -> str:
-    return FAULT_LAB.format(vms="".join(FAULT_VM.format(name=n) for n in names))
+    return FAULT_LAB.format(vms="".join(tiny_vm_yaml(n) for n in names))
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -154,10 +146,9 @@ def _libvirtd_pids() -> list[int]:
     return [int(p) for p in out.split()]
 
 
-def restart_libvirtd_around(during: object) -> None:
+def restart_libvirtd_around(during: Callable[[], None]) -> None:
     """Stop libvirtd, call `during()` while it is gone, start it again (as `make setup` does
     where no service manager runs)."""
-    assert callable(during)
     if Path("/run/systemd/system").exists():
         subprocess.run(["systemctl", "stop", "libvirtd"], check=True)
         try:
@@ -310,6 +301,7 @@ def test_power_operations_at_once_are_serialized_or_refused(faults: LabHarness) 
                    "with 409, end state as libvirt's")  # fmt: skip
 
 
+DISK_DIAGNOSTICS = '{enabled: true, storageUri: "https://fulldiag.blob.core.windows.net/"}'
 DISK_LAB = """\
 subscriptionId: 11111111-2222-3333-4444-555555555555
 resourceGroups:
@@ -317,14 +309,8 @@ resourceGroups:
     storageAccounts:
       - name: fulldiag
     virtualMachines:
-      - name: d1
-        image: tiny
-        size: {vcpus: 1, memoryMiB: 256}
-        adminUsername: azureuser
-        adminPassword: "Passw0rd!"
-        bootDiagnostics: {enabled: true, storageUri: "https://fulldiag.blob.core.windows.net/"}
-"""
-DISK_VM2 = DISK_LAB[DISK_LAB.index("      - name: d1") :].replace("d1", "d2")
+""" + tiny_vm_yaml("d1", boot_diagnostics=DISK_DIAGNOSTICS)
+DISK_VM2 = tiny_vm_yaml("d2", boot_diagnostics=DISK_DIAGNOSTICS)
 
 
 @pytest.fixture
