@@ -18,7 +18,7 @@ removes everything at the end, also on failure. Take figures on a quiet machine.
 
     .venv/bin/python bench/load.py [--seconds 300] [--viewers 50] [--vms 20] [--settle 60]
                                    [--phases flood,rotation,fleet] [--nice-viewers N]
-                                   [--keep-data]
+                                   [--stalled N] [--keep-data]
     .venv/bin/python bench/load.py --seconds 20 --viewers 10 --vms 4 --settle 5   # smoke run
 """
 
@@ -65,6 +65,9 @@ def main() -> None:
     parser.add_argument("--nice-viewers", type=int, default=0, metavar="N",
                         help="run the viewers' process at nice N (default 0; 19 makes them"
                              " lag, as remote clients on slow links would)")  # fmt: skip
+    parser.add_argument("--stalled", type=int, default=0, metavar="N",
+                        help="of the viewers, N read nothing until the flood is over, as"
+                             " clients whose network stalled (default 0)")  # fmt: skip
     parser.add_argument("--keep-data", action="store_true",
                         help="keep the temporary data dir (serial logs, daemon log)")  # fmt: skip
     args = parser.parse_args()
@@ -82,7 +85,7 @@ def main() -> None:
             lab.start_load_lab()
         if "flood" in phases:
             note(f"flood: {args.seconds} s, {args.viewers} viewers")
-            flood = run_flood(lab, args.seconds, args.viewers, args.nice_viewers)
+            flood = run_flood(lab, args.seconds, args.viewers, args.nice_viewers, args.stalled)
             bound = (2 * QUEUE_LIMIT + args.viewers * 512 * 1024) / 1024
             p95q, p95f = pct(flood.quiet_rtt, 95), pct(flood.flood_rtt, 95)
             out += [f"Flood ({args.seconds} s, {args.viewers} viewers, console queue limit"

@@ -34,6 +34,9 @@ TAKEOVER_NOTICE = "another user connected to this console"
 SLOW_NOTICE = "this viewer fell too far behind the console output and was disconnected"
 #: Bytes a subscriber may have queued before it counts as stalled.
 DEFAULT_QUEUE_LIMIT = 4 * 1024 * 1024
+#: What a queued chunk counts against the limit beyond its data: its queue entry and its share
+#: of the chunk's objects. A queue of many tiny chunks is then bounded in memory too.
+ENTRY_COST = 64
 #: How often the broker checks that virtlogd still writes the log.
 _CHECK_S = 1.0
 
@@ -47,6 +50,11 @@ class SessionMode(StrEnum):
 class Chunk:
     offset: int
     data: bytes
+
+    @property
+    def cost(self) -> int:
+        """What the chunk counts against a subscriber's queue limit."""
+        return len(self.data) + ENTRY_COST
 
 
 @dataclass(frozen=True)
@@ -68,7 +76,7 @@ class Subscriber:
     async def next(self) -> Chunk | Closed:
         item = await self.queue.get()
         if isinstance(item, Chunk):
-            self.queued_bytes -= len(item.data)
+            self.queued_bytes -= item.cost
         return item
 
 
@@ -257,15 +265,14 @@ class ConsoleBroker:
         self._fan_out(Chunk(self.offset, data))
 
     def _fan_out(self, chunk: Chunk) -> None:
-        data = chunk.data
         for sub in list(self._subscribers.values()):
-            if sub.queued_bytes + len(data) > self.queue_limit:
+            if sub.queued_bytes + chunk.cost > self.queue_limit:
                 self._drop(sub, SLOW_NOTICE)
             else:
                 self._enqueue(sub, chunk)
 
     def _enqueue(self, sub: Subscriber, chunk: Chunk) -> None:
-        sub.queued_bytes += len(chunk.data)
+        sub.queued_bytes += chunk.cost
         sub.queue.put_nowait(chunk)
 
     def _drop(self, sub: Subscriber, reason: str) -> None:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -22,11 +23,16 @@ _IN_ATTRIB = 0x004
 _IN_CREATE = 0x100
 _POLL_S = 0.5
 _CHUNK = 256 * 1024
-#: While the log grows fast (a look found at least _BATCH_BYTES), the next look waits until
-#: _BATCH_S after it: a flood is read in fewer, larger chunks, and each chunk costs every
-#: subscriber a websocket frame. A lone keystroke's echo is still read at once.
-_BATCH_BYTES = 4096
+#: While the log grows fast, the next look waits until _BATCH_S after the last one: a flood is
+#: read in fewer, larger chunks. Each chunk costs every subscriber a queue entry and a websocket
+#: frame, and virtlogd writes a flood in pieces of a few dozen bytes, each its own inotify
+#: event: read one by one, 60 s of a flood queued millions of entries for viewers that lagged.
+#: "Fast" is judged by what recent looks found, each look's bytes fading with time constant
+#: _RATE_TAU_S: at least _BATCH_BYTES means fast (a flood of 100 KiB/s keeps about 12 KiB),
+#: while a keystroke's echo, a few bytes, is still read at once.
+_BATCH_BYTES = 1024
 _BATCH_S = 0.02
+_RATE_TAU_S = 0.1
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
@@ -51,7 +57,8 @@ class LogFollower:
         self._timer: asyncio.TimerHandle | None = None
         self._deferred: asyncio.TimerHandle | None = None
         self._last_look = 0.0
-        self._last_found = 0
+        #: Bytes recent looks found, each fading with _RATE_TAU_S (see _BATCH_BYTES).
+        self._recent = 0.0
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -97,7 +104,7 @@ class LogFollower:
         if self._deferred is not None or self._loop is None:
             return
         wait = 0.0
-        if self._last_found >= _BATCH_BYTES:
+        if self._recent >= _BATCH_BYTES:
             wait = self._last_look + _BATCH_S - self._loop.time()
         if wait > 0:
             self._deferred = self._loop.call_later(wait, self._deferred_poll)
@@ -115,8 +122,10 @@ class LogFollower:
             self._poll()
         finally:
             if self._loop is not None:
-                self._last_look = self._loop.time()
-            self._last_found = self.offset - before
+                now = self._loop.time()
+                fade = math.exp(-(now - self._last_look) / _RATE_TAU_S)
+                self._recent = self._recent * fade + (self.offset - before)
+                self._last_look = now
 
     def _poll(self) -> None:
         if self._fd is None and not self._open():

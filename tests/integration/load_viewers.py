@@ -1,10 +1,12 @@
 """Read-only console viewers in a process of their own, for the load tests (and bench/load.py).
 
-    python tests/integration/load_viewers.py SOCKET VM COUNT
+    python tests/integration/load_viewers.py SOCKET VM COUNT [STALLED]
 
 Opens COUNT viewers (mode=view, replay=0) on VM's console websocket of the daemon at SOCKET,
 prints `READY` when all are connected, and reads them continuously (asyncio: one slow viewer
-does not stall the others, and the test process that started this one cannot stall any). On a
+does not stall the others, and the test process that started this one cannot stall any),
+except the first STALLED (default 0), which read nothing until the TARGET line: clients whose
+network stalled, which the daemon must drop before they cost it more than a queue. On a
 line `TARGET BYTES [TIMEOUT]` on stdin it waits until every viewer has received BYTES bytes or
 was closed (at most TIMEOUT s, default 120), prints one JSON line with each viewer's figures and
 exits. A viewer's figures: bytes received, SHA-256 of all of them and of the last
@@ -91,13 +93,13 @@ async def open_viewer(sock: str, vm: str, i: int) -> Viewer:
     return Viewer(f"viewer{i}", conn)
 
 
-async def main(sock: str, vm: str, count: int) -> None:
+async def main(sock: str, vm: str, count: int, stalled: int) -> None:
     viewers: list[Viewer] = []
     for batch in range(0, count, 10):
         viewers += await asyncio.gather(
             *(open_viewer(sock, vm, i) for i in range(batch, min(count, batch + 10)))
         )
-    tasks = [asyncio.create_task(v.run()) for v in viewers]
+    tasks = [asyncio.create_task(v.run()) for v in viewers[stalled:]]
     print("READY", flush=True)
     loop = asyncio.get_running_loop()
     line = await loop.run_in_executor(None, sys.stdin.readline)
@@ -106,6 +108,7 @@ async def main(sock: str, vm: str, count: int) -> None:
         raise SystemExit(f"load_viewers: expected TARGET, got {line!r}")
     target = int(words[1])
     timeout = float(words[2]) if len(words) > 2 else 120.0
+    tasks += [asyncio.create_task(v.run()) for v in viewers[:stalled]]
     t0 = time.monotonic()
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(asyncio.gather(*(v.wait_for(target) for v in viewers)), timeout)
@@ -119,4 +122,5 @@ async def main(sock: str, vm: str, count: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]),
+                     int(sys.argv[4]) if len(sys.argv) > 4 else 0))  # fmt: skip

@@ -281,12 +281,15 @@ def rtt_line(name: str, times: list[float]) -> str:
 
 class Viewers:
     """`load_viewers.py` in a process of its own: N read-only viewers reading continuously
-    (`nice`: its niceness; real viewers are browsers on other machines)."""
+    but the first `stalled`, which read nothing until `finish` (`nice`: the process's
+    niceness; real viewers are browsers on other machines)."""
 
-    def __init__(self, lab: LabHarness, vm: str, count: int, nice: int = 0) -> None:
+    def __init__(
+        self, lab: LabHarness, vm: str, count: int, nice: int = 0, stalled: int = 0
+    ) -> None:
         self.proc = subprocess.Popen(
             ["nice", "-n", str(nice), sys.executable, str(VIEWERS_SCRIPT),
-             str(lab.settings.socket_path), vm, str(count)],
+             str(lab.settings.socket_path), vm, str(count), str(stalled)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=lab.env,
         )  # fmt: skip
         assert self.proc.stdout is not None
@@ -364,6 +367,8 @@ class LatencyProbe(threading.Thread):
 class FloodResult:
     seconds: int
     viewers: int
+    #: Of them, viewers that read nothing until the flood was over.
+    stalled: int
     written: int
     lines: int
     #: Bytes the log holds twice (QEMU's EAGAIN logging, see `check_base64_lines`).
@@ -404,7 +409,8 @@ class FloodResult:
             f" {self.window_end} (kept: {kept}): nothing lost, {self.duplicated} bytes doubled;"
             f" end marker after {self.elapsed:.1f} s",
             f"viewers: {self.complete} of {self.viewers} got every byte, {self.dropped} dropped as"
-            f" too slow (done {self.viewers_waited:.1f} s after the log went quiet)",
+            f" too slow (of them {self.stalled} stalled on purpose; done"
+            f" {self.viewers_waited:.1f} s after the log went quiet)",
             f"daemon memory: RSS before {self.rss_before_kib / 1024:.1f} MiB, VmHWM before"
             f" {self.hwm_before_kib / 1024:.1f} MiB, after {self.hwm_after_kib / 1024:.1f} MiB"
             f" (growth {self.growth_kib / 1024:.1f} MiB; sampled RSS peak"
@@ -417,7 +423,11 @@ class FloodResult:
         ]
 
 
-def run_flood(lab: LabHarness, seconds: int, nviewers: int, nice: int = 0) -> FloodResult:
+def run_flood(
+    lab: LabHarness, seconds: int, nviewers: int, nice: int = 0, stalled: int = 0
+) -> FloodResult:
+    """A `seconds` console flood with `nviewers` viewers, the first `stalled` of which read
+    nothing until it is over (each of those must be dropped as too slow)."""
     client = LabClient(lab.settings)
     pid = int(client.json("GET", "/v1/status")["pid"])
     rtt_con = echo_console(lab, RTT_VM)
@@ -431,7 +441,7 @@ def run_flood(lab: LabHarness, seconds: int, nviewers: int, nice: int = 0) -> Fl
         start = wait_quiet(client, FLOOD_VM)
         hwm_before = proc_kib(pid, "VmHWM")
         rss_before = proc_kib(pid, "VmRSS")
-        viewers = Viewers(lab, FLOOD_VM, nviewers, nice)
+        viewers = Viewers(lab, FLOOD_VM, nviewers, nice, stalled)
         assert log_size(client, FLOOD_VM) == start, "output while the viewers connected"
         sampler.start()
         cpu0 = (time.monotonic(), cpu_seconds(pid), cpu_seconds(viewers.proc.pid))
@@ -487,27 +497,40 @@ def run_flood(lab: LabHarness, seconds: int, nviewers: int, nice: int = 0) -> Fl
     else:
         assert extra >= duplicated
 
-    # The viewers: every byte, or dropped with the slow-viewer notice.
+    # The viewers: every byte, or dropped with the slow-viewer notice after a gapless start of
+    # them; the stalled ones dropped.
     first_kept, whole = read_range(client, FLOOD_VM, start, stop)
     whole_sha = hashlib.sha256(whole).hexdigest() if first_kept == start else None
     complete, dropped, bad = 0, 0, []
     views = result["viewers"]
     assert isinstance(views, list) and len(views) == nviewers
-    for v in views:
-        if v["received"] == stop - start and (
+    for i, v in enumerate(views):
+        got_all = v["received"] == stop - start and (
             v["sha256"] == whole_sha
             or (whole_sha is None and v["tail_sha256"]
                 == hashlib.sha256(whole[-v["tail_len"]:]).hexdigest())
-        ):  # fmt: skip
+        )  # fmt: skip
+        a_start = whole_sha is None or (
+            v["sha256"] == hashlib.sha256(whole[: v["received"]]).hexdigest()
+        )
+        # A stalled client may not even get the notice: the daemon's keepalive ping went
+        # unanswered, and it closed the connection.
+        told = v["closed"] == SLOW_NOTICE or (i < stalled and v["ended"])
+        if got_all:
             complete += 1
-        elif v["closed"] == SLOW_NOTICE:
+        elif told and a_start:
             dropped += 1
         else:
             bad.append(v)
-    assert not bad, f"viewers with neither every byte nor the slow-viewer notice: {bad[:3]}"
+        assert i >= stalled or not got_all, f"a viewer that read nothing was kept: {v}"
+    assert not bad, (
+        f"viewers with neither every byte nor the slow-viewer notice after a start of them:"
+        f" {bad[:3]}"
+    )
 
     return FloodResult(
-        seconds=seconds, viewers=nviewers, written=written, lines=lines, duplicated=extra,
+        seconds=seconds, viewers=nviewers, stalled=stalled, written=written, lines=lines,
+        duplicated=extra,
         window_start=window_start, window_end=end_at, kept_from=kept_from,
         elapsed=flood_elapsed, complete=complete, dropped=dropped,
         viewers_waited=float(result["waited_s"]), rss_before_kib=rss_before,

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from lab.console.broker import (
+    ENTRY_COST,
     SLOW_NOTICE,
     TAKEOVER_NOTICE,
     Chunk,
@@ -21,6 +22,7 @@ from lab.console.broker import (
     SessionMode,
     Subscriber,
 )
+from lab.console.follower import LogFollower
 from lab.domain.errors import Conflict, HypervisorError, StateError
 
 TIMEOUT = 5.0
@@ -140,7 +142,8 @@ def test_two_viewers_receive_identical_bytes(log: Path) -> None:
 
 def test_a_stalled_viewer_is_dropped_and_the_others_get_every_byte(log: Path) -> None:
     async def scenario() -> None:
-        async with Rig(log, queue_limit=100) as rig:
+        # Room for 2.5 of the 40-byte pieces, each counted with its queue entry's cost.
+        async with Rig(log, queue_limit=100 + 3 * ENTRY_COST) as rig:
             slow = rig.broker.subscribe(SessionMode.VIEW, "slow")
             fast = rig.broker.subscribe(SessionMode.VIEW, "fast")
             received: list[Chunk] = []
@@ -270,6 +273,50 @@ def test_reattaching_closes_the_previous_stream(log: Path) -> None:
             rig.broker.write(user, b"z")
             assert (bytes(old.written), bytes(new.written)) == (b"", b"z")
         assert new.closed  # closing the broker closes the chardev
+
+    run(scenario)
+
+
+def test_a_queue_of_tiny_chunks_is_bounded_by_their_entries_too(log: Path) -> None:
+    # A flood read in pieces of a byte or two would otherwise queue a million entries (and
+    # their objects) inside a limit that counts data only.
+    async def scenario() -> None:
+        async with Rig(log, queue_limit=10 * (1 + ENTRY_COST)) as rig:
+            slow = rig.broker.subscribe(SessionMode.VIEW, "slow")
+            for _ in range(20):
+                append(log, b"x")
+                rig.broker._follower.poll()  # type: ignore[union-attr]  # one read per byte
+            items = drained(slow)
+            assert items[-1] == Closed(SLOW_NOTICE)
+            assert len(items) == 11  # ten one-byte chunks, then the notice
+
+    run(scenario)
+
+
+def test_a_growing_log_is_read_in_batches_and_a_lone_write_at_once(log: Path) -> None:
+    async def scenario() -> None:
+        reads: list[bytes] = []
+        follower = LogFollower(log, 0, lambda _offset, data: reads.append(data))
+        follower.start()
+        try:
+            append(log, b"k")  # a keystroke's echo after a quiet spell: read at once
+            follower.nudge()
+            assert reads == [b"k"]
+            for _ in range(100):  # a flood, as virtlogd writes it: small pieces, each nudging
+                append(log, b"f" * 40)
+                follower.nudge()
+                await asyncio.sleep(0.001)
+            await asyncio.sleep(0.1)
+            follower.nudge()
+            assert b"".join(reads) == b"k" + b"f" * 4000
+            # Once the reads had found about 1 KiB, the rest waited for batches every 20 ms.
+            assert len(reads) < 50, [len(r) for r in reads]
+            await asyncio.sleep(1.0)  # quiet again: the next echo is read at once
+            append(log, b"e")
+            follower.nudge()
+            assert reads[-1] == b"e"
+        finally:
+            follower.stop()
 
     run(scenario)
 
