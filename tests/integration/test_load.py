@@ -60,9 +60,9 @@ def rss_growth_bound_kib(viewers: int) -> int:
     viewer's queue), so the viewers together hold at most one queue limit of console output (a
     viewer further behind is dropped; the limit counts each chunk's queue entry too, and a flood
     is read in batches, so chunks are not tiny), plus per viewer the websocket's write buffer
-    and the frame being sent. Bound: the queue limit twice (the bytes, plus the per-chunk objects and
-    queue entries when the output comes in small reads) + 512 KiB per viewer: 8 + 25 = 33 MiB
-    for 50 viewers, where 50 unshared 4 MiB queues could hold 200 MiB. Measured: README, "Load".
+    and the frame being sent. Bound: the queue limit twice (the bytes, plus the per-chunk
+    objects and queue entries) + 512 KiB per viewer: 8 + 25 = 33 MiB for 50 viewers, where 50
+    unshared 4 MiB queues could hold 200 MiB. Measured: README, "Load".
     """
     return (2 * QUEUE_LIMIT + viewers * 512 * 1024) // 1024
 
@@ -97,18 +97,18 @@ def test_flood_with_50_viewers(load_lab: LoadHarness, request: pytest.FixtureReq
 FLOOD_RTT: list[float] = []
 
 
-#: A ceiling on the slow tail: the issue's 50 ms holds for the median, not for p95, on 2 cores
-#: (README, Load), but the other consoles must never stall.
+#: A ceiling on the slow tail (README, Load): the other consoles must never stall.
 RTT_P95_CEILING_MS = 150.0
 
 
 def test_other_consoles_round_trip_during_the_flood() -> None:
     if not FLOOD_RTT:
         pytest.skip("the flood test did not run")
-    # The issue's target, 50 ms, is met by the median of the ~1,400 round trips; p95 exceeds
-    # it on this 2-core machine (the flooding TCG guest, virtlogd, libvirtd, the daemon and the
-    # 50 viewers saturate both cores: p95 measured 47-81 ms), so p95 gets a ceiling that says
-    # the console never stalls. Both are printed by the flood test.
+    # The issue's target, 50 ms, is asserted on the median of the ~2,000 round trips (4-5 ms);
+    # p95 measured 22-31 ms, but the flooding TCG guest, virtlogd, libvirtd, the daemon and the
+    # viewers saturate both cores, and p99 reaches 100-140 ms, so p95 gets a ceiling with room
+    # for a slower CI machine that still says the console never stalls. Both are printed by the
+    # flood test.
     line = rtt_line("round trip during the flood", FLOOD_RTT)
     assert pct(FLOOD_RTT, 50) < RTT_TARGET_MS, line
     assert pct(FLOOD_RTT, 95) < RTT_P95_CEILING_MS, line
