@@ -2,11 +2,12 @@
 
 1. Flood: one guest floods its console (`cat /dev/urandom | base64`, counted by `tee | wc -c`)
    for --seconds with --viewers read-only viewers attached (websocket clients in a process of
-   their own), while another VM's console is timed for keystroke round trips (one byte to its
-   echo). Reported: bytes the guest wrote against the log's offset advance (they must be
-   equal), viewers that got every byte or were dropped as too slow, the daemon's memory (RSS
-   before, VmHWM after, and the growth against the bound test_load.py asserts), and round-trip
-   percentiles quiet and during the flood.
+   their own; --stalled of them read nothing until the end and must be dropped), while another
+   VM's console is timed for keystroke round trips (one byte to its echo). Reported: bytes the
+   guest wrote against the log's offset advance (they must be equal), viewers that got every
+   byte or were dropped as too slow, the daemon's memory (RSS before, VmHWM after, and the
+   growth against the bound test_load.py asserts), and round-trip percentiles quiet and during
+   the flood.
 2. Rotation: the flood VM writes until its log is a whole file past virtlogd's cap, while a
    reader polls the boot log by offset: reads contiguous across the rotations, the files on
    disk against the cap.
@@ -63,8 +64,7 @@ def main() -> None:
     parser.add_argument("--phases", default="flood,rotation,fleet",
                         help="which phases, comma-separated (default all three)")  # fmt: skip
     parser.add_argument("--nice-viewers", type=int, default=0, metavar="N",
-                        help="run the viewers' process at nice N (default 0; 19 makes them"
-                             " lag, as remote clients on slow links would)")  # fmt: skip
+                        help="run the viewers' process at nice N (default 0)")  # fmt: skip
     parser.add_argument("--stalled", type=int, default=0, metavar="N",
                         help="of the viewers, N read nothing until the flood is over, as"
                              " clients whose network stalled (default 0)")  # fmt: skip
