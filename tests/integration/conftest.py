@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lab.settings import Settings
-from tests.integration.labharness import LabHarness
+from tests.integration.labharness import LabHarness, sweep_orphaned_domains
 
 IT_LAB = """\
 subscriptionId: 11111111-2222-3333-4444-555555555555
@@ -40,6 +40,12 @@ resourceGroups:
 """
 
 LOGIN = rb"(it1|it2|it3) login: "
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_orphans_from_killed_runs() -> None:
+    """Domains a killed run left behind would pile up in `virsh list` run after run."""
+    sweep_orphaned_domains(Settings().libvirt_uri)
 
 
 @pytest.fixture(scope="session")

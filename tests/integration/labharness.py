@@ -178,6 +178,27 @@ class LabHarness:
                 subprocess.run(["virsh", "undefine", name], capture_output=True, check=False)
 
 
+def sweep_orphaned_domains(uri: str) -> list[str]:
+    """Undefine the lab's shut-off domains whose disks are gone: a test run that was killed
+    left them, and pytest has since removed its temporary data dir. A domain that runs, or
+    whose disk still exists (a user's lab, another run's), is left alone. Returns the names."""
+
+    def virsh(*args: str) -> str:
+        return subprocess.run(["virsh", "-c", uri, *args], capture_output=True, text=True,
+                              check=False).stdout  # fmt: skip
+
+    swept = []
+    for name in virsh("list", "--all", "--name").split():
+        if not name.startswith(DOMAIN_PREFIX) or virsh("domstate", name).strip() != "shut off":
+            continue
+        disks = [line.split()[-1] for line in virsh("domblklist", name).splitlines()[2:]
+                 if line.strip() and line.split()[-1].startswith("/")]  # fmt: skip
+        if disks and not any(Path(d).exists() for d in disks):
+            virsh("undefine", name)
+            swept.append(name)
+    return swept
+
+
 def tiny_vm_yaml(
     name: str, memory_mib: int = 256, boot_diagnostics: str = "{enabled: true}"
 ) -> str:
