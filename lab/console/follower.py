@@ -18,6 +18,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from lab.storage.serial_log import RotatingLog
+
 _IN_MODIFY = 0x002
 _IN_ATTRIB = 0x004
 _IN_CREATE = 0x100
@@ -141,6 +143,10 @@ class LogFollower:
             os.close(self._fd)
             self._fd = None
             if self._open(at_start=True):
+                # The log's offset index chains each kept file to one it remembers; with no
+                # reader of the boot log between rotations, virtlogd would rotate every
+                # remembered file away and the offsets would restart. Record the new one now.
+                RotatingLog(self.path).segments()
                 self._drain()
 
     def _drain(self) -> None:

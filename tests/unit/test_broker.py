@@ -24,6 +24,8 @@ from lab.console.broker import (
 )
 from lab.console.follower import LogFollower
 from lab.domain.errors import Conflict, HypervisorError, StateError
+from lab.storage.serial_log import RotatingLog
+from tests.unit.test_serial_log import rotate
 
 TIMEOUT = 5.0
 
@@ -344,6 +346,26 @@ def test_follower_continues_across_log_rotation(log: Path, settle: bool) -> None
                 chunks = await read_bytes(sub, 165)
             assert contiguous(chunks, 0) == b"A" * 100 + b"B" * 10 + b"C" * 50 + b"D" * 5
             assert rig.broker.offset == 165
+
+    run(scenario)
+
+
+def test_log_offsets_survive_rotations_while_only_the_broker_reads(log: Path) -> None:
+    # virtlogd rotates every file the offset index remembers away (3 kept, 8 rotations) while
+    # nobody reads the boot log: the follower records each new file, so the offsets go on.
+    async def scenario() -> None:
+        async with Rig(log) as rig:
+            sub = rig.broker.subscribe(SessionMode.VIEW, "v")
+            for i in range(8):
+                append(log, bytes([65 + i]) * 100)
+                await read_bytes(sub, 100)
+                rotate(log)
+            append(log, b"tail")
+            await read_bytes(sub, 4)
+            assert rig.broker.offset == 804
+            kept = RotatingLog(log).read(0)
+            assert (kept.start, kept.size) == (500, 804)
+            assert kept.data == b"F" * 100 + b"G" * 100 + b"H" * 100 + b"tail"
 
     run(scenario)
 
