@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 TAKEOVER_NOTICE = "another user connected to this console"
 SLOW_NOTICE = "this viewer fell too far behind the console output and was disconnected"
-#: Bytes a subscriber may have queued before it counts as stalled.
+#: Bytes a subscriber may have queued before it counts as stalled (each chunk's data plus its
+#: ENTRY_COST).
 DEFAULT_QUEUE_LIMIT = 4 * 1024 * 1024
 #: What a queued chunk counts against the limit beyond its data: its queue entry and its share
 #: of the chunk's objects. A queue of many tiny chunks is then bounded in memory too.
@@ -70,6 +71,7 @@ class Subscriber:
     mode: SessionMode
     user: str
     queue: asyncio.Queue[Chunk | Closed] = field(default_factory=asyncio.Queue)
+    #: What the queued chunks count against the limit (see `Chunk.cost`).
     queued_bytes: int = 0
     closed: bool = False
 
