@@ -150,7 +150,8 @@ class Reconciler:
         lock = self._vm_locks.setdefault(key, asyncio.Lock())
         async with lock, self._slots:
             # Looked up under the lock: another `up` may have just created or started it.
-            current = next((v for v in self.vms.list() if v.identity.key == key), None)
+            listed = await asyncio.to_thread(self.vms.list)  # off the loop (see VmService.create)
+            current = next((v for v in listed if v.identity.key == key), None)
             if current is None:
                 password_hash = await asyncio.to_thread(hash_password, vm.admin_password)
                 new = NewVm(defn.subscription_id, rg.name, vm.name, vm_model(defn, vm),

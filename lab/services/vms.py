@@ -151,7 +151,11 @@ class VmService:
             instance_id=new.instance_id,
             computer_name=new.computer_name,
         )
-        if any(v.identity.domain_name == identity.domain_name for v in self.machines()):
+        # The libvirt calls here and below run in threads: while libvirtd starts other domains
+        # they take 0.2-2.6 s (20 at once on 2 cores), which on the event loop stalled every
+        # console and API request meanwhile.
+        existing = await asyncio.to_thread(self.machines)
+        if any(v.identity.domain_name == identity.domain_name for v in existing):
             raise Conflict(
                 f"VM '{new.name}' already exists in resource group '{new.resource_group}'",
                 target=new.name,
@@ -161,8 +165,9 @@ class VmService:
             image_dir = self.ctx.images.path(image)
             vm_dir = self.ctx.vm_dir(identity)
             await asyncio.to_thread(create_overlay, image_dir / image.disk, vm_dir / "disk.qcow2")
-        self._define(identity, new.model, deallocated=False)
-        view = self._view(self.ctx.hypervisor.domain(identity.domain_name))
+        await asyncio.to_thread(self._define, identity, new.model, deallocated=False)
+        view = self._view(await asyncio.to_thread(self.ctx.hypervisor.domain,
+                                                  identity.domain_name))  # fmt: skip
         if start:
             return await self.start(view)
         return view
@@ -265,14 +270,14 @@ class VmService:
         async with self._operation(view, PowerOperation.START):
             if view.power_state is not PowerState.RUNNING:
                 await self._power_on(view)
-        return self.refresh(view)
+        return await self._refreshed(view)
 
     async def _power_on(self, view: VmView) -> None:
         """Start paused, attach the console broker, then let the CPUs run: no byte is missed."""
         hv = self.ctx.hypervisor
         domain = view.identity.domain_name
         # Redefine first so the XML follows the current accelerator and lab version.
-        self._define(view.identity, view.model, deallocated=False)
+        await asyncio.to_thread(self._define, view.identity, view.model, deallocated=False)
         await asyncio.to_thread(hv.start, domain, paused=True)
         self.consoles.attach(domain, self.ctx.serial_log_path(view.identity, view.model))
         await asyncio.to_thread(hv.resume, domain)
@@ -281,7 +286,7 @@ class VmService:
         async with self._operation(view, PowerOperation.POWER_OFF):
             if view.power_state is PowerState.RUNNING:
                 await self._stop(view, graceful=not skip_shutdown)
-        return self.refresh(view)
+        return await self._refreshed(view)
 
     async def _stop(self, view: VmView, *, graceful: bool) -> None:
         hv = self.ctx.hypervisor
@@ -306,20 +311,20 @@ class VmService:
         """Graceful reboot: the guest gets the ACPI power button, then QEMU resets in place."""
         async with self._operation(view, PowerOperation.RESTART):
             await asyncio.to_thread(self.ctx.hypervisor.reboot, view.identity.domain_name)
-        return self.refresh(view)
+        return await self._refreshed(view)
 
     async def reset(self, view: VmView) -> VmView:
         """Hard reset, like the power button: same QEMU process, the console stays connected."""
         async with self._operation(view, PowerOperation.RESET):
             await asyncio.to_thread(self.ctx.hypervisor.reset, view.identity.domain_name)
-        return self.refresh(view)
+        return await self._refreshed(view)
 
     async def power_cycle(self, view: VmView) -> VmView:
         """Pull the plug and power on again: a new QEMU process."""
         async with self._operation(view, PowerOperation.POWER_CYCLE):
             await self._stop(view, graceful=False)
             await self._power_on(view)
-        return self.refresh(view)
+        return await self._refreshed(view)
 
     async def deallocate(self, view: VmView) -> VmView:
         async with self._operation(view, PowerOperation.DEALLOCATE):
@@ -327,7 +332,7 @@ class VmService:
                 await self._stop(view, graceful=True)
             self.consoles.remove(view.identity.domain_name, "the VM was deallocated")
             self._set_allocation(view, True)
-        return self.refresh(view)
+        return await self._refreshed(view)
 
     async def reimage(self, view: VmView) -> VmView:
         """Back to the image: a fresh disk overlay; a running VM is restarted on it. A disk-boot
@@ -344,7 +349,7 @@ class VmService:
                 await asyncio.to_thread(reset_overlay, base, overlay)
             if was_running:
                 await self._power_on(view)
-        return self.refresh(view)
+        return await self._refreshed(view)
 
     async def upgrade(
         self, view: VmView, model: VmModel, admin_password_hash: str
@@ -366,7 +371,7 @@ class VmService:
             upgraded = VmView(view.identity, model, view.power_state, view.deallocated)
             if was_running:
                 await self._power_on(upgraded)
-        return self.refresh(view)
+        return await self._refreshed(view)
 
     async def delete(self, view: VmView) -> None:
         """Delete the VM and its disks; the boot-diagnostics blobs are kept, as in Azure."""
@@ -396,3 +401,9 @@ class VmService:
 
     def refresh(self, view: VmView) -> VmView:
         return self._view(self.ctx.hypervisor.domain(view.identity.domain_name))
+
+    async def _refreshed(self, view: VmView) -> VmView:
+        """`refresh` off the event loop (see `create`)."""
+        return self._view(
+            await asyncio.to_thread(self.ctx.hypervisor.domain, view.identity.domain_name)
+        )

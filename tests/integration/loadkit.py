@@ -352,7 +352,9 @@ class LatencyProbe(threading.Thread):
                         self.times[name].append(ms)
                     else:
                         self.failures.append(f"{name}: {why}")
-                self.stop_event.wait(self.gap)
+                    # A gap before each request, not each pair: the first request after a gap
+                    # meets whatever held the server meanwhile, and the other one never did.
+                    self.stop_event.wait(self.gap / 2)
         finally:
             daemon.close()
             azure.close()
