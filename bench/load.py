@@ -41,6 +41,7 @@ from tests.integration.loadkit import (
     QUEUE_LIMIT,
     LoadHarness,
     pct,
+    rss_growth_bound_kib,
     run_fleet,
     run_flood,
     run_rotation,
@@ -86,7 +87,7 @@ def main() -> None:
         if "flood" in phases:
             note(f"flood: {args.seconds} s, {args.viewers} viewers")
             flood = run_flood(lab, args.seconds, args.viewers, args.nice_viewers, args.stalled)
-            bound = (2 * QUEUE_LIMIT + args.viewers * 512 * 1024) / 1024
+            bound = rss_growth_bound_kib(args.viewers)
             p95q, p95f = pct(flood.quiet_rtt, 95), pct(flood.flood_rtt, 95)
             out += [f"Flood ({args.seconds} s, {args.viewers} viewers, console queue limit"
                     f" {QUEUE_LIMIT / 2**20:g} MiB):", *(f"  {x}" for x in flood.lines_out()),

@@ -404,6 +404,4 @@ class VmService:
 
     async def _refreshed(self, view: VmView) -> VmView:
         """`refresh` off the event loop (see `create`)."""
-        return self._view(
-            await asyncio.to_thread(self.ctx.hypervisor.domain, view.identity.domain_name)
-        )
+        return await asyncio.to_thread(self.refresh, view)

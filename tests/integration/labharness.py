@@ -167,34 +167,32 @@ class LabHarness:
             self._delete_domains()
 
     def _delete_domains(self) -> None:
+        uri = self.settings.libvirt_uri
         prefix = f"{DOMAIN_PREFIX}{lab_id_for(self.data_dir)}+"
-        names = subprocess.run(
-            ["virsh", "-c", self.settings.libvirt_uri, "list", "--all", "--name"],
-            capture_output=True, text=True, check=False,
-        ).stdout.split()  # fmt: skip
-        for name in names:
+        for name in virsh(uri, "list", "--all", "--name").split():
             if name.startswith(prefix):
-                subprocess.run(["virsh", "destroy", name], capture_output=True, check=False)
-                subprocess.run(["virsh", "undefine", name], capture_output=True, check=False)
+                virsh(uri, "destroy", name)
+                virsh(uri, "undefine", name)
+
+
+def virsh(uri: str, *args: str) -> str:
+    """`virsh -c URI ARGS...`'s output; a failure (no such domain, already off) is no error."""
+    return subprocess.run(["virsh", "-c", uri, *args], capture_output=True, text=True,
+                          check=False).stdout  # fmt: skip
 
 
 def sweep_orphaned_domains(uri: str) -> list[str]:
     """Undefine the lab's shut-off domains whose disks are gone: a test run that was killed
     left them, and pytest has since removed its temporary data dir. A domain that runs, or
     whose disk still exists (a user's lab, another run's), is left alone. Returns the names."""
-
-    def virsh(*args: str) -> str:
-        return subprocess.run(["virsh", "-c", uri, *args], capture_output=True, text=True,
-                              check=False).stdout  # fmt: skip
-
     swept = []
-    for name in virsh("list", "--all", "--name").split():
-        if not name.startswith(DOMAIN_PREFIX) or virsh("domstate", name).strip() != "shut off":
+    for name in virsh(uri, "list", "--all", "--name").split():
+        if not name.startswith(DOMAIN_PREFIX) or virsh(uri, "domstate", name).strip() != "shut off":
             continue
-        disks = [line.split()[-1] for line in virsh("domblklist", name).splitlines()[2:]
+        disks = [line.split()[-1] for line in virsh(uri, "domblklist", name).splitlines()[2:]
                  if line.strip() and line.split()[-1].startswith("/")]  # fmt: skip
         if disks and not any(Path(d).exists() for d in disks):
-            virsh("undefine", name)
+            virsh(uri, "undefine", name)
             swept.append(name)
     return swept
 

@@ -425,6 +425,21 @@ class FloodResult:
         ]
 
 
+def rss_growth_bound_kib(viewers: int) -> int:
+    """How much the daemon's peak RSS may grow over its RSS before a flood.
+
+    The broker's queues share their chunks (one `bytes` per log read, referenced by every
+    viewer's queue), so the viewers together hold at most one queue limit of console output (a
+    viewer further behind is dropped; the limit counts each chunk's queue entry too, and a flood
+    is read in batches, so chunks are not tiny), plus per viewer the websocket's write buffer
+    and the frame being sent. Bound: the queue limit twice (the bytes, plus the per-chunk
+    objects and queue entries) + 512 KiB per viewer: 8 + 25 = 33 MiB for 50 viewers, where 50
+    unshared 4 MiB queues could hold 200 MiB. Asserted by test_load.py;
+    measured: README, "Load".
+    """
+    return (2 * QUEUE_LIMIT + viewers * 512 * 1024) // 1024
+
+
 def run_flood(
     lab: LabHarness, seconds: int, nviewers: int, nice: int = 0, stalled: int = 0
 ) -> FloodResult:

@@ -18,9 +18,9 @@ from lab.settings import Settings
 from lab.storage.serial_log import virtlogd_cap
 from tests.integration.labharness import report_figures
 from tests.integration.loadkit import (
-    QUEUE_LIMIT,
     LoadHarness,
     pct,
+    rss_growth_bound_kib,
     rtt_line,
     run_fleet,
     run_flood,
@@ -53,21 +53,8 @@ def load_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoadHarness]:
 
 
 # -- 1. flood -----------------------------------------------------------------------------------
-def rss_growth_bound_kib(viewers: int) -> int:
-    """How much the daemon's peak RSS may grow over its RSS before a flood.
-
-    The broker's queues share their chunks (one `bytes` per log read, referenced by every
-    viewer's queue), so the viewers together hold at most one queue limit of console output (a
-    viewer further behind is dropped; the limit counts each chunk's queue entry too, and a flood
-    is read in batches, so chunks are not tiny), plus per viewer the websocket's write buffer
-    and the frame being sent. Bound: the queue limit twice (the bytes, plus the per-chunk
-    objects and queue entries) + 512 KiB per viewer: 8 + 25 = 33 MiB for 50 viewers, where 50
-    unshared 4 MiB queues could hold 200 MiB. Measured: README, "Load".
-    """
-    return (2 * QUEUE_LIMIT + viewers * 512 * 1024) // 1024
-
-
-#: And a ceiling on the daemon's lifetime peak (it idles at about 80 MiB).
+#: A ceiling on the daemon's lifetime peak (it idles at about 80 MiB); its growth during the flood
+#: is bounded by `rss_growth_bound_kib`.
 RSS_PEAK_BOUND_MIB = 160
 #: Nothing may be lost, but QEMU logs a byte twice when its write to the pty (libvirt's console
 #: stream, which the daemon reads) fails with EAGAIN and the serial device retries it. The
