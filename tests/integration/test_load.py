@@ -137,6 +137,9 @@ def test_20_vms_at_once_the_api_keeps_answering(
     report_figures(request.config, f"load: {FLEET} VMs at once", r.lines_out())
     assert not r.failures, r.failures[:5]
     assert r.running == FLEET and r.states == {"running"}
+    # 20 guests on a few cores: each gets a sliver of CPU, which must not make a kernel give
+    # up on its timer (13 in 20 fell back, about 1 in 60 panicked, before `no_timer_check`).
+    assert not r.timer_complaints, r.timer_complaints
     for name in r.booting:
         times = r.all_times(name)
         assert pct(times, 99) < API_P99_BOUND_MS, f"{name} API p99 {pct(times, 99):.1f} ms"
