@@ -104,6 +104,8 @@ class ConsoleBroker:
         self._ids = itertools.count(1)
         self._interactive: Subscriber | None = None
         self._stream: ConsoleStream | None = None
+        #: Counts detaches: an attach whose stream opens after one is stale.
+        self._generation = 0
         self._follower: LogFollower | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         #: Takes the log over if virtlogd stops writing it (see `log_keeper.py`).
@@ -125,7 +127,23 @@ class ConsoleBroker:
         self._follower.start()
 
     def attach_chardev(self) -> None:
-        """Open the VM's serial chardev (after the domain started, before its CPUs run)."""
+        """Open the VM's serial chardev now, on the event loop (see `attach_chardev_off_loop`)."""
+        on_close = self._before_attach()
+        self._attached(self._open_console(self._wake, on_close))
+
+    async def attach_chardev_off_loop(self) -> None:
+        """Open the VM's serial chardev (after the domain started, before its CPUs run), the
+        libvirt call in a thread: while libvirtd starts other domains it answers in 0.2-1.2 s,
+        and on the event loop that wait froze every console and request."""
+        on_close = self._before_attach()
+        generation = self._generation
+        stream = await asyncio.to_thread(self._open_console, self._wake, on_close)
+        if generation != self._generation:  # detached (or attached anew) meanwhile
+            stream.close()
+            return
+        self._attached(stream)
+
+    def _before_attach(self) -> Callable[[], None]:
         self.start_following()
         self.detach_chardev()
         loop = self._loop
@@ -140,10 +158,15 @@ class ConsoleBroker:
         self._follower.poll()
         self._inbox.clear()  # what the previous stream delivered was counted against it
         self.log_keeper.reset()
-        self._stream = self._open_console(self._wake, on_close)
-        self._tick = loop.call_later(_CHECK_S, self._check_log)
+        return on_close
+
+    def _attached(self, stream: ConsoleStream) -> None:
+        assert self._loop is not None
+        self._stream = stream
+        self._tick = self._loop.call_later(_CHECK_S, self._check_log)
 
     def detach_chardev(self) -> None:
+        self._generation += 1  # an attach still opening its stream must not install it
         if self._stream is not None:
             self._stream.close()
             self._stream = None

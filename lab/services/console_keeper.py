@@ -55,7 +55,7 @@ class ConsoleKeeper:
     async def check_once(self) -> list[str]:
         """Attach the broker of every running VM that lacks one; returns those attached."""
         try:
-            views = await asyncio.to_thread(self.vms.machines)
+            views = await self.vms.machines_now()
         except HypervisorUnavailable as exc:
             if not self._unavailable:
                 log.warning("libvirt is unreachable; consoles reattach when it is back: %s", exc)
@@ -77,7 +77,7 @@ class ConsoleKeeper:
                 continue
             try:
                 log_path = self.vms.ctx.serial_log_path(view.identity, view.model)
-                self.consoles.attach(domain, log_path)
+                await self.consoles.attach(domain, log_path)
             except LabError as exc:
                 if self._failed.get(domain) != str(exc):
                     log.warning("cannot attach the console of %s: %s", domain, exc)

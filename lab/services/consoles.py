@@ -62,10 +62,10 @@ class ConsoleService:
     def existing(self, domain: str) -> ConsoleBroker | None:
         return self._brokers.get(domain)
 
-    def attach(self, domain: str, log_path: Path) -> ConsoleBroker:
-        """Open the chardev (call on the event loop, with the domain started)."""
+    async def attach(self, domain: str, log_path: Path) -> ConsoleBroker:
+        """Open the chardev (with the domain started; the libvirt call in a thread)."""
         broker = self.broker(domain, log_path)
-        broker.attach_chardev()
+        await broker.attach_chardev_off_loop()
         return broker
 
     def remove(self, domain: str, reason: str) -> None:

@@ -128,10 +128,10 @@ class Reconciler:
         desired = await asyncio.to_thread(
             scale_set_model, defn.subscription_id, rg.name, defn.location, ss
         )
-        before = {v.identity.instance_id for v in self.scale_sets.instances(desired)}
+        before = {v.identity.instance_id for v in await self.scale_sets.instances_now(desired)}
         model = await self.scale_sets.put(desired)
         results = []
-        for view in self.scale_sets.instances(model):
+        for view in await self.scale_sets.instances_now(model):
             if view.identity.instance_id not in before:
                 results.append(ReconcileResult(view, "created"))
             elif view.power_state is PowerState.RUNNING:
@@ -150,7 +150,7 @@ class Reconciler:
         lock = self._vm_locks.setdefault(key, asyncio.Lock())
         async with lock, self._slots:
             # Looked up under the lock: another `up` may have just created or started it.
-            listed = await asyncio.to_thread(self.vms.list)  # off the loop (see VmService.create)
+            listed = await self.vms.list_now()  # off the loop (see VmService.machines_now)
             current = next((v for v in listed if v.identity.key == key), None)
             if current is None:
                 password_hash = await asyncio.to_thread(hash_password, vm.admin_password)
@@ -162,7 +162,7 @@ class Reconciler:
             return ReconcileResult(await self.vms.start(current), "started")
 
     async def down(self, defn: LabDefinition) -> list[ReconcileResult]:
-        existing = {v.identity.key: v for v in self.vms.list()}
+        existing = {v.identity.key: v for v in await self.vms.list_now()}
         results = []
         for rg, vm in defn.virtual_machines():
             current = existing.get((rg.name.lower(), vm.name.lower()))
@@ -175,7 +175,7 @@ class Reconciler:
                 model = self.scale_sets.get(rg.name, ss.name)
             except NotFound:
                 continue
-            instances = self.scale_sets.instances(model)
+            instances = await self.scale_sets.instances_now(model)
             await self.scale_sets.delete(model)
             results += [ReconcileResult(v, "deleted") for v in instances]
         return results

@@ -132,28 +132,28 @@ class ScaleSetService:
         return self._locks.setdefault(model.key, asyncio.Lock())
 
     # -- instances ----------------------------------------------------------------------------
+    # Each query comes twice: plain for sync callers, `_now` for coroutines (the domains' states
+    # read off the event loop, see `VmService.machines_now`).
     def instances(self, model: ScaleSetModel) -> builtins.list[VmView]:
-        return [
-            v for v in self.vms.machines()
-            if v.identity.scale_set is not None
-            and (v.identity.resource_group.lower(), v.identity.scale_set.lower()) == model.key
-        ]  # fmt: skip
+        return _of_set(model, self.vms.machines())
+
+    async def instances_now(self, model: ScaleSetModel) -> builtins.list[VmView]:
+        return _of_set(model, await self.vms.machines_now())
 
     def instance(self, model: ScaleSetModel, instance_id: str) -> VmView:
-        for view in self.instances(model):
-            if view.identity.instance_id == str(instance_id):
-                return view
-        raise NotFound(
-            f"The Resource 'Microsoft.Compute/virtualMachineScaleSets/{model.name}/"
-            f"virtualMachines/{instance_id}' under resource group '{model.resource_group}' "
-            "was not found.", target=str(instance_id),
-        )  # fmt: skip
+        return _pick(model, self.instances(model), instance_id)
 
-    def selected(self, model: ScaleSetModel, instance_ids: InstanceIds) -> builtins.list[VmView]:
+    async def instance_now(self, model: ScaleSetModel, instance_id: str) -> VmView:
+        return _pick(model, await self.instances_now(model), instance_id)
+
+    async def selected_now(
+        self, model: ScaleSetModel, instance_ids: InstanceIds
+    ) -> builtins.list[VmView]:
         """The instances named (all of them for None); an unknown id is an error."""
+        instances = await self.instances_now(model)
         if instance_ids is None:
-            return self.instances(model)
-        return [self.instance(model, str(i)) for i in instance_ids]
+            return instances
+        return [_pick(model, instances, str(i)) for i in instance_ids]
 
     @staticmethod
     def latest_model_applied(model: ScaleSetModel, view: VmView) -> bool:
@@ -195,7 +195,7 @@ class ScaleSetService:
                                              capacity)  # fmt: skip
 
     async def _scale_locked(self, model: ScaleSetModel, capacity: int) -> ScaleSetModel:
-        have = self.instances(model)
+        have = await self.instances_now(model)
         if len(have) < capacity:
             missing = capacity - len(have)
             first = model.next_instance_id
@@ -252,7 +252,7 @@ class ScaleSetService:
             await self._upgrade_locked(self.get(model.resource_group, model.name), instance_ids)
 
     async def _upgrade_locked(self, model: ScaleSetModel, instance_ids: InstanceIds) -> None:
-        stale = [v for v in self.selected(model, instance_ids)
+        stale = [v for v in await self.selected_now(model, instance_ids)
                  if not self.latest_model_applied(model, v)]  # fmt: skip
         for view in stale:  # one at a time: the set keeps serving while it rolls
             profile = model.profile.model_copy(update={"tags": model.tags,
@@ -264,7 +264,7 @@ class ScaleSetService:
         self, model: ScaleSetModel, operation: PowerOperation, instance_ids: InstanceIds,
         *, skip_shutdown: bool = False,
     ) -> builtins.list[VmView]:  # fmt: skip
-        views = self.selected(model, instance_ids)
+        views = await self.selected_now(model, instance_ids)
         return await self._bounded(
             [self.vms.perform(operation, v, skip_shutdown=skip_shutdown) for v in views]
         )
@@ -273,12 +273,32 @@ class ScaleSetService:
         self, model: ScaleSetModel, instance_ids: builtins.list[str]
     ) -> None:
         async with self._lock(model):
-            views = self.selected(model, instance_ids)
+            views = await self.selected_now(model, instance_ids)
             await self._bounded([self.vms.delete(v) for v in views])
             current = self.get(model.resource_group, model.name)
-            self._save(current.model_copy(update={"capacity": len(self.instances(current))}))
+            remaining = await self.instances_now(current)
+            self._save(current.model_copy(update={"capacity": len(remaining)}))
 
     async def delete(self, model: ScaleSetModel) -> None:
         async with self._lock(model):
-            await self._bounded([self.vms.delete(v) for v in self.instances(model)])
+            await self._bounded([self.vms.delete(v) for v in await self.instances_now(model)])
             self._forget(model)
+
+
+def _of_set(model: ScaleSetModel, machines: list[VmView]) -> list[VmView]:
+    return [
+        v for v in machines
+        if v.identity.scale_set is not None
+        and (v.identity.resource_group.lower(), v.identity.scale_set.lower()) == model.key
+    ]  # fmt: skip
+
+
+def _pick(model: ScaleSetModel, instances: list[VmView], instance_id: str) -> VmView:
+    for view in instances:
+        if view.identity.instance_id == str(instance_id):
+            return view
+    raise NotFound(
+        f"The Resource 'Microsoft.Compute/virtualMachineScaleSets/{model.name}/"
+        f"virtualMachines/{instance_id}' under resource group '{model.resource_group}' "
+        "was not found.", target=str(instance_id),
+    )  # fmt: skip

@@ -87,7 +87,7 @@ class ScenarioChecker:
         """(every check's result, the attempt with the results recorded). `boot_timeout`: how
         long to wait for a login prompt (default: the scenario's)."""
         scenario = self.scenarios.get(name)
-        view = self.scenarios.vm(name)
+        view = await self.scenarios.vm_now(name)
         if view is None:
             raise Conflict(f"Scenario '{name}' is not started, so there is nothing to check.",
                            target=name)  # fmt: skip

@@ -115,8 +115,15 @@ class ScenarioService:
 
     # -- the VM ---------------------------------------------------------------------------------
     def vm(self, name: str) -> VmView | None:
-        return next((v for v in self.vms.list()
-                     if v.identity.key == (GROUP, name.lower())), None)  # fmt: skip
+        return _scenario_vm(self.vms.list(), name)
+
+    def started(self) -> set[str]:
+        """The (lowercased) names of the scenarios whose VM exists: one listing for all."""
+        return {v.identity.name.lower() for v in self.vms.list() if v.identity.key[0] == GROUP}
+
+    async def vm_now(self, name: str) -> VmView | None:
+        """`vm` for a coroutine (see `VmService.machines_now`)."""
+        return _scenario_vm(await self.vms.list_now(), name)
 
     def prepare(self, scenario: Scenario) -> str:
         """The scenario's image (built once): its base image with the breaks applied. The base
@@ -137,7 +144,7 @@ class ScenarioService:
 
     async def start(self, name: str) -> VmView:
         scenario = self.get(name)
-        if self.vm(name) is not None:
+        if await self.vm_now(name) is not None:
             raise Conflict(f"Scenario '{name}' is already started; `lab scenario reset {name}` "
                            f"starts it over, `lab scenario stop {name}` ends it.",
                            target=name)  # fmt: skip
@@ -155,7 +162,7 @@ class ScenarioService:
 
     async def reset(self, name: str) -> VmView:
         """Back to the broken state: a fresh overlay on the broken disk, booted again."""
-        view = self._require_vm(name)
+        view = await self._require_vm(name)
         view = await self.vms.reimage(view)
         if view.power_state.value != "running":
             view = await self.vms.start(view)
@@ -163,12 +170,12 @@ class ScenarioService:
         return view
 
     async def stop(self, name: str) -> None:
-        await self.vms.delete(self._require_vm(name))
+        await self.vms.delete(await self._require_vm(name))
         self._update(name, lambda a: a.setdefault("stoppedAt", time.time()))
 
-    def _require_vm(self, name: str) -> VmView:
+    async def _require_vm(self, name: str) -> VmView:
         self.get(name)
-        view = self.vm(name)
+        view = await self.vm_now(name)
         if view is None:
             raise Conflict(f"Scenario '{name}' is not started; `lab scenario start {name}`.",
                            target=name)  # fmt: skip
@@ -237,3 +244,7 @@ class ScenarioService:
         else:
             raise Conflict(f"Scenario '{name}' was never started.", target=name)
         self.state.update(_KEY, attempts)
+
+
+def _scenario_vm(views: list[VmView], name: str) -> VmView | None:
+    return next((v for v in views if v.identity.key == (GROUP, name.lower())), None)

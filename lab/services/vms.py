@@ -24,6 +24,7 @@ from lab.hypervisor.base import PAUSED_ON_IO_ERROR, DomainInfo, DomainState
 from lab.hypervisor.domain_xml import DomainSpec, build_domain_xml, metadata_element
 from lab.services.consoles import ConsoleService
 from lab.services.context import LabContext
+from lab.services.shared_call import SharedCall
 from lab.storage.disks import create_overlay, reset_overlay
 from lab.storage.images import (
     CONFIG_DISK_FILE,
@@ -63,6 +64,7 @@ class VmService:
         self.ctx = ctx
         self.consoles = consoles
         self._in_flight: dict[str, PowerOperation] = {}
+        self._machines_shared = SharedCall(self.machines)
 
     # -- views --------------------------------------------------------------------------------
     def machines(self) -> builtins.list[VmView]:
@@ -75,9 +77,18 @@ class VmService:
         """The VMs (scale-set instances are listed by their scale set)."""
         return [v for v in self.machines() if not v.identity.is_instance]
 
-    def by_resource_id(self, resource_id: str) -> VmView:
-        """A VM or an instance by its Azure resource id (any case)."""
-        for view in self.machines():
+    async def machines_now(self) -> builtins.list[VmView]:
+        """`machines` for a coroutine: off the event loop (libvirtd can take seconds while it
+        starts other domains), one call shared by the callers that ask meanwhile."""
+        return builtins.list(await self._machines_shared())
+
+    async def list_now(self) -> builtins.list[VmView]:
+        """`list` for a coroutine (see `machines_now`)."""
+        return [v for v in await self.machines_now() if not v.identity.is_instance]
+
+    async def by_resource_id_now(self, resource_id: str) -> VmView:
+        """A VM or an instance by its Azure resource id (any case), for a coroutine."""
+        for view in await self.machines_now():
             if view.identity.resource_id.lower() == resource_id.lower():
                 return view
         raise NotFound(f"The Resource '{resource_id}' was not found.", target=resource_id)
@@ -279,7 +290,7 @@ class VmService:
         # Redefine first so the XML follows the current accelerator and lab version.
         await asyncio.to_thread(self._define, view.identity, view.model, deallocated=False)
         await asyncio.to_thread(hv.start, domain, paused=True)
-        self.consoles.attach(domain, self.ctx.serial_log_path(view.identity, view.model))
+        await self.consoles.attach(domain, self.ctx.serial_log_path(view.identity, view.model))
         await asyncio.to_thread(hv.resume, domain)
 
     async def power_off(self, view: VmView, *, skip_shutdown: bool = False) -> VmView:
@@ -331,7 +342,7 @@ class VmService:
             if view.power_state is PowerState.RUNNING:
                 await self._stop(view, graceful=True)
             self.consoles.remove(view.identity.domain_name, "the VM was deallocated")
-            self._set_allocation(view, True)
+            await asyncio.to_thread(self._set_allocation, view, True)
         return await self._refreshed(view)
 
     async def reimage(self, view: VmView) -> VmView:

@@ -6,6 +6,7 @@ The log file plays virtlogd's part: the tests append to it as the guest's output
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -262,6 +263,59 @@ def test_writing_without_a_chardev_opens_it_or_is_a_state_error(log: Path) -> No
             with pytest.raises(StateError) as exc:
                 rig.broker.write(user, b"y")
             assert exc.value.status == 409
+
+
+def slow_open(rig: Rig) -> tuple[threading.Event, threading.Event]:
+    """Make the rig's chardev open wait for a release, as it does while libvirtd is busy
+    starting other domains: (set when the open begins, set to let it finish)."""
+    opening, release = threading.Event(), threading.Event()
+    open_now = rig._open
+
+    def opener(on_data: Callable[[bytes], None], on_close: Callable[[], None]) -> FakeStream:
+        opening.set()
+        release.wait(TIMEOUT)
+        return open_now(on_data, on_close)
+
+    rig.broker._open_console = opener
+    return opening, release
+
+
+def test_attaching_off_the_loop_installs_the_stream_and_the_loop_runs_meanwhile(
+    log: Path,
+) -> None:
+    async def scenario() -> None:
+        async with Rig(log) as rig:
+            opening, release = slow_open(rig)
+            attach = asyncio.create_task(rig.broker.attach_chardev_off_loop())
+            await asyncio.to_thread(opening.wait, TIMEOUT)
+            ticks = 0
+            for _ in range(5):
+                await asyncio.sleep(0.001)
+                ticks += 1
+            assert ticks == 5 and not attach.done() and not rig.broker.attached
+            release.set()
+            await attach
+            assert rig.broker.attached
+            user = rig.broker.subscribe(SessionMode.INTERACTIVE, "u")
+            rig.broker.write(user, b"k")
+            assert bytes(rig.streams[0].written) == b"k"
+
+    run(scenario)
+
+
+def test_a_stream_that_opens_after_a_detach_is_closed_not_installed(log: Path) -> None:
+    async def scenario() -> None:
+        async with Rig(log) as rig:
+            opening, release = slow_open(rig)
+            attach = asyncio.create_task(rig.broker.attach_chardev_off_loop())
+            await asyncio.to_thread(opening.wait, TIMEOUT)
+            rig.broker.detach_chardev()  # e.g. the VM is being deleted
+            release.set()
+            await attach
+            (stream,) = rig.streams
+            assert stream.closed and not rig.broker.attached
+
+    run(scenario)
 
 
 def test_reattaching_closes_the_previous_stream(log: Path) -> None:

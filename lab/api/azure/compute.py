@@ -107,8 +107,17 @@ def lists_status(request: Request) -> bool:
 
 
 def find_vm(request: Request, subscription: str, group: str, name: str) -> VmView:
-    lab = lab_of(request)
-    for view in lab.vms.list():
+    """The VM, for a sync route (in the thread pool)."""
+    return pick_vm(lab_of(request).vms.list(), subscription, group, name)
+
+
+async def find_vm_now(request: Request, subscription: str, group: str, name: str) -> VmView:
+    """The VM, for an async route (see `VmService.machines_now`)."""
+    return pick_vm(await lab_of(request).vms.list_now(), subscription, group, name)
+
+
+def pick_vm(views: list[VmView], subscription: str, group: str, name: str) -> VmView:
+    for view in views:
         ident = view.identity
         if (ident.subscription_id.lower(), ident.resource_group.lower(), ident.name.lower()) == (
             subscription.lower(), group.lower(), name.lower()
@@ -121,14 +130,14 @@ def find_vm(request: Request, subscription: str, group: str, name: str) -> VmVie
     )
 
 
-def readable_vm(
+async def readable_vm(
     request: Request, principal: Principal, subscription: str, group: str, name: str,
     action: str = _READ,
 ) -> VmView:  # fmt: skip
     """The VM, once the caller may perform `action` (a read by default) on it. Authorization
     comes first, as in ARM: a caller without access learns nothing, not even whether it exists."""
     require_action(principal, action, vm_resource_id(subscription, group, name))
-    return find_vm(request, subscription, group, name)
+    return await find_vm_now(request, subscription, group, name)
 
 
 def vm_resource_id(subscription: str, group: str, name: str) -> str:
@@ -136,13 +145,13 @@ def vm_resource_id(subscription: str, group: str, name: str) -> str:
             f"/providers/Microsoft.Compute/virtualMachines/{name}")  # fmt: skip
 
 
-def _visible(
+async def _visible(
     request: Request, principal: Principal, subscription: str, group: str | None
 ) -> list[VmView]:
     """The VMs of a subscription (or group) the caller may read: lists leave the others out,
     as ARM does."""
     return [
-        v for v in lab_of(request).vms.list()
+        v for v in await lab_of(request).vms.list_now()
         if v.identity.subscription_id.lower() == subscription.lower()
         and (group is None or v.identity.resource_group.lower() == group.lower())
         and principal.may(_READ, v.identity.resource_id)
@@ -152,12 +161,14 @@ def _visible(
 # The read routes are async and answer pre-encoded JSON: a sync route's hop through the thread
 # pool cost a third of the server's time under 50 concurrent clients (bench/api.py: 1,000 ->
 # 1,500 requests/s). Their one libvirt call (every domain's state, metadata cached by the
-# driver) runs on the event loop: a sub-millisecond RPC to the local libvirtd.
+# driver) runs in a thread shared by the requests that arrive meanwhile (`VmService.list_now`):
+# sub-millisecond while libvirtd is idle, it took up to 2 s while libvirtd started other
+# domains, and on the event loop that froze every request and console.
 @router.get("/subscriptions/{subscription}/providers/Microsoft.Compute/virtualMachines")
 async def list_all(
     request: Request, subscription: str, _v: ApiVersion, principal: Caller
 ) -> JSONResponse:
-    views = _visible(request, principal, subscription, None)
+    views = await _visible(request, principal, subscription, None)
     expand = lists_status(request)
     return JSONResponse({"value": [vm_resource(request, v, expand=expand) for v in views]})
 
@@ -168,7 +179,7 @@ for _path in arm_paths("/providers/Microsoft.Compute/virtualMachines"):
     async def list_group(
         request: Request, subscription: str, group: str, _v: ApiVersion, principal: Caller
     ) -> JSONResponse:
-        views = _visible(request, principal, subscription, group)
+        views = await _visible(request, principal, subscription, group)
         expand = lists_status(request)
         return JSONResponse({"value": [vm_resource(request, v, expand=expand) for v in views]})
 
@@ -178,7 +189,7 @@ for _path in arm_paths("/providers/Microsoft.Compute/virtualMachines"):
         principal: Caller,
     ) -> JSONResponse:  # fmt: skip
         expand = wants_instance_view(request)
-        view = readable_vm(request, principal, subscription, group, name)
+        view = await readable_vm(request, principal, subscription, group, name)
         return JSONResponse(vm_resource(request, view, expand=expand))
 
     @router.get(_path + "/{name}/instanceView")
@@ -187,16 +198,16 @@ for _path in arm_paths("/providers/Microsoft.Compute/virtualMachines"):
         principal: Caller,
     ) -> JSONResponse:  # fmt: skip
         action = "Microsoft.Compute/virtualMachines/instanceView/read"
-        view = readable_vm(request, principal, subscription, group, name, action)
+        view = await readable_vm(request, principal, subscription, group, name, action)
         return JSONResponse(instance_view(request, view))
 
     @router.post(_path + "/{name}/retrieveBootDiagnosticsData")
-    def retrieve_boot_diagnostics_data(
+    async def retrieve_boot_diagnostics_data(
         request: Request, subscription: str, group: str, name: str, _v: ApiVersion,
         principal: Caller,
     ) -> dict[str, Any]:  # fmt: skip
         action = "Microsoft.Compute/virtualMachines/retrieveBootDiagnosticsData/action"
-        view = readable_vm(request, principal, subscription, group, name, action)
+        view = await readable_vm(request, principal, subscription, group, name, action)
         return boot_diagnostics_data(request, view)
 
 
@@ -271,5 +282,5 @@ for _path in arm_paths("/providers/Microsoft.Compute/virtualMachines/{name}/{act
                 target=action,
             )
         rbac = f"Microsoft.Compute/virtualMachines/{action}/action"
-        view = readable_vm(request, principal, subscription, group, name, rbac)
+        view = await readable_vm(request, principal, subscription, group, name, rbac)
         return start_power_action(request, view, action)

@@ -46,9 +46,9 @@ TOKEN_TIMEOUT_S = 15.0
 MAX_FRAME_BYTES = 64 * 1024
 
 
-def _vm_of(lab: Lab, resource_id: str) -> VmView:
+async def _vm_of(lab: Lab, resource_id: str) -> VmView:
     try:
-        return lab.vms.by_resource_id(resource_id)
+        return await lab.vms.by_resource_id_now(resource_id)
     except NotFound:
         raise NotFound(f"The VM of this session ({resource_id}) no longer exists.",
                        target=resource_id) from None  # fmt: skip
@@ -123,7 +123,7 @@ async def client(ws: WebSocket, session_id: str) -> None:
     try:
         try:
             require_action(principal, CONNECT_ACTION, session.resource_id)
-            view = _vm_of(lab, session.resource_id)
+            view = await _vm_of(lab, session.resource_id)
             broker, sub = lab.consoles.open_session(view, SessionMode.INTERACTIVE,
                                                     principal.name, None)  # fmt: skip
         except LabError as exc:
@@ -166,7 +166,7 @@ async def admin_command(
                            f"'{command}'.", target="command")  # fmt: skip
     session = lab.serial_console.live(session_id, principal.object_id)
     require_action(principal, CONNECT_ACTION, session.resource_id)
-    view = _vm_of(lab, session.resource_id)
+    view = await _vm_of(lab, session.resource_id)
     if cmd == "nmi":
         await lab.consoles.nmi(view, user=principal.name)
     elif cmd == "sysrq":

@@ -21,10 +21,13 @@ router = APIRouter()
 _GROUP_READ = "Microsoft.Resources/subscriptions/resourceGroups/read"
 
 
-def _resources(lab: Lab) -> list[tuple[str, str, str, str]]:
+Resource = tuple[str, str, str, str]
+
+
+async def _resources(lab: Lab) -> list[Resource]:
     """(subscription, group, location, resource id) of every top-level resource of the lab."""
     found = [(v.identity.subscription_id, v.identity.resource_group, v.model.location,
-              v.identity.resource_id) for v in lab.vms.list()]  # fmt: skip
+              v.identity.resource_id) for v in await lab.vms.list_now()]  # fmt: skip
     found += [(m.subscription_id, m.resource_group, m.location, m.resource_id)
               for m in lab.scale_sets.list()]  # fmt: skip
     found += [(a.subscription_id, a.resource_group, a.location, a.resource_id)
@@ -36,11 +39,13 @@ def _group_id(subscription: str, group: str) -> str:
     return f"/subscriptions/{subscription}/resourceGroups/{group}"
 
 
-def _visible_groups(lab: Lab, principal: Principal) -> dict[tuple[str, str], tuple[str, str]]:
+def _visible_groups(
+    resources: list[Resource], principal: Principal
+) -> dict[tuple[str, str], tuple[str, str]]:
     """(subscription, group) lowercased -> (the group's spelling, its location), for the
     groups the caller may read or that hold a resource the caller may read."""
     groups: dict[tuple[str, str], tuple[str, str]] = {}
-    for subscription, group, location, resource_id in _resources(lab):
+    for subscription, group, location, resource_id in resources:
         key = (subscription.lower(), group.lower())
         if key in groups:
             continue
@@ -59,9 +64,9 @@ def _provider_type(resource_id: str) -> str:
 
 @router.get("/subscriptions")
 async def list_subscriptions(request: Request, _v: ApiVersion, principal: Caller) -> JSONResponse:
-    lab = lab_of(request)
-    spelled = {s.lower(): s for s, _g, _l, _r in _resources(lab)}
-    visible = {s for s, _g in _visible_groups(lab, principal)}
+    resources = await _resources(lab_of(request))
+    spelled = {s.lower(): s for s, _g, _l, _r in resources}
+    visible = {s for s, _g in _visible_groups(resources, principal)}
     visible |= {
         s for s in spelled if principal.may("Microsoft.Resources/subscriptions/read",
                                             f"/subscriptions/{spelled[s]}")
@@ -79,9 +84,9 @@ async def list_subscriptions(request: Request, _v: ApiVersion, principal: Caller
 async def list_resource_groups(
     request: Request, subscription: str, _v: ApiVersion, principal: Caller
 ) -> JSONResponse:
-    lab = lab_of(request)
-    groups = _visible_groups(lab, principal)
-    known = any(s.lower() == subscription.lower() for s, _g, _l, _r in _resources(lab))
+    resources = await _resources(lab_of(request))
+    groups = _visible_groups(resources, principal)
+    known = any(s.lower() == subscription.lower() for s, _g, _l, _r in resources)
     if not known:
         raise NotFound(f"The subscription '{subscription}' could not be found.",
                        code="SubscriptionNotFound", target=subscription)  # fmt: skip

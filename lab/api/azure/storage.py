@@ -159,10 +159,12 @@ def storage_error_response(exc: LabError, request_id: str) -> Response:
     return Response(body, status_code=exc.status, media_type="application/xml", headers=headers)
 
 
-def _blob_owner(request: Request, account: str, container: str, blob: str) -> tuple[VmView, str]:
+async def _blob_owner(
+    request: Request, account: str, container: str, blob: str
+) -> tuple[VmView, str]:
     """The VM a boot-diagnostics blob belongs to, and which blob it is (log or screenshot)."""
     lab = lab_of(request)
-    for view in lab.vms.machines():
+    for view in await lab.vms.machines_now():
         if not view.model.boot_diagnostics.enabled:
             continue
         b = lab.ctx.boot_blobs(view.identity, view.model)
@@ -279,7 +281,7 @@ async def get_blob(request: Request, account: str, container: str, blob: str) ->
         sas.verify(request.app.state.storage_secret, account, container, blob,
                    dict(request.query_params))  # fmt: skip
         _check_account_access(request, account)
-        view, kind = _blob_owner(request, account, container, blob)
+        view, kind = await _blob_owner(request, account, container, blob)
         rng = _requested_range(request)
         part, media = await _blob_content(request, view, kind, rng)
     except LabError as exc:

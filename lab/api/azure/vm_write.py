@@ -25,12 +25,12 @@ from lab.api.azure.arm_bodies import (
     obj,
     validated,
 )
-from lab.api.azure.common import ApiVersion, Caller, arm_paths, lab_of, or_none, require_action
-from lab.api.azure.compute import find_vm, vm_resource, vm_resource_id
+from lab.api.azure.common import ApiVersion, Caller, arm_paths, lab_of, require_action
+from lab.api.azure.compute import find_vm, find_vm_now, vm_resource, vm_resource_id
 from lab.api.azure.operations import start_operation
-from lab.domain.errors import InvalidInput
+from lab.domain.errors import InvalidInput, NotFound
 from lab.domain.labfile import BootDiagnosticsDef, VirtualMachineDef
-from lab.domain.vm import BootDiagnosticsModel, VmModel
+from lab.domain.vm import BootDiagnosticsModel, VmModel, VmView
 from lab.services.lab import Lab
 from lab.services.reconcile import boot_diagnostics_model, model_from_def
 from lab.services.vms import NewVm
@@ -85,12 +85,12 @@ for _path in arm_paths(f"/providers/{_VMS}/{{name}}"):
     ) -> Response:  # fmt: skip
         require_action(principal, f"{_VMS}/write", vm_resource_id(subscription, group, name))
         lab = lab_of(request)
-        current = or_none(lambda: find_vm(request, subscription, group, name))
+        current = await _existing(request, subscription, group, name)
         if current is not None:
             defn = lab_definition(name, body, lab, _KEPT_PASSWORD)
             model = model_from_def(defn, _location(body, current.model.location))
             check_storage_account(lab, model)
-            updated = lab.vms.update(current, model)
+            updated = await asyncio.to_thread(lab.vms.update, current, model)  # libvirt: a thread
             return JSONResponse(vm_resource(request, updated))
         defn = lab_definition(name, body, lab, None)
         model = model_from_def(defn, _location(body, None))
@@ -134,10 +134,18 @@ for _path in arm_paths(f"/providers/{_VMS}/{{name}}"):
         principal: Caller,
     ) -> Response:  # fmt: skip
         require_action(principal, f"{_VMS}/delete", vm_resource_id(subscription, group, name))
-        view = or_none(lambda: find_vm(request, subscription, group, name))
+        view = await _existing(request, subscription, group, name)
         if view is None:
             return Response(status_code=204)
         return start_operation(request, view.model.location, lab_of(request).vms.delete(view))
+
+
+async def _existing(request: Request, subscription: str, group: str, name: str) -> VmView | None:
+    """The VM, or None where PUT creates and DELETE answers 204."""
+    try:
+        return await find_vm_now(request, subscription, group, name)
+    except NotFound:
+        return None
 
 
 def _boot_diagnostics(raw: dict[str, Any]) -> BootDiagnosticsModel:

@@ -129,7 +129,7 @@ def _authorized(
     return _find(request, subscription, group, name)
 
 
-def _instance(
+async def _instance(
     request: Request, principal: Principal, subscription: str, group: str, name: str,
     instance_id: str, action: str,
 ) -> tuple[ScaleSetModel, VmView]:  # fmt: skip
@@ -137,7 +137,7 @@ def _instance(
         principal, action, f"{_set_id(subscription, group, name)}/virtualMachines/{instance_id}"
     )
     model = _find(request, subscription, group, name)
-    return model, lab_of(request).scale_sets.instance(model, instance_id)
+    return model, await lab_of(request).scale_sets.instance_now(model, instance_id)
 
 
 def _visible(request: Request, principal: Principal, subscription: str,
@@ -311,7 +311,7 @@ for _path in arm_paths(f"/providers/{SETS}"):
     ) -> JSONResponse:  # fmt: skip
         model = _authorized(request, principal, subscription, group, name,
                             f"{SETS}/instanceView/read")  # fmt: skip
-        views = lab_of(request).scale_sets.instances(model)
+        views = await lab_of(request).scale_sets.instances_now(model)
         counts: dict[str, int] = {}
         for v in views:
             code = f"PowerState/{v.power_state.value}"
@@ -328,13 +328,13 @@ for _path in arm_paths(f"/providers/{SETS}"):
         request: Request, subscription: str, group: str, name: str, action: str,
         _v: ApiVersion, principal: Caller, body: InstanceIdsBody | None = None,
     ) -> Response:  # fmt: skip
-        return _set_action(request, principal, subscription, group, name, action, body)
+        return await _set_action(request, principal, subscription, group, name, action, body)
 
 
 _SET_ACTIONS = {a.lower(): a for a in (*ACTIONS, "manualUpgrade", "delete")}
 
 
-def _set_action(
+async def _set_action(
     request: Request, principal: Principal, subscription: str, group: str, name: str,
     action: str, body: InstanceIdsBody | None,
 ) -> Response:  # fmt: skip
@@ -346,7 +346,8 @@ def _set_action(
                         f"{SETS}/{canonical}/action")  # fmt: skip
     lab = lab_of(request)
     ids = _ids(body)
-    views = lab.scale_sets.selected(model, ids)  # unknown ids: 404 now, not a failed operation
+    # Unknown ids: 404 now, not a failed operation.
+    views = await lab.scale_sets.selected_now(model, ids)
     if canonical == "manualUpgrade":
         if ids is None:
             raise InvalidInput("manualUpgrade needs instanceIds: the instances to upgrade.",
@@ -379,7 +380,7 @@ for _path in _INSTANCE_PATHS:
     ) -> JSONResponse:  # fmt: skip
         model = _authorized(request, principal, subscription, group, name, f"{INSTANCES}/read")
         expand = wants_instance_view(request)
-        views = lab_of(request).scale_sets.instances(model)
+        views = await lab_of(request).scale_sets.instances_now(model)
         return JSONResponse({"value": [instance_resource(request, model, v, expand=expand)
                                        for v in views]})  # fmt: skip
 
@@ -388,8 +389,8 @@ for _path in _INSTANCE_PATHS:
         request: Request, subscription: str, group: str, name: str, instance_id: str,
         _v: ApiVersion, principal: Caller,
     ) -> JSONResponse:  # fmt: skip
-        model, view = _instance(request, principal, subscription, group, name, instance_id,
-                                f"{INSTANCES}/read")  # fmt: skip
+        model, view = await _instance(request, principal, subscription, group, name, instance_id,
+                                      f"{INSTANCES}/read")  # fmt: skip
         expand = wants_instance_view(request)
         return JSONResponse(instance_resource(request, model, view, expand=expand))
 
@@ -398,17 +399,18 @@ for _path in _INSTANCE_PATHS:
         request: Request, subscription: str, group: str, name: str, instance_id: str,
         _v: ApiVersion, principal: Caller,
     ) -> JSONResponse:  # fmt: skip
-        _model, view = _instance(request, principal, subscription, group, name, instance_id,
-                                 f"{INSTANCES}/instanceView/read")  # fmt: skip
+        _model, view = await _instance(request, principal, subscription, group, name, instance_id,
+                                       f"{INSTANCES}/instanceView/read")  # fmt: skip
         return JSONResponse(instance_view(request, view))
 
     @router.post(_path + "/{instance_id}/retrieveBootDiagnosticsData")
-    def instance_boot_diagnostics_data(
+    async def instance_boot_diagnostics_data(
         request: Request, subscription: str, group: str, name: str, instance_id: str,
         _v: ApiVersion, principal: Caller,
     ) -> dict[str, Any]:  # fmt: skip
-        _model, view = _instance(request, principal, subscription, group, name, instance_id,
-                                 f"{INSTANCES}/retrieveBootDiagnosticsData/action")  # fmt: skip
+        action = f"{INSTANCES}/retrieveBootDiagnosticsData/action"
+        _model, view = await _instance(request, principal, subscription, group, name, instance_id,
+                                       action)  # fmt: skip
         return boot_diagnostics_data(request, view)
 
     @router.post(_path + "/{instance_id}/{action}")
@@ -420,8 +422,8 @@ for _path in _INSTANCE_PATHS:
         if canonical is None:
             raise NotFound(f"No action '{action}' on a scale-set instance; the lab serves: "
                            f"{', '.join(ACTIONS)}.", target=action)  # fmt: skip
-        _model, view = _instance(request, principal, subscription, group, name, instance_id,
-                                 f"{INSTANCES}/{canonical}/action")  # fmt: skip
+        _model, view = await _instance(request, principal, subscription, group, name, instance_id,
+                                       f"{INSTANCES}/{canonical}/action")  # fmt: skip
         return start_power_action(request, view, canonical)
 
     @router.delete(_path + "/{instance_id}")
@@ -435,7 +437,9 @@ for _path in _INSTANCE_PATHS:
             f"{_set_id(subscription, group, name)}/virtualMachines/{instance_id}",
         )
         model = _find(request, subscription, group, name)
-        if or_none(lambda: lab_of(request).scale_sets.instance(model, instance_id)) is None:
+        try:
+            await lab_of(request).scale_sets.instance_now(model, instance_id)
+        except NotFound:
             return Response(status_code=204)
         work = lab_of(request).scale_sets.delete_instances(model, [instance_id])
         return start_operation(request, model.location, work)

@@ -144,6 +144,12 @@ def resolve_vm(lab: Lab, name: str, rg: str | None, instance_id: str | None) -> 
         ) from None  # fmt: skip
 
 
+async def resolved_vm(lab: Lab, name: str, rg: str | None, instance_id: str | None) -> VmView:
+    """`resolve_vm` for an async route: its libvirt calls run in a thread (libvirtd can take
+    seconds while it starts other domains; on the event loop that froze every console)."""
+    return await asyncio.to_thread(resolve_vm, lab, name, rg, instance_id)
+
+
 def power_operation(action: str) -> PowerOperation:
     if action not in _ACTIONS:
         raise NotFound(f"unknown action '{action}'; one of: {', '.join(_ACTIONS)}")
@@ -171,6 +177,11 @@ def scale_set_reply(lab: Lab, model: ScaleSetModel) -> dict[str, Any]:
     """The set as it is now (state file and live instance states)."""
     current = lab.scale_sets.get(model.resource_group, model.name)
     return scale_set_json(current, lab.scale_sets.instances(current))
+
+
+async def scale_set_reply_now(lab: Lab, model: ScaleSetModel) -> dict[str, Any]:
+    """`scale_set_reply` for an async route (see `resolved_vm`)."""
+    return await asyncio.to_thread(scale_set_reply, lab, model)
 
 
 def _routes(app: FastAPI) -> None:
@@ -207,7 +218,7 @@ def _routes(app: FastAPI) -> None:
         lab: LabDep, name: str, body: SysRqBody, rg: ResourceGroup = None,
         instance_id: InstanceId = None,
     ) -> dict[str, str]:  # fmt: skip
-        view = resolve_vm(lab, name, rg, instance_id)
+        view = await resolved_vm(lab, name, rg, instance_id)
         keys = await lab.consoles.sysrq(view, body.keys, method=body.method, user=body.user)
         return {"keys": keys, "method": body.method.value}
 
@@ -216,7 +227,7 @@ def _routes(app: FastAPI) -> None:
         lab: LabDep, name: str, rg: ResourceGroup = None, instance_id: InstanceId = None,
         user: str = "local",
     ) -> dict[str, str]:  # fmt: skip
-        await lab.consoles.nmi(resolve_vm(lab, name, rg, instance_id), user=user)
+        await lab.consoles.nmi(await resolved_vm(lab, name, rg, instance_id), user=user)
         return {"status": "sent"}
 
     @app.get("/v1/audit")
@@ -229,14 +240,14 @@ def _routes(app: FastAPI) -> None:
         instance_id: InstanceId = None, skip_shutdown: SkipShutdown = False,
     ) -> dict[str, Any]:  # fmt: skip
         operation = power_operation(action)
-        view = resolve_vm(lab, name, rg, instance_id)
+        view = await resolved_vm(lab, name, rg, instance_id)
         return vm_json(await lab.vms.perform(operation, view, skip_shutdown=skip_shutdown))
 
     @app.delete("/v1/vms/{name}", status_code=204)
     async def delete_vm(
         lab: LabDep, name: str, rg: ResourceGroup = None, instance_id: InstanceId = None
     ) -> Response:
-        view = resolve_vm(lab, name, rg, instance_id)
+        view = await resolved_vm(lab, name, rg, instance_id)
         if view.identity.scale_set is None:
             await lab.vms.delete(view)
         else:  # as in Azure, deleting an instance lowers the set's capacity
@@ -269,7 +280,7 @@ def _routes(app: FastAPI) -> None:
     async def screenshot(
         lab: LabDep, name: str, rg: ResourceGroup = None, instance_id: InstanceId = None
     ) -> Response:
-        image = await lab.boot_diagnostics.screenshot(resolve_vm(lab, name, rg, instance_id))
+        image = await lab.boot_diagnostics.screenshot(await resolved_vm(lab, name, rg, instance_id))
         png = io.BytesIO()
         image.save(png, format="PNG")
         return Response(png.getvalue(), media_type="image/png")
@@ -293,7 +304,7 @@ def _routes(app: FastAPI) -> None:
         try:
             if replay is not None and replay < 0:
                 raise InvalidInput("replay must be >= 0", target="replay")
-            view = resolve_vm(lab, name, rg, instance_id)
+            view = await resolved_vm(lab, name, rg, instance_id)
             broker, sub = lab.consoles.open_session(view, mode, user, replay)
         except LabError as exc:
             # Accept, then say why: a client sees the lab's message, not a bare 403.
@@ -323,7 +334,7 @@ def _scale_set_routes(app: FastAPI) -> None:
     ) -> dict[str, Any]:
         model = lab.scale_sets.find(name, rg)
         scaled = await lab.scale_sets.scale(model, check_capacity(body.capacity))
-        return scale_set_reply(lab, scaled)
+        return await scale_set_reply_now(lab, scaled)
 
     @app.post("/v1/vmss/{name}/update-instances")
     async def update_instances(
@@ -331,7 +342,7 @@ def _scale_set_routes(app: FastAPI) -> None:
     ) -> dict[str, Any]:
         model = lab.scale_sets.find(name, rg)
         await lab.scale_sets.upgrade(model, instance_ids(body))
-        return scale_set_reply(lab, model)
+        return await scale_set_reply_now(lab, model)
 
     @app.post("/v1/vmss/{name}/{action}")
     async def scale_set_action(
@@ -342,4 +353,4 @@ def _scale_set_routes(app: FastAPI) -> None:
         model = lab.scale_sets.find(name, rg)
         await lab.scale_sets.perform(model, operation, instance_ids(body),
                                      skip_shutdown=skip_shutdown)  # fmt: skip
-        return scale_set_reply(lab, model)
+        return await scale_set_reply_now(lab, model)

@@ -21,10 +21,10 @@ def _lab(request: Request) -> Lab:
 @router.get("")
 def list_scenarios(request: Request) -> list[dict[str, Any]]:
     lab = _lab(request)
+    started = lab.scenarios.started()
     return [
         {"name": s.name, "title": s.title, "level": s.level, "image": s.image,
-         "timeLimitMinutes": s.time_limit_minutes,
-         "started": lab.scenarios.vm(s.name) is not None}
+         "timeLimitMinutes": s.time_limit_minutes, "started": s.name.lower() in started}
         for s in lab.scenarios.catalogue()
     ]  # fmt: skip
 

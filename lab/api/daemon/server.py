@@ -8,6 +8,7 @@ import os
 import socket
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import uvicorn
@@ -57,6 +58,11 @@ def build_lab(settings: Settings) -> Lab:
 #: whole interval. Measured by bench/load.py (another VM's round trip during a 50-viewer flood):
 #: p95 38-64 ms at 5 ms, 31 ms at 0.5 ms, at the same daemon CPU.
 GIL_SWITCH_S = 0.0005
+#: Threads for the daemon's blocking calls (`asyncio.to_thread`): libvirt RPCs, file reads.
+#: asyncio's default is the core count + 4 (6 here), and while libvirtd starts a fleet its RPCs
+#: take seconds each, so a quick call (a VM list for the API) would queue behind slow ones. A
+#: thread waiting on an RPC costs no CPU.
+BLOCKING_THREADS = 32
 
 
 def serve(settings: Settings, lab: Lab, on_ready: OnReady | None = None) -> None:
@@ -75,6 +81,9 @@ def serve(settings: Settings, lab: Lab, on_ready: OnReady | None = None) -> None
 
 
 async def _serve_all(servers: list[uvicorn.Server]) -> None:
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(BLOCKING_THREADS, thread_name_prefix="lab-blocking")
+    )
     # Each server installs its own signal handlers (the last wins): when one stops, stop all.
     tasks = [asyncio.ensure_future(s.serve()) for s in servers]
     await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)

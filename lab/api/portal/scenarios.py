@@ -49,20 +49,23 @@ def _panel(request: Request, name: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
+# The reads are sync routes (in the thread pool): each looks at the scenario VMs' states, a
+# libvirt call that can take seconds while libvirtd starts domains, and the panel polls them.
 @router.get("")
-async def list_scenarios(request: Request, principal: Caller) -> dict[str, Any]:
+def list_scenarios(request: Request, principal: Caller) -> dict[str, Any]:
     """The started scenarios whose VM the caller may read."""
     lab = lab_of(request)
+    started = lab.scenarios.started()
     value = [
         {"name": s.name, "title": s.title, "level": s.level, "vmId": _vm_id(s.name)}
         for s in lab.scenarios.catalogue()
-        if principal.may(_READ, _vm_id(s.name)) and lab.scenarios.vm(s.name) is not None
+        if principal.may(_READ, _vm_id(s.name)) and s.name.lower() in started
     ]
     return {"value": value}
 
 
 @router.get("/{name}")
-async def get_scenario(request: Request, name: str, principal: Caller) -> dict[str, Any]:
+def get_scenario(request: Request, name: str, principal: Caller) -> dict[str, Any]:
     require_action(principal, _READ, _vm_id(name))
     return _panel(request, name)
 
