@@ -735,6 +735,10 @@ TIMER_COMPLAINTS = re.compile(
 )
 
 
+#: How long the fleet's guests may take to show `login:` (they take 39-51 s here).
+LOGIN_TIMEOUT_S = 400
+
+
 def fleet_names(count: int) -> list[str]:
     return [f"fl{i:02d}" for i in range(count)]
 
@@ -744,7 +748,7 @@ def not_at_login(client: LabClient, missing: set[str], offsets: dict[str, int]) 
     and the end of its log (a hung guest, a guest that never started and lost bytes all
     look the same in a bare name)."""
     listed = {v["name"]: v for v in client.json("GET", "/v1/vms")}
-    out = [f"not at login after 400 s: {sorted(missing)}"]
+    out = [f"not at login after {LOGIN_TIMEOUT_S} s: {sorted(missing)}"]
     for vm in sorted(missing):
         r = client.request("GET", f"/v1/vms/{vm}/boot-log",
                            params={"start": max(0, offsets[vm] - 600)})  # fmt: skip
@@ -773,7 +777,7 @@ def run_fleet(lab: LabHarness, count: int, settle_s: float = 10) -> FleetResult:
         tails = dict.fromkeys(names, b"")
         complaints: dict[str, str] = {}
         while len(at_login) < count:
-            if time.monotonic() - t0 > 400:
+            if time.monotonic() - t0 > LOGIN_TIMEOUT_S:
                 raise AssertionError(not_at_login(client, set(names) - set(at_login), offsets))
             for vm in names:
                 if vm in at_login:
