@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -25,7 +26,9 @@ def _state(row: dict[str, Any]) -> str:
     """A power state, coloured, with why it stopped when it was not asked to."""
     state = row["powerState"]
     if row.get("stopReason"):  # why it stopped, or why a running VM is paused
-        state += f" ({row['stopReason']})"
+        state += f" ({escape(row['stopReason'])})"
+    if row.get("warning"):  # a running guest whose kernel says it is hung
+        state += f" [bold]WARNING: {escape(row['warning'])}[/bold]"
     return f"[{_STATE_STYLE.get(row['powerState'], 'yellow')}]{state}[/]"
 
 

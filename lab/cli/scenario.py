@@ -43,8 +43,10 @@ def ls(as_json: bool) -> None:
 @click.argument("name")
 @click.option("--console/--no-console", "open_console", default=False,
               help="Open the serial console once the VM is booting.")  # fmt: skip
+@click.option("--vcpus", type=click.IntRange(1, 8), default=None,
+              help="vCPUs of the VM (default: the scenario's own, usually 2).")  # fmt: skip
 @handle_errors
-def start(name: str, open_console: bool) -> None:
+def start(name: str, open_console: bool, vcpus: int | None) -> None:
     """Create the scenario's VM with its breaks applied, boot it, and show the ticket."""
     c = client()
     defn = Scenario.model_validate(c.json("GET", f"/v1/scenarios/{name}/definition"))
@@ -52,7 +54,8 @@ def start(name: str, open_console: bool) -> None:
     # The base image is built here, with a progress bar, rather than silently in the daemon.
     with output.progress_bar(f"image {defn.image}") as update:
         ImageCache(settings.image_cache_dir, settings.images_dir).build(defn.image, progress=update)
-    vm = c.json("POST", f"/v1/scenarios/{name}/start")
+    params = {} if vcpus is None else {"vcpus": vcpus}
+    vm = c.json("POST", f"/v1/scenarios/{name}/start", params=params)
     output.out.print(
         f"[bold]{defn.title}[/bold] ({defn.level}, {defn.time_limit_minutes} min)\n\n"
         f"{defn.story.strip()}\n\n[bold]Objective:[/bold] {defn.objective.strip()}\n\n"

@@ -17,6 +17,7 @@ import asyncio
 import collections
 import itertools
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -25,6 +26,7 @@ from pathlib import Path
 from lab.console.follower import LogFollower
 from lab.console.log_keeper import LogKeeper
 from lab.domain.errors import Conflict, HypervisorError, HypervisorUnavailable, StateError
+from lab.domain.guest_health import HangWatch
 from lab.hypervisor.base import ConsoleStream
 from lab.storage.serial_log import RotatingLog
 
@@ -115,6 +117,8 @@ class ConsoleBroker:
         #: thread), and whether a look is queued (see `_wake`).
         self._inbox: collections.deque[bytes] = collections.deque()
         self._wake_pending = False
+        #: Whether the guest's kernel says it is hung (every byte of output passes here).
+        self.hang_watch = HangWatch()
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start_following(self) -> None:
@@ -158,6 +162,7 @@ class ConsoleBroker:
         self._follower.poll()
         self._inbox.clear()  # what the previous stream delivered was counted against it
         self.log_keeper.reset()
+        self.hang_watch.clear()  # a new QEMU process: a new boot
         return on_close
 
     def _attached(self, stream: ConsoleStream) -> None:
@@ -280,13 +285,22 @@ class ConsoleBroker:
 
     def _publish(self, offset: int, data: bytes) -> None:
         self.log_keeper.on_log(len(data))
+        self._watch(data)
         self._fan_out(Chunk(offset, data))
+
+    def _watch(self, data: bytes) -> None:
+        was_hung = self.hang_watch.warning is not None
+        self.hang_watch.feed(data, time.time())
+        warning = self.hang_watch.warning
+        if warning is not None and not was_hung:
+            log.warning("VM %s: %s", self.vm, warning.message)
 
     def _publish_unlogged(self, data: bytes) -> None:
         # Output the log could not take (disk full): live only, at the log's current end. What
         # a partial write did put in the log goes out first, so the order holds.
         if self._follower:
             self._follower.poll()
+        self._watch(data)
         self._fan_out(Chunk(self.offset, data))
 
     def _fan_out(self, chunk: Chunk) -> None:

@@ -11,6 +11,7 @@ import time
 from pexpect import TIMEOUT
 
 from lab.console.session import LOGIN_PROMPT, PROMPT, ConsoleClosed, ConsoleSession
+from lab.domain.guest_health import HANG_SIGNS, hang_meaning
 from lab.domain.scenario import CheckResult, Scenario
 
 #: What a guest that will never show a login prompt prints instead (then checks fail at once).
@@ -22,6 +23,17 @@ STUCK = {
 }
 
 
+#: What the debian image prints on the serial console once its boot is over and its login
+#: prompts have started (lab-boot-finished.service); after it, a login prompt comes at once or
+#: never (a masked serial getty), so the wait for one ends `LOGIN_AFTER_BOOT_S` later.
+BOOT_FINISHED = r"lab-boot\[\d+\]: lab: boot finished"
+LOGIN_AFTER_BOOT_S = 20.0
+
+#: How long a guest whose kernel printed a hang sign may take to show a login prompt after it
+#: anyway: a host that starves a TCG guest of CPU for over 20 s makes its kernel print a soft
+#: lockup it then recovers from (the vCPU did not run, so nothing on it could).
+HANG_GRACE_S = 60.0
+
 #: How long one check's command may run.
 CHECK_SECONDS = 90
 
@@ -30,10 +42,13 @@ def reach_login(session: ConsoleSession, timeout: float, nudge: float = 3.0,
                 stuck: dict[str, str] | None = None) -> str | None:  # fmt: skip
     """Press Enter until a `login:` prompt shows (None), or return what the guest is stuck in
     (`stuck`: a scenario's own signs, besides the usual ones). A shell left logged in is logged
-    out first."""
+    out first. A guest whose kernel says it is hung (`HANG_SIGNS`) gets `HANG_GRACE_S` more to
+    show a prompt, then is reported hung rather than merely slow."""
     signs = {**STUCK, **(stuck or {})}
-    patterns = [LOGIN_PROMPT, PROMPT, *signs]
+    hang_signs = [f"(?:{p})[^\r\n]*" for p in HANG_SIGNS]
+    patterns = [LOGIN_PROMPT, PROMPT, BOOT_FINISHED, *signs, *hang_signs]
     deadline = time.monotonic() + timeout
+    hung, finished = "", False
     while (left := deadline - time.monotonic()) > 0:
         session.sendline()
         try:
@@ -45,7 +60,21 @@ def reach_login(session: ConsoleSession, timeout: float, nudge: float = 3.0,
         if index == 1:
             session.sendline("exit")
             continue
-        return str(list(signs.values())[index - 2])
+        if index == 2:
+            if not finished:
+                finished = True
+                deadline = min(deadline, time.monotonic() + LOGIN_AFTER_BOOT_S)
+            continue
+        if index < 3 + len(signs):
+            return str(list(signs.values())[index - 3])
+        if not hung:
+            deadline = min(deadline, time.monotonic() + HANG_GRACE_S)
+        hung = str(session.after).strip()
+    if hung:
+        return f"the guest is hung: {hang_meaning(hung)} ({hung})"
+    if finished:
+        return ("the boot finished but no login prompt came on the serial console "
+                f"in {LOGIN_AFTER_BOOT_S:g} s after it")  # fmt: skip
     return f"no login prompt in {timeout:g} s"
 
 

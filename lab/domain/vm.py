@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from lab.domain.guest_health import HangWarning
 from lab.domain.power import PowerState
 
 #: XML namespace of the lab's domain metadata.
@@ -107,6 +108,8 @@ class VmView:
     deallocated: bool = False
     #: Why the VM last stopped when it was not asked to (e.g. "crashed", "QEMU exited").
     stop_reason: str | None = None
+    #: A running guest whose kernel says it is hung (see `guest_health`).
+    hang: HangWarning | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
 

@@ -16,6 +16,13 @@ Choices that matter for the serial console:
   debian image's GRUB, its per-VM settings on a read-only raw config disk, `vdb`);
 - `on_reboot=restart`, so a guest reboot or a reset keeps the same QEMU process and the console
   connection is not interrupted (Azure's reset semantics);
+- a virtio RNG fed from the host's /dev/urandom, as Azure hands its guests entropy at boot: without
+  it a Debian guest's first getrandom() callers (dbus-daemon, ssh-keygen making the host keys)
+  block until the kernel's entropy pool fills ("random: crng init done" at 17 s under TCG),
+  spinning in the kernel's timer-jitter entropy loop on every vCPU meanwhile. With 2 vCPUs
+  on 2 busy host cores that is where a guest locked up for good in CI (both vCPUs stuck, in
+  ssh-keygen and dbus-daemon, from 26 s of uptime). With the device the pool is ready at 6 s,
+  before any program asks, and that path is never taken;
 - the DAC seclabel runs QEMU as the lab's own user without relabelling files, so images in the
   user's data dir stay readable and owned by the user (libvirt would otherwise chown them).
 """
@@ -98,6 +105,9 @@ def build_domain_xml(spec: DomainSpec) -> str:
       <model type='vga'/>
     </video>
     <memballoon model='none'/>
+    <rng model='virtio'>
+      <backend model='random'>/dev/urandom</backend>
+    </rng>
   </devices>
   <seclabel type='static' model='dac' relabel='no'>
     <label>+{uid}:+{gid}</label>

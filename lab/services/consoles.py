@@ -9,6 +9,7 @@ from pathlib import Path
 
 from lab.console.broker import ConsoleBroker, SessionMode, Subscriber
 from lab.domain.errors import InvalidInput, StateError
+from lab.domain.guest_health import HangWarning
 from lab.domain.power import PowerState
 from lab.domain.sysrq import KEY_LEFTALT, KEY_SYSRQ, KEYCODES, parse_sysrq_keys
 from lab.domain.vm import VmView
@@ -61,6 +62,18 @@ class ConsoleService:
 
     def existing(self, domain: str) -> ConsoleBroker | None:
         return self._brokers.get(domain)
+
+    def hang_warning(self, domain: str) -> HangWarning | None:
+        """The latest sign on the VM's console that its guest is hung, if it has not shown a
+        sign of life since."""
+        broker = self._brokers.get(domain)
+        return broker.hang_watch.warning if broker is not None else None
+
+    def forget_hang(self, domain: str) -> None:
+        """The guest was reset: it boots again, whatever its last boot printed."""
+        broker = self._brokers.get(domain)
+        if broker is not None:
+            broker.hang_watch.clear()
 
     async def attach(self, domain: str, log_path: Path) -> ConsoleBroker:
         """Open the chardev (with the domain started; the libvirt call in a thread)."""

@@ -131,7 +131,8 @@ class VmService:
         # A guest QEMU paused on a failed disk write is "running" (its process and console
         # are), but says why nothing moves.
         reason = info.reason if stopped or info.reason == PAUSED_ON_IO_ERROR else None
-        return VmView(info.identity, info.model, state, info.deallocated, reason)
+        hang = None if stopped else self.consoles.hang_warning(info.name)
+        return VmView(info.identity, info.model, state, info.deallocated, reason, hang)
 
     def in_operation(self, domain: str) -> bool:
         return domain in self._in_flight
@@ -328,6 +329,7 @@ class VmService:
         """Hard reset, like the power button: same QEMU process, the console stays connected."""
         async with self._operation(view, PowerOperation.RESET):
             await asyncio.to_thread(self.ctx.hypervisor.reset, view.identity.domain_name)
+            self.consoles.forget_hang(view.identity.domain_name)
         return await self._refreshed(view)
 
     async def power_cycle(self, view: VmView) -> VmView:

@@ -89,6 +89,10 @@ def test_debian_vm_boots_grub_on_the_serial_console_and_logs_in(
             assert (out.strip().splitlines()[-1], status) == ("root", 0), out
             out, _ = console.run("findmnt -no SOURCE,FSTYPE /; cat /proc/cmdline")
             assert "ext4" in out and "console=ttyS0,115200n8" in out and "root=UUID=" in out
+            # Entropy from the host at boot (virtio-rng): without it the first getrandom()
+            # callers spin in the kernel's jitter loop on both vCPUs, where a guest hung in CI.
+            out, _ = console.run("cat /sys/devices/virtual/misc/hw_random/rng_current")
+            assert out.strip().startswith("virtio_rng"), out
             # Something to lose: reimage goes back to the image's disk.
             assert console.run("touch ~/before-reimage && ls ~")[0].strip() == "before-reimage"
 

@@ -3,6 +3,7 @@ connect prerequisites, storage accounts, SAS-signed boot-diagnostics blobs."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -13,6 +14,7 @@ import httpx
 import pytest
 
 from lab.api.azure.app import create_azure_app
+from lab.api.daemon.schemas import vm_json
 from lab.api.security.tokens import issue
 from lab.domain.storage_account import StorageAccount
 from lab.domain.vm import BootDiagnosticsModel
@@ -503,5 +505,45 @@ def test_a_full_disk_is_a_clear_507_and_changes_nothing(
         assert state.read_bytes() == before
         listed = (await c.get(sa + V, headers=OWNER)).json()["value"]
         assert [a["name"] for a in listed] == ["keptdiag"]  # not half-added in memory either
+
+    scenario(lab, body)
+
+
+LOCKUP = b"[ 250.1] watchdog: BUG: soft lockup - CPU#1 stuck for 224s! [ssh-keygen:252]\r\n"
+
+
+async def hang_shown(lab: Lab) -> Any:
+    """The VM once the lab has read the hang sign from its log (the broker follows the log)."""
+    for _ in range(100):
+        view = (await lab.vms.list_now())[0]
+        if view.hang is not None:
+            return view
+        await asyncio.sleep(0.05)
+    raise AssertionError("the soft lockup never showed on the VM")
+
+
+def test_a_hung_guest_is_a_warning_in_lab_ls_and_the_instance_view_until_a_reset(
+    lab: Lab, hv: FakeHypervisor
+) -> None:
+    async def body(c: Client) -> None:
+        view = (await lab.vms.list_now())[0]
+        r = await c.get(VM1 + "/instanceView" + V, headers=OWNER)
+        assert "vmHealth" not in r.json() and vm_json(view)["warning"] is None
+        hv.guest_output(view.identity.domain_name, LOCKUP)
+        hung = await hang_shown(lab)
+        assert vm_json(hung)["warning"] == (
+            "the guest is hung: a soft lockup (watchdog: BUG: soft lockup - CPU#1 stuck for "
+            "224s! [ssh-keygen:252])")  # fmt: skip
+        health = (await c.get(VM1 + "/instanceView" + V, headers=OWNER)).json()["vmHealth"]
+        assert health["status"]["code"] == "HealthState/unhealthy"
+        assert health["status"]["level"] == "Warning"
+        assert "soft lockup - CPU#1 stuck for 224s" in health["status"]["message"]
+        assert health["status"]["time"].endswith("Z")
+        # A new boot: the warning is history, in the reset's own answer already (before the
+        # guest has printed anything of its new boot).
+        assert (await lab.vms.reset(hung)).hang is None
+        r = await c.get(VM1 + "/instanceView" + V, headers=OWNER)
+        assert "vmHealth" not in r.json()
+        assert (await lab.vms.list_now())[0].hang is None
 
     scenario(lab, body)

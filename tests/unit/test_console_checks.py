@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import queue
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -133,3 +134,51 @@ def test_a_maintenance_password_that_vanished_is_typed_again() -> None:
     with ConsoleSession(console, timeout=5) as session:
         maintenance_shell(session, "s3cret", timeout=5, answer_timeout=1)
     assert console.sent == b"\rs3cret\r\rs3cret\r"
+
+
+SOFT_LOCKUP = "[  52.1] watchdog: BUG: soft lockup - CPU#1 stuck for 224s! [ssh-keygen:252]\r\n"
+
+
+def test_a_guest_whose_kernel_says_it_is_hung_is_reported_hung_not_slow(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("lab.console.checks.HANG_GRACE_S", 0.5)
+    scenario = parse_scenario(SCENARIO, name="tt", source="tt/scenario.yaml")
+    with ConsoleSession(ScriptedConsole("\r\n", SOFT_LOCKUP, "\r\n"), timeout=5) as session:
+        started = time.monotonic()
+        why = reach_login(session, timeout=30, nudge=0.1, stuck=scenario.stuck)
+    assert time.monotonic() - started < 10  # the grace, not the whole boot timeout
+    assert why == ("the guest is hung: a soft lockup (watchdog: BUG: soft lockup - CPU#1 stuck "
+                   "for 224s! [ssh-keygen:252])")  # fmt: skip
+
+
+def test_a_guest_that_recovers_from_a_soft_lockup_still_gets_its_login(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("lab.console.checks.HANG_GRACE_S", 5.0)
+    screens = (SOFT_LOCKUP, "\r\n", "\r\ndebian login: ")
+    with ConsoleSession(ScriptedConsole(*screens), timeout=5) as session:
+        assert reach_login(session, timeout=30, nudge=0.1) is None
+
+
+def test_a_boot_that_finished_without_a_login_prompt_is_not_waited_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The debian image says when its boot is over; a masked serial getty then never prompts.
+    monkeypatch.setattr("lab.console.checks.LOGIN_AFTER_BOOT_S", 0.5)
+    finished = "[  31.2] lab-boot[402]: lab: boot finished\r\n"
+    with ConsoleSession(ScriptedConsole("\r\n", finished, "\r\n"), timeout=5) as session:
+        started = time.monotonic()
+        why = reach_login(session, timeout=60, nudge=0.1)
+    assert why == ("the boot finished but no login prompt came on the serial console in 0.5 s "
+                   "after it")  # fmt: skip
+    assert time.monotonic() - started < 10
+
+
+def test_a_login_prompt_just_after_the_boot_finished_line_is_taken(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("lab.console.checks.LOGIN_AFTER_BOOT_S", 5.0)
+    screens = ("lab-boot[402]: lab: boot finished\r\n", "\r\ndebian login: ")
+    with ConsoleSession(ScriptedConsole(*screens), timeout=5) as session:
+        assert reach_login(session, timeout=60, nudge=0.1) is None

@@ -216,3 +216,15 @@ def test_allocation_flag_follows_the_spec() -> None:
         assert root.findtext("metadata/lab:vm/lab:allocation", namespaces=NS) == (
             "deallocated" if flag else "allocated"
         )
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_every_vm_gets_entropy_from_the_host_at_boot(case: str) -> None:
+    # Without it a Debian guest's first getrandom() callers spin in the kernel's jitter-entropy
+    # loop on every vCPU until the pool fills; that is where a 2-vCPU guest hung in CI.
+    root = ET.fromstring(build_domain_xml(CASES[case]()))
+    rng = root.find("devices/rng")
+    assert rng is not None and rng.get("model") == "virtio"
+    backend = rng.find("backend")
+    assert backend is not None and backend.get("model") == "random"
+    assert backend.text == "/dev/urandom"

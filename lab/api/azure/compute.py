@@ -3,6 +3,7 @@ actions as long-running operations, and retrieveBootDiagnosticsData (SAS-signed 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -13,6 +14,7 @@ from lab.api.azure.operations import start_operation
 from lab.api.security import sas
 from lab.api.security.tokens import Principal
 from lab.domain.errors import Conflict, InvalidInput, NotFound
+from lab.domain.guest_health import HangWarning
 from lab.domain.power import PowerOperation, PowerState, require_state
 from lab.domain.vm import VmView
 
@@ -50,6 +52,8 @@ def instance_view(request: Request, view: VmView) -> dict[str, Any]:
         result["statuses"][1]["message"] = (
             f"The VM is {view.stop_reason}." if running else f"The VM stopped: {view.stop_reason}."
         )
+    if view.hang is not None:
+        result["vmHealth"] = vm_health(view.hang)
     if model.boot_diagnostics.enabled:
         b = lab.ctx.boot_blobs(view.identity, model)
         result["bootDiagnostics"] = {
@@ -57,6 +61,15 @@ def instance_view(request: Request, view: VmView) -> dict[str, Any]:
             "consoleScreenshotBlobUri": blob_uri(request, b.account, b.container, b.screenshot),
         }
     return result
+
+
+def vm_health(hang: HangWarning) -> dict[str, Any]:
+    """A guest whose kernel says it is hung, in the instance view's `vmHealth` (what Azure
+    fills from a health probe): unhealthy, with the console line that said so."""
+    since = datetime.fromtimestamp(hang.since, UTC).isoformat().replace("+00:00", "Z")
+    return {"status": {"code": "HealthState/unhealthy", "level": "Warning",
+                       "displayStatus": "The guest is hung", "message": hang.message,
+                       "time": since}}  # fmt: skip
 
 
 def vm_resource(request: Request, view: VmView, *, expand: bool = False) -> dict[str, Any]:

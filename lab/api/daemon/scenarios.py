@@ -46,8 +46,10 @@ def definition(request: Request, name: str) -> dict[str, Any]:
 
 
 @router.post("/{name}/start")
-async def start(request: Request, name: str) -> dict[str, Any]:
-    return vm_json(await _lab(request).scenarios.start(name))
+async def start(
+    request: Request, name: str, vcpus: int | None = Query(None, ge=1, le=8)
+) -> dict[str, Any]:
+    return vm_json(await _lab(request).scenarios.start(name, vcpus=vcpus))
 
 
 @router.post("/{name}/reset")

@@ -21,6 +21,7 @@ def vm_json(view: VmView) -> dict[str, Any]:
         "domain": ident.domain_name,
         "powerState": view.power_state.value,
         "stopReason": view.stop_reason,
+        "warning": _warning(view),
         # Set for a scale-set instance (its name is then `<scaleSet>_<instanceId>`).
         "scaleSet": ident.scale_set,
         "instanceId": ident.instance_id,
@@ -36,6 +37,11 @@ def vm_json(view: VmView) -> dict[str, Any]:
     }
 
 
+def _warning(view: VmView) -> str | None:
+    """What is wrong with a running guest (its kernel says it is hung), for `lab ls`."""
+    return view.hang.message if view.hang is not None else None
+
+
 def _boot_diagnostics_json(bd: BootDiagnosticsModel) -> dict[str, Any]:
     return {"enabled": bd.enabled, "storageUri": bd.storage_uri,
             "storageAccount": bd.storage_account}  # fmt: skip
@@ -49,6 +55,7 @@ def instance_json(model: ScaleSetModel, view: VmView) -> dict[str, Any]:
         "computerName": ident.host_name,
         "powerState": view.power_state.value,
         "stopReason": view.stop_reason,
+        "warning": _warning(view),
         "latestModelApplied": ScaleSetService.latest_model_applied(model, view),
         "modelVersion": view.model.model_version,
         "vmId": ident.vm_id,

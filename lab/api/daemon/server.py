@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import logging
 import os
 import socket
 import sys
@@ -69,6 +70,7 @@ def serve(settings: Settings, lab: Lab, on_ready: OnReady | None = None) -> None
     """Serve until SIGINT/SIGTERM: the daemon API on the unix socket and, unless
     `LAB_API_PORT=0`, the Azure-compatible API over HTTPS. VMs keep running afterwards."""
     sys.setswitchinterval(GIL_SWITCH_S)
+    _log_to_stderr()
     sock = settings.socket_path
     sock.unlink(missing_ok=True)
     servers = [uvicorn.Server(_daemon_config(settings, lab, on_ready))]
@@ -78,6 +80,20 @@ def serve(settings: Settings, lab: Lab, on_ready: OnReady | None = None) -> None
         asyncio.run(_serve_all(servers))
     finally:
         sock.unlink(missing_ok=True)
+
+
+def _log_to_stderr() -> None:
+    """The lab's own log lines (a VM that stopped by itself, a guest that hangs, a scenario's
+    disk made) on the daemon's stderr, with the time: its log file when it runs in the
+    background. Other libraries keep Python's default (warnings only)."""
+    logger = logging.getLogger("lab")
+    if logger.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 async def _serve_all(servers: list[uvicorn.Server]) -> None:
