@@ -10,10 +10,10 @@ from __future__ import annotations
 import re
 import time
 
-from lab.console.session import ConsoleSession
+from lab.console.session import GRUB_MENU, ConsoleSession
 
 #: Text of GRUB's menu on a serial terminal (its help line under the entries).
-MENU = r"Use the \^ and v keys to select which entry is highlighted"
+MENU = GRUB_MENU
 #: The editor's help text, drawn before the entry's lines.
 EDITOR = r"Ctrl-x or F10 to boot"
 #: GRUB shows the cursor again when it has drawn the entry.

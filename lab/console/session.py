@@ -32,6 +32,9 @@ _TRAILING_CONTROLS = r"(?:\x1b\[[0-9;?]*[A-Za-z])*$"
 #: A shell prompt of an ordinary user or root at the end of the output.
 PROMPT = r"[$#] " + _TRAILING_CONTROLS
 LOGIN_PROMPT = r"login: " + _TRAILING_CONTROLS
+#: Text of GRUB's menu on a serial terminal (its help line under the entries). Keys typed into
+#: it are GRUB's: Enter boots the highlighted entry, Ctrl+C opens GRUB's command line.
+GRUB_MENU = r"Use the \^ and v keys to select which entry is highlighted"
 #: Seconds between the password prompt and the password (see `login`).
 PASSWORD_ECHO_GUARD_S = 0.5
 
@@ -186,7 +189,8 @@ class ConsoleSession(SpawnBase):  # type: ignore[misc]
 
         A shell left logged in by an earlier session (sessions survive takeover, as in Azure)
         is logged out first, so the login that follows is a fresh one; a program left holding
-        the console (no prompt after a nudge) gets Ctrl+C.
+        the console (no prompt after a nudge) gets Ctrl+C. GRUB's menu gets Enter only: Ctrl+C
+        there opens GRUB's command line, and the boot never comes.
         """
         deadline = time.monotonic() + timeout
         silent = False
@@ -198,12 +202,15 @@ class ConsoleSession(SpawnBase):  # type: ignore[misc]
             if left <= 0:
                 raise TIMEOUT(f"no login prompt on {self.vm or 'the console'} in {timeout:g} s")
             try:
-                if self.expect([LOGIN_PROMPT, PROMPT], timeout=min(nudge, left)) == 0:
-                    return
-                self.sendline("exit")
-                silent = False
+                index = self.expect([LOGIN_PROMPT, PROMPT, GRUB_MENU], timeout=min(nudge, left))
             except TIMEOUT:
                 silent = True
+                continue
+            if index == 0:
+                return
+            if index == 1:
+                self.sendline("exit")
+            silent = False  # a shell logged out, or GRUB booting what the Enter chose
 
     def login(self, user: str, password: str, timeout: float = 120) -> None:
         """Log in at the serial getty, waiting for each prompt before typing."""

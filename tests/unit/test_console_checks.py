@@ -182,3 +182,14 @@ def test_a_login_prompt_just_after_the_boot_finished_line_is_taken(
     screens = ("lab-boot[402]: lab: boot finished\r\n", "\r\ndebian login: ")
     with ConsoleSession(ScriptedConsole(*screens), timeout=5) as session:
         assert reach_login(session, timeout=60, nudge=0.1) is None
+
+
+def test_wait_for_login_boots_grubs_menu_with_enter_and_never_sends_it_ctrl_c() -> None:
+    # Ctrl+C at GRUB's menu opens GRUB's command line, and the boot never comes (seen with a
+    # script that asked for the login while a loaded host drew the menu slowly). A guest still
+    # at its menu after an Enter (the key came before GRUB read keys) gets Enter again.
+    menu = "\x1b[19;2H     Use the ^ and v keys to select which entry is highlighted.  \r\n"
+    console = ScriptedConsole(menu, menu, menu, "\r\ndebian login: ")
+    with ConsoleSession(console, timeout=5) as session:
+        session.wait_for_login(timeout=30, nudge=0.5)
+    assert console.sent == b"\r" * 4
