@@ -48,6 +48,14 @@ class TimeBudget:
     def slowest(self) -> list[tuple[str, float]]:
         return sorted(self.seconds.items(), key=lambda kv: -kv[1])[:SLOWEST]
 
+    def groups(self) -> list[tuple[str, float]]:
+        """Seconds per integration module (a group shares its booted guests), most first."""
+        totals: dict[str, float] = {}
+        for test in self.integration:
+            module = test.split("::")[0]
+            totals[module] = totals.get(module, 0.0) + self.seconds[test]
+        return sorted(totals.items(), key=lambda kv: -kv[1])
+
     def summary(self) -> str:
         verdict = "OVER BUDGET" if self.over else "within budget"
         return (f"integration tests: {self.integration_s / 60:.1f} min of a "
@@ -63,6 +71,7 @@ class TimeBudget:
             "speedFactor": round(speed_factor(self.anchor), 2),
             "overBudget": self.over,
             "slowest": [[t, round(s, 1)] for t, s in self.slowest()],
+            "groups": [[m, round(s, 1)] for m, s in self.groups()],
         }, indent=2))  # fmt: skip
 
     # -- hooks ----------------------------------------------------------------------------------
@@ -77,6 +86,9 @@ class TimeBudget:
         terminalreporter.write_sep("=", "time budget (tests/budget.py)")
         for test, seconds in self.slowest():
             terminalreporter.write_line(f"{seconds:8.1f} s  {test}")
+        if self.integration:
+            terminalreporter.write_line("integration groups: " + ", ".join(
+                f"{m.rsplit('/', 1)[-1]} {s / 60:.1f} min" for m, s in self.groups()))  # fmt: skip
         terminalreporter.write_line(self.summary(), red=self.over, bold=self.over)
         if self.over:
             terminalreporter.write_line(OVER, red=True)

@@ -547,3 +547,23 @@ def test_a_hung_guest_is_a_warning_in_lab_ls_and_the_instance_view_until_a_reset
         assert (await lab.vms.list_now())[0].hang is None
 
     scenario(lab, body)
+
+
+def test_an_operation_in_progress_tells_the_poller_when_to_ask_again(
+    lab: Lab, hv: FakeHypervisor
+) -> None:
+    # Without Retry-After on the status the SDK's poller waits its default 30 s between polls,
+    # for an operation that takes a second.
+    async def body(c: Client) -> None:
+        view = (await lab.vms.list_now())[0]
+        hv.set_ignore_acpi(view.identity.domain_name)  # powerOff waits the shutdown timeout
+        r = await c.post(VM1 + "/powerOff" + V, headers=OWNER)
+        assert r.status_code == 202 and r.headers["retry-after"] == "1"
+        status = await c.get(r.headers["azure-asyncoperation"], headers=OWNER)
+        assert status.json()["status"] == "InProgress"
+        assert status.headers["retry-after"] == "1"
+        assert await _settle(c, r) == "Succeeded"
+        done = await c.get(r.headers["azure-asyncoperation"], headers=OWNER)
+        assert "retry-after" not in done.headers
+
+    scenario(lab, body)

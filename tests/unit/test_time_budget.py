@@ -44,6 +44,7 @@ def test_a_run_within_the_budget_passes_and_names_its_slowest_tests(
     result = run(pytester, minutes=1)
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(["*time budget*", "*s  test_suite.py::test_boots_a_guest",
+                                 "integration groups: test_suite.py 0.0 min",
                                  "*within budget"])  # fmt: skip
 
 
