@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     #: The Azure-compatible HTTPS API: address and port (0 turns it off).
     api_host: str = "127.0.0.1"
     api_port: int = 8443
+    #: Minutes an access token of the lab's authority lives (`expires_in`).
+    token_lifetime_minutes: float = 60.0
     #: Minutes of keyboard silence after which an interactive console session is closed.
     idle_timeout_minutes: float = 20.0
 

@@ -59,9 +59,11 @@ async def deny(ws: WebSocket, exc: LabError) -> None:
 async def serve_console(
     ws: WebSocket, consoles: ConsoleService, view: VmView, broker: ConsoleBroker,
     sub: Subscriber, idle_timeout_s: float, framing: Framing = LAB_FRAMING,
+    not_input: bytes | None = None,
 ) -> None:  # fmt: skip
     """Serve a session `consoles.open_session` opened on an accepted websocket, until it ends;
-    then close it."""
+    then close it. A frame equal to `not_input` (the bearer token, which some clients send
+    again after passing it in the URL) is dropped, never typed into the guest."""
     mode = sub.mode
     reason = "the client disconnected"
     last_input = time.monotonic()
@@ -90,6 +92,8 @@ async def serve_console(
             text = message.get("text")
             if data is None and isinstance(text, str):
                 data = text.encode()
+            if not_input is not None and isinstance(data, bytes) and data.strip() == not_input:
+                continue
             if isinstance(data, bytes) and data:
                 last_input = time.monotonic()
                 try:

@@ -11,7 +11,7 @@ import click
 from lab.api.client import LabClient
 from lab.api.security.tls import ensure_certificates
 from lab.api.security.tokens import ROLES, issue, signing_key
-from lab.cli import diagnostics, images, output, scenario, vm, vmss
+from lab.cli import diagnostics, identity, images, output, scenario, vm, vmss
 from lab.cli.common import client, ensure_daemon, handle_errors
 from lab.domain.errors import InvalidInput, LabError
 from lab.domain.rbac import RoleDefinition, custom_role, parse_role_definition
@@ -202,6 +202,10 @@ def endpoints() -> None:
 
 
 cli.add_command(scenario.scenario)
+cli.add_command(identity.user)
+cli.add_command(identity.sp)
+cli.add_command(identity.role)
+cli.add_command(identity.auth)
 cli.add_command(vm.vm)
 cli.add_command(vmss.vmss)
 cli.add_command(images.image)

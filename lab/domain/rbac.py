@@ -25,6 +25,9 @@ class RoleDefinition:
     not_actions: tuple[str, ...] = ()
     #: A custom role travels in the token with its actions; a built-in one by name.
     custom: bool = False
+    #: A built-in role's id in Azure (the same GUID in every tenant), and its description.
+    id: str = ""
+    description: str = ""
 
     def allows(self, action: str) -> bool:
         act = action.lower()
@@ -39,7 +42,12 @@ class RoleDefinition:
 BUILTIN_ROLES: dict[str, RoleDefinition] = {
     r.name: r
     for r in (
-        RoleDefinition("Reader", ("*/read",)),
+        RoleDefinition(
+            "Reader",
+            ("*/read",),
+            id="acdd72a7-3385-48ef-bd42-f606fba81ae7",
+            description="View all resources, but does not allow you to make any changes.",
+        ),
         RoleDefinition(
             "Virtual Machine Contributor",
             (
@@ -52,6 +60,9 @@ BUILTIN_ROLES: dict[str, RoleDefinition] = {
                 "Microsoft.Storage/storageAccounts/listKeys/action",
                 "Microsoft.Storage/storageAccounts/read",
             ),
+            id="9980e02c-c2be-4d73-94e8-173b1dc7cf3c",
+            description="Lets you manage virtual machines, but not access to them, and not the "
+            "virtual network or storage account they're connected to.",
         ),
         RoleDefinition(
             "Contributor",
@@ -61,8 +72,17 @@ BUILTIN_ROLES: dict[str, RoleDefinition] = {
                 "Microsoft.Authorization/*/Write",
                 "Microsoft.Authorization/elevateAccess/Action",
             ),
+            id="b24988ac-6180-42a0-ab88-20f7382dd24c",
+            description="Grants full access to manage all resources, but does not allow you to "
+            "assign roles in Azure RBAC.",
         ),
-        RoleDefinition("Owner", ("*",)),
+        RoleDefinition(
+            "Owner",
+            ("*",),
+            id="8e3af657-a8ff-443c-a75c-2fe8c4bcb635",
+            description="Grants full access to manage all resources, including the "
+            "ability to assign roles in Azure RBAC.",
+        ),
     )
 }
 

@@ -19,6 +19,8 @@ class StorageAccount(BaseModel):
     #: The firewall's default action: "Allow", or "Deny" (requests from outside refused).
     default_action: str = "Allow"
     tags: dict[str, str] = {}
+    #: How often each access key (key1, key2) was regenerated: its value derives from this.
+    key_generations: dict[str, int] = {}
 
     @property
     def resource_id(self) -> str:

@@ -11,6 +11,7 @@ from lab.services.boot_diagnostics import BootDiagnosticsService
 from lab.services.console_keeper import ConsoleKeeper
 from lab.services.consoles import ConsoleService
 from lab.services.context import LabContext
+from lab.services.identity import DeviceSignIns, IdentityService
 from lab.services.reconcile import Reconciler
 from lab.services.scale_sets import ScaleSetService
 from lab.services.scenario_checks import ScenarioChecker
@@ -41,6 +42,8 @@ class Lab:
         self.boot_diagnostics = BootDiagnosticsService(self.ctx)
         state = StateFile(settings.state_dir / "resources.json")
         self.storage_accounts = StorageAccountService(state)
+        self.identity = IdentityService(state)
+        self.device_sign_ins = DeviceSignIns()
         self.serial_console = SerialConsoleService(state, self.storage_accounts)
         self.scale_sets = ScaleSetService(self.vms, state)
         self.scenarios = ScenarioService(self.ctx, self.vms, state)

@@ -113,7 +113,10 @@ class SerialConsoleService:
         )
         self._expire()
         session = GatewaySession(
-            id=secrets.token_urlsafe(18), resource_id=rid, port=port, object_id=object_id,
+            # Hex: the CLI extension turns the connection string into its admin URL with
+            # `url.replace("ws", "http")`, so an id must never contain "ws" (base64url ids did,
+            # about 0.6% of them, and their admin commands 404ed).
+            id=secrets.token_hex(16), resource_id=rid, port=port, object_id=object_id,
             expires_at=self.clock() + CONNECT_TTL_S,
         )  # fmt: skip
         self._sessions[session.id] = session

@@ -82,8 +82,13 @@ def _check_answer(case: schemathesis.Case, response: Any, run: str) -> None:
     if response.status_code >= 400 and "json" in _header(response, "content-type"):
         body = response.json()
         assert isinstance(body, dict) and "error" in body, (where, body)
-        assert {"code", "message"} <= body["error"].keys(), (where, body)
-        code = body["error"]["code"]
+        if case.path.startswith("/adfs/") and isinstance(body["error"], str):
+            # The authority's own answers are in OAuth's shape (the router's 405 is ARM's).
+            assert "AADSTS" in body["error_description"], (where, body)
+            code = body["error"]
+        else:
+            assert {"code", "message"} <= body["error"].keys(), (where, body)
+            code = body["error"]["code"]
     if os.environ.get("LAB_OPENAPI_REPORT"):
         STATUSES[f"{run} {response.status_code} {code}".rstrip()] += 1
 

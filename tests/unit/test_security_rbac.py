@@ -117,6 +117,10 @@ REQUIRED: dict[tuple[str, str, str], Need] = {
     ("GET", "{RG}/providers/{S}/storageAccounts", ""): Need(lists=(f"{S}/storageAccounts/read",)),
     ("GET", "{RG}/providers/{S}/storageAccounts/{name}", ""): Need(f"{S}/storageAccounts/read"),
     ("PUT", "{RG}/providers/{S}/storageAccounts/{name}", ""): Need(f"{S}/storageAccounts/write"),
+    ("POST", "{RG}/providers/{S}/storageAccounts/{name}/listKeys", ""):
+        Need(f"{S}/storageAccounts/listKeys/action"),
+    ("POST", "{RG}/providers/{S}/storageAccounts/{name}/regenerateKey", ""):
+        Need(f"{S}/storageAccounts/regenerateKey/action"),
     # Microsoft.SerialConsole
     ("GET", "/providers/{SC}/operations", ""): ANY_TOKEN,
     ("GET", "/subscriptions/{subscription}/providers/{SC}/operations", ""): ANY_TOKEN,
@@ -141,6 +145,27 @@ REQUIRED: dict[tuple[str, str, str], Need] = {
     ("POST", "/n/connector/serialconsole/sessions/{session_id}/adminCommand/{command}", ""):
         Need(CONNECT),
     ("WS", "/n/connector/serialconsole/sessions/{session_id}/client", ""): Need(CONNECT),
+    # the sign-in authority, cloud metadata and the device page: before any token
+    ("GET", "/metadata/endpoints", ""): PUBLIC,
+    ("GET", "/adfs/.well-known/openid-configuration", ""): PUBLIC,
+    ("GET", "/adfs/discovery/keys", ""): PUBLIC,
+    ("POST", "/adfs/oauth2/token", ""): PUBLIC,
+    ("POST", "/adfs/oauth2/devicecode", ""): PUBLIC,
+    ("GET", "/device", ""): PUBLIC,
+    ("POST", "/device", ""): PUBLIC,
+    # the lab's Graph: a Graph token, whatever the roles (these management tokens get 401)
+    ("POST", "/graph/v1.0/directoryObjects/getByIds", ""): ANY_TOKEN,
+    ("GET", "/graph/v1.0/me", ""): ANY_TOKEN,
+    ("GET", "/tenants", ""): ANY_TOKEN,
+    # Microsoft.Authorization (read-only)
+    ("GET", "/{scope}/providers/Microsoft.Authorization/roleAssignments", ""):
+        Need("Microsoft.Authorization/roleAssignments/read"),
+    ("GET", "/{scope}/providers/Microsoft.Authorization/roleAssignments/{name}", ""):
+        Need("Microsoft.Authorization/roleAssignments/read"),
+    ("GET", "/{scope}/providers/Microsoft.Authorization/roleDefinitions", ""):
+        Need("Microsoft.Authorization/roleDefinitions/read"),
+    ("GET", "/{scope}/providers/Microsoft.Authorization/roleDefinitions/{role_id}", ""):
+        Need("Microsoft.Authorization/roleDefinitions/read"),
     # the portal's scenario routes
     # (the list shows started scenarios only; its filtering is tested in test_portal.py)
     ("GET", "/_portal/api/scenarios", ""): ANY_TOKEN,
@@ -254,7 +279,9 @@ async def set_up(lab: Lab, c: httpx.AsyncClient) -> Fixture:
 
 VALUES = {"subscription": SUBSCRIPTION, "group": "rg1", "instance_id": "0", "instance": "0",
           "port": "0", "namespace": C, "location": "westeurope", "default": "default",
-          "command": "nmi", "account": "diag1", "container": "c", "blob": "b"}  # fmt: skip
+          "command": "nmi", "account": "diag1", "container": "c", "blob": "b",
+          "scope": f"subscriptions/{SUBSCRIPTION}/resourceGroups/rg1",
+          "role_id": BUILTIN_ROLES["Reader"].id}  # fmt: skip
 
 
 def url_for(path: str, action: str, fx: Fixture) -> str:
@@ -279,6 +306,8 @@ def body_for(method: str, path: str) -> Any:
         return set_body(1)
     if "/adminCommand/" in path:
         return {"command": "nmi", "requestId": "r1"}
+    if path.endswith("/regenerateKey"):
+        return {"keyName": "key1"}
     return BODIES.get(method)
 
 

@@ -7,8 +7,12 @@ from fastapi.routing import APIRoute
 
 from lab import __version__
 from lab.api.azure import (
+    authority,
+    authorization,
     compute,
     gateway,
+    graph,
+    metadata,
     operations,
     resources,
     serialconsole,
@@ -17,8 +21,11 @@ from lab.api.azure import (
     vmss,
 )
 from lab.api.azure.common import install_error_handling
+from lab.api.portal import device as portal_device
 from lab.api.portal import scenarios as portal_scenarios
 from lab.api.portal import static as portal_static
+from lab.api.security.signing import KeySet
+from lab.api.security.tokens import TokenVerifier
 from lab.services.lab import Lab
 
 
@@ -38,14 +45,18 @@ def create_azure_app(lab: Lab, token_key: bytes, storage_secret: bytes) -> FastA
     )
     app.state.lab = lab
     app.state.token_key = token_key
+    app.state.authority_keys = KeySet(lab.settings.tls_dir / "token-keys")
+    app.state.verifier = TokenVerifier(token_key, app.state.authority_keys, lab.identity.grants)
     app.state.storage_secret = storage_secret
     app.state.operations = {}
     install_error_handling(app)
-    routers = (compute.router, vm_write.router, vmss.router, operations.router, storage.router,
+    routers = (metadata.router, authority.router, authorization.router, graph.router,
+               compute.router,
+               vm_write.router, vmss.router, operations.router, storage.router,
                serialconsole.router, gateway.router, resources.router,
                # The web portal shares the origin, so its page reaches the API and the gateway
                # without CORS; its scenario routes come before its catch-all file route.
-               portal_scenarios.router, portal_static.router)  # fmt: skip
+               portal_device.router, portal_scenarios.router, portal_static.router)  # fmt: skip
     for router in routers:
         app.include_router(router)
     # Last: the blob endpoint's `/{account}/{container}/{blob}` would shadow ARM paths.

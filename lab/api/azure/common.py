@@ -27,7 +27,7 @@ def lab_of(request: Request) -> Lab:
 
 # Both dependencies are async: a sync one costs a hop through the thread pool per request.
 async def caller(request: Request) -> Principal:
-    return verify(request.app.state.token_key, request.headers.get("authorization"))
+    return verify(request.app.state.verifier, request.headers.get("authorization"))
 
 
 async def api_version(
@@ -73,6 +73,16 @@ def arm_paths(suffix: str) -> list[str]:
     ]
 
 
+def blob_endpoint(request: Request, account: str) -> str:
+    """A storage account's blob endpoint: path-style on the lab's own origin (as Azurite serves
+    local storage), so one TLS certificate and one port serve every account."""
+    return f"{str(request.base_url).rstrip('/')}/{account}/"
+
+
+def blob_uri(request: Request, account: str, container: str, blob: str) -> str:
+    return f"{blob_endpoint(request, account)}{container}/{blob}"
+
+
 def error_response(exc: LabError, request_id: str) -> JSONResponse:
     return JSONResponse({"error": exc.to_dict()}, status_code=exc.status,
                         headers={REQUEST_ID: request_id})  # fmt: skip
@@ -91,6 +101,11 @@ class RequestIdMiddleware:
             return
         rid = str(uuid.uuid4())
         scope.setdefault("state", {})["request_id"] = rid
+        if scope["path"].startswith("//"):
+            # A client that joins an endpoint typed with a trailing '/' and a path ('https://
+            # 127.0.0.1:8443/' + '/metadata/endpoints', as `az cloud register` does) sends '//'.
+            scope["path"] = "/" + scope["path"].lstrip("/")
+            scope["raw_path"] = scope["path"].encode()
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":

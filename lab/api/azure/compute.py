@@ -3,28 +3,31 @@ actions as long-running operations, and retrieveBootDiagnosticsData (SAS-signed 
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from lab.api.azure.common import ApiVersion, Caller, arm_paths, lab_of, require_action
+from lab.api.azure.common import (
+    ApiVersion,
+    Caller,
+    arm_paths,
+    blob_uri,
+    lab_of,
+    require_action,
+)
 from lab.api.azure.operations import start_operation
 from lab.api.security import sas
 from lab.api.security.tokens import Principal
+from lab.domain.boot_diagnostics import MANAGED_ACCOUNT
 from lab.domain.errors import Conflict, InvalidInput, NotFound
 from lab.domain.guest_health import HangWarning
 from lab.domain.power import PowerOperation, PowerState, require_state
 from lab.domain.vm import VmView
 
 router = APIRouter()
-
-
-def blob_uri(request: Request, account: str, container: str, blob: str) -> str:
-    """Path-style blob URIs on the lab's own endpoint (as Azurite does for local storage)."""
-    base = str(request.base_url).rstrip("/")
-    return f"{base}/{account}/{container}/{blob}"
 
 
 def custom_size(vcpus: int, memory_mib: int) -> str:
@@ -54,13 +57,21 @@ def instance_view(request: Request, view: VmView) -> dict[str, Any]:
         )
     if view.hang is not None:
         result["vmHealth"] = vm_health(view.hang)
-    if model.boot_diagnostics.enabled:
+    if model.boot_diagnostics.enabled and is_managed(model.boot_diagnostics.storage_account):
+        # As Azure: managed storage's blobs are reached through retrieveBootDiagnosticsData's
+        # SAS URIs only; the instance view names none (the Azure CLI relies on that).
+        result["bootDiagnostics"] = {}
+    elif model.boot_diagnostics.enabled:
         b = lab.ctx.boot_blobs(view.identity, model)
         result["bootDiagnostics"] = {
             "serialConsoleLogBlobUri": blob_uri(request, b.account, b.container, b.serial_log),
             "consoleScreenshotBlobUri": blob_uri(request, b.account, b.container, b.screenshot),
         }
     return result
+
+
+def is_managed(account: str | None) -> bool:
+    return account is None or account == MANAGED_ACCOUNT
 
 
 def vm_health(hang: HangWarning) -> dict[str, Any]:
@@ -158,16 +169,37 @@ def vm_resource_id(subscription: str, group: str, name: str) -> str:
             f"/providers/Microsoft.Compute/virtualMachines/{name}")  # fmt: skip
 
 
+#: The one `$filter` a VM list takes (`az vm list --vmss`): `'virtualMachineScaleSet/id' eq
+#: '<id>'`, quoted or not.
+_SCALE_SET_FILTER = re.compile(r"^\s*'?virtualMachineScaleSet/id'?\s+eq\s+'([^']*)'\s*$", re.I)
+
+
+def _scale_set_filter(request: Request) -> str | None:
+    """The scale-set id a VM list is narrowed to, or None; another `$filter` is refused."""
+    raw = request.query_params.get("$filter")
+    if raw is None or not raw.strip():
+        return None
+    m = _SCALE_SET_FILTER.match(raw)
+    if m is None:
+        raise InvalidInput(f"The $filter '{raw}' is not supported on a VM list; the lab takes "
+                           "'virtualMachineScaleSet/id' eq '<scale set id>'.",
+                           code="InvalidParameter", target="$filter")  # fmt: skip
+    return m.group(1)
+
+
 async def _visible(
     request: Request, principal: Principal, subscription: str, group: str | None
 ) -> list[VmView]:
     """The VMs of a subscription (or group) the caller may read: lists leave the others out,
-    as ARM does."""
+    as ARM does. A scale-set `$filter` keeps the VMs of that set: the lab's sets are Uniform,
+    whose instances are listed under the set, so it keeps none, as Azure does for them."""
+    scale_set = _scale_set_filter(request)
     return [
         v for v in await lab_of(request).vms.list_now()
         if v.identity.subscription_id.lower() == subscription.lower()
         and (group is None or v.identity.resource_group.lower() == group.lower())
         and principal.may(_READ, v.identity.resource_id)
+        and scale_set is None  # no listed VM belongs to a (Uniform) set
     ]  # fmt: skip
 
 
@@ -272,6 +304,12 @@ ACTIONS = {
 }
 
 
+def canonical_action(action: str) -> str | None:
+    """ARM's spelling of a power action named in any case (`poweroff`, `Restart`), as ARM
+    takes them; None for no such action."""
+    return next((a for a in ACTIONS if a.lower() == action.lower()), None)
+
+
 def start_power_action(request: Request, view: VmView, action: str) -> Response:
     """A power action on a VM or an instance, as a long-running operation."""
     operation = ACTIONS[action]
@@ -289,11 +327,13 @@ for _path in arm_paths("/providers/Microsoft.Compute/virtualMachines/{name}/{act
         request: Request, subscription: str, group: str, name: str, action: str,
         _v: ApiVersion, principal: Caller,
     ) -> Response:  # fmt: skip
-        if action not in ACTIONS:
+        canonical = canonical_action(action)
+        if canonical is None:
             raise NotFound(
                 f"No action '{action}' on virtualMachines; the lab serves: {', '.join(ACTIONS)}.",
                 target=action,
             )
+        action = canonical
         rbac = f"Microsoft.Compute/virtualMachines/{action}/action"
         view = await readable_vm(request, principal, subscription, group, name, rbac)
         return start_power_action(request, view, action)

@@ -2,7 +2,8 @@
 admin commands posted next to it. It speaks what the Azure CLI's serial-console extension does:
 
 1. the server sends a first frame (a prompt the client does not print);
-2. the client answers with its bearer token as a text frame;
+2. the client answers with its bearer token as a text frame (older extensions put it in the
+   URL as `?authorization=`, and may send the frame too: it is dropped, not typed);
 3. console bytes flow both ways: keystrokes from the client (text or binary frames), output to
    the client as text frames when it is UTF-8 and binary frames when it is not.
 
@@ -102,14 +103,19 @@ async def client(ws: WebSocket, session_id: str) -> None:
         return
     await ws.accept()
     await ws.send_text(FIRST_FRAME)
+    # Older extensions pass the token in the URL (`?authorization=`); the current one sends it
+    # as the first frame. Either order of that frame and ours works: it is read when it comes.
+    in_url = ws.query_params.get("authorization")
     try:
-        token = await asyncio.wait_for(ws.receive_text(), TOKEN_TIMEOUT_S)
+        token = in_url if in_url else str(await asyncio.wait_for(ws.receive_text(),
+                                                                 TOKEN_TIMEOUT_S))
     except (TimeoutError, WebSocketDisconnect, KeyError):
         # KeyError: a binary frame where the token's text frame belongs.
         await _close_quietly(ws, 4401, "no token")
         return
+    token = token.strip().removeprefix("Bearer ").strip()
     try:
-        principal = verify(ws.app.state.token_key, f"Bearer {token.strip()}")
+        principal = verify(ws.app.state.verifier, f"Bearer {token}")
     except LabError as exc:
         await _refuse(ws, exc)
         return
@@ -130,7 +136,8 @@ async def client(ws: WebSocket, session_id: str) -> None:
             await _refuse(ws, exc)
             return
         idle = lab.settings.idle_timeout_minutes * 60
-        await serve_console(ws, lab.consoles, view, broker, sub, idle, _framing())
+        await serve_console(ws, lab.consoles, view, broker, sub, idle, _framing(),
+                            not_input=token.encode() if in_url else None)  # fmt: skip
     finally:
         lab.serial_console.close(session)
 

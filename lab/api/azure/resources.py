@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from lab.api.azure.common import ApiVersion, Caller, lab_of
 from lab.api.security.tokens import Principal
 from lab.domain.errors import NotFound
+from lab.domain.identity import TENANT_ID
 from lab.services.lab import Lab
 
 router = APIRouter()
@@ -71,10 +72,19 @@ async def list_subscriptions(request: Request, _v: ApiVersion, principal: Caller
         s for s in spelled if principal.may("Microsoft.Resources/subscriptions/read",
                                             f"/subscriptions/{spelled[s]}")
     }  # fmt: skip
+    # A subscription that a role assignment of the lab's directory names exists, even before
+    # it holds any resource (`az login` right after `lab sp create-for-rbac --scopes
+    # /subscriptions/S`). A `lab token`'s own roles name no subscription into being.
+    for record in lab_of(request).identity.assignments():
+        parts = record.scope.split("/")
+        if len(parts) > 2 and parts[1].lower() == "subscriptions":
+            s = spelled.setdefault(parts[2].lower(), parts[2])
+            if principal.may("Microsoft.Resources/subscriptions/read", f"/subscriptions/{s}"):
+                visible.add(parts[2].lower())
     return JSONResponse({"value": [
         {"id": f"/subscriptions/{spelled[s]}", "subscriptionId": spelled[s],
          "displayName": f"Serial Console Lab ({spelled[s][:8]})", "state": "Enabled",
-         "tenantId": "00000000-0000-0000-0000-000000000000"}
+         "tenantId": TENANT_ID, "homeTenantId": TENANT_ID}
         for s in sorted(visible)
     ]})  # fmt: skip
 
@@ -99,3 +109,13 @@ async def list_resource_groups(
     ]  # fmt: skip
     return JSONResponse({"value": value})
 
+
+
+@router.get("/tenants")
+async def list_tenants(_v: ApiVersion, _principal: Caller) -> JSONResponse:
+    """The lab's one directory (`az login` as a user lists tenants before subscriptions)."""
+    return JSONResponse({"value": [
+        {"id": f"/tenants/{TENANT_ID}", "tenantId": TENANT_ID, "tenantCategory": "Home",
+         "displayName": "Serial Console Lab", "defaultDomain": "serial-console-lab.local",
+         "domains": ["serial-console-lab.local"], "tenantType": "AAD"}
+    ]})  # fmt: skip

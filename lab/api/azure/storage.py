@@ -16,9 +16,16 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.convertors import Convertor, register_url_convertor
 
-from lab.api.azure.common import ApiVersion, Caller, arm_paths, lab_of, require_action
-from lab.api.security import sas
-from lab.domain.errors import LabError, NotFound
+from lab.api.azure.common import (
+    ApiVersion,
+    Caller,
+    arm_paths,
+    blob_endpoint,
+    lab_of,
+    require_action,
+)
+from lab.api.security import sas, shared_key
+from lab.domain.errors import InvalidInput, LabError, NotFound
 from lab.domain.names import validate_blob_name, validate_storage_account_name
 from lab.domain.power import PowerState
 from lab.domain.storage_account import StorageAccount
@@ -30,7 +37,7 @@ blob_router = APIRouter()
 _TYPE = "Microsoft.Storage/storageAccounts"
 
 
-def account_resource(account: StorageAccount) -> dict[str, Any]:
+def account_resource(request: Request, account: StorageAccount) -> dict[str, Any]:
     return {
         "id": account.resource_id,
         "name": account.name,
@@ -44,7 +51,10 @@ def account_resource(account: StorageAccount) -> dict[str, Any]:
             "allowSharedKeyAccess": account.allow_shared_key_access,
             "networkAcls": {"defaultAction": account.default_action, "bypass": "AzureServices",
                             "ipRules": [], "virtualNetworkRules": []},
-            "primaryEndpoints": {"blob": f"https://{account.name}.blob.core.windows.net/"},
+            # Where the lab serves the account's blobs: a prefix of every blob URI it hands out
+            # (the instance view's, retrieveBootDiagnosticsData's), which is how the Azure CLI
+            # finds the account of a boot log.
+            "primaryEndpoints": {"blob": blob_endpoint(request, account.name)},
             "supportsHttpsTrafficOnly": True,
             "minimumTlsVersion": "TLS1_2",
         },
@@ -95,7 +105,7 @@ def list_accounts(
 ) -> dict[str, Any]:
     accounts = lab_of(request).storage_accounts.list(subscription)
     visible = [a for a in accounts if principal.may(f"{_TYPE}/read", a.resource_id)]
-    return {"value": [account_resource(a) for a in visible]}
+    return {"value": [account_resource(request, a) for a in visible]}
 
 
 for _path in arm_paths(f"/providers/{_TYPE}"):
@@ -106,7 +116,7 @@ for _path in arm_paths(f"/providers/{_TYPE}"):
     ) -> dict[str, Any]:
         accounts = lab_of(request).storage_accounts.list(subscription, group)
         visible = [a for a in accounts if principal.may(f"{_TYPE}/read", a.resource_id)]
-        return {"value": [account_resource(a) for a in visible]}
+        return {"value": [account_resource(request, a) for a in visible]}
 
     @router.get(_path + "/{name}")
     def get_account(
@@ -114,7 +124,7 @@ for _path in arm_paths(f"/providers/{_TYPE}"):
         principal: Caller,
     ) -> dict[str, Any]:  # fmt: skip
         require_action(principal, f"{_TYPE}/read", _account_id(subscription, group, name))
-        return account_resource(_account_in(request, subscription, group, name))
+        return account_resource(request, _account_in(request, subscription, group, name))
 
     @router.put(_path + "/{name}")
     def put_account(
@@ -136,10 +146,56 @@ for _path in arm_paths(f"/providers/{_TYPE}"):
                                      else current.allow_shared_key_access if current else True),
             default_action=(acls.defaultAction if acls
                             else current.default_action if current else "Allow"),
+            key_generations=current.key_generations if current else {},
         )  # fmt: skip
         store.put(account)
         response.status_code = 200 if current else 201
-        return account_resource(account)
+        return account_resource(request, account)
+
+
+    @router.post(_path + "/{name}/listKeys")
+    def list_keys(
+        request: Request, subscription: str, group: str, name: str, _v: ApiVersion,
+        principal: Caller,
+    ) -> dict[str, Any]:  # fmt: skip
+        """The two access keys (`$expand=kerb` is accepted; the lab has no Kerberos keys)."""
+        rid = _account_id(subscription, group, name)
+        require_action(principal, f"{_TYPE}/listKeys/action", rid)
+        return _keys_body(request, _account_in(request, subscription, group, name))
+
+    @router.post(_path + "/{name}/regenerateKey")
+    def regenerate_key(
+        request: Request, subscription: str, group: str, name: str, body: RegenerateBody,
+        _v: ApiVersion, principal: Caller,
+    ) -> dict[str, Any]:  # fmt: skip
+        rid = _account_id(subscription, group, name)
+        require_action(principal, f"{_TYPE}/regenerateKey/action", rid)
+        account = _account_in(request, subscription, group, name)
+        which = body.keyName.lower()
+        if which not in shared_key.KEY_NAMES:
+            raise InvalidInput(f"keyName must be key1 or key2, not {body.keyName!r}",
+                               code="InvalidValuesForRequestParameters",
+                               target="keyName")  # fmt: skip
+        generations = {**account.key_generations, which: account.key_generations.get(which, 0) + 1}
+        account = lab_of(request).storage_accounts.put(
+            account.model_copy(update={"key_generations": generations}))
+        return _keys_body(request, account)
+
+
+class RegenerateBody(BaseModel):
+    keyName: str
+
+
+def account_keys(request: Request, account: StorageAccount) -> list[str]:
+    secret: bytes = request.app.state.storage_secret
+    return [shared_key.account_key(secret, account.name, k, account.key_generations.get(k, 0))
+            for k in shared_key.KEY_NAMES]  # fmt: skip
+
+
+def _keys_body(request: Request, account: StorageAccount) -> dict[str, Any]:
+    return {"keys": [{"keyName": k, "value": v, "permissions": "FULL"}
+                     for k, v in zip(shared_key.KEY_NAMES, account_keys(request, account),
+                                     strict=True)]}  # fmt: skip
 
 
 # -- the blob endpoint ----------------------------------------------------------------------------
@@ -182,20 +238,36 @@ def _storage_error(status: int, code: str, message: str) -> LabError:
     return err
 
 
-def _check_account_access(request: Request, account_name: str) -> None:
+def _authorize(request: Request, account_name: str, container: str, blob: str) -> None:
+    """A blob read's authorization: Shared Key (the account's keys, as `az vm boot-diagnostics
+    get-boot-log` signs with what `listKeys` gave it) or a SAS (what the instance view and
+    `retrieveBootDiagnosticsData` hand out). The lab signs its SAS with its own secret, not
+    the account keys, as a user-delegation SAS is: so `allowSharedKeyAccess: false` refuses
+    Shared Key alone."""
     account = lab_of(request).storage_accounts.get(account_name)
-    if account is None:
-        # The managed account (and accounts of VMs made before the lab kept accounts) are open.
-        return
-    if account.firewall_on:
-        raise _storage_error(
-            403, "AuthorizationFailure", "This request is not authorized to perform this operation."
-        )
-    if not account.allow_shared_key_access:
+    authorization = request.headers.get("authorization")
+    if authorization is None:
+        sas.verify(request.app.state.storage_secret, account_name, container, blob,
+                   dict(request.query_params))  # fmt: skip
+    elif account is None:
+        # The managed account has no keys anyone was given.
+        raise _storage_error(403, "AuthenticationFailed", "Server failed to authenticate the "
+                             "request: the managed boot-diagnostics account takes a SAS "
+                             "only.")  # fmt: skip
+    elif not account.allow_shared_key_access:
         raise _storage_error(
             403,
             "KeyBasedAuthenticationNotPermitted",
             "Key based authentication is not permitted on this storage account.",
+        )
+    else:
+        raw_path = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
+        shared_key.verify(authorization, account_keys(request, account), request.method,
+                          request.headers, account_name, raw_path.split("?", 1)[0],
+                          request.url.query)  # fmt: skip
+    if account is not None and account.firewall_on:
+        raise _storage_error(
+            403, "AuthorizationFailure", "This request is not authorized to perform this operation."
         )
 
 
@@ -273,14 +345,12 @@ _BLOB_PATH = "/{account:storage_account}/{container}/{blob:blob_name}"
 @blob_router.head(_BLOB_PATH, include_in_schema=False)
 @blob_router.get(_BLOB_PATH)
 async def get_blob(request: Request, account: str, container: str, blob: str) -> Response:
-    """Read a boot-diagnostics blob with a SAS (`?sv=...&sig=...`)."""
+    """Read a boot-diagnostics blob with a SAS (`?sv=...&sig=...`) or Shared Key."""
     try:
         # First, and before any lookup: a name that spells a way out of its container (`..`,
         # `%2e%2e` in any case or encoding, a leading '/', NUL, '\\') is a 400 whatever the SAS.
         validate_blob_name(blob)
-        sas.verify(request.app.state.storage_secret, account, container, blob,
-                   dict(request.query_params))  # fmt: skip
-        _check_account_access(request, account)
+        _authorize(request, account, container, blob)
         view, kind = await _blob_owner(request, account, container, blob)
         rng = _requested_range(request)
         part, media = await _blob_content(request, view, kind, rng)

@@ -30,6 +30,7 @@ from lab.api.azure.common import ApiVersion, Caller, arm_paths, lab_of, or_none,
 from lab.api.azure.compute import (
     ACTIONS,
     boot_diagnostics_data,
+    canonical_action,
     custom_size,
     instance_view,
     start_power_action,
@@ -418,7 +419,7 @@ for _path in _INSTANCE_PATHS:
         request: Request, subscription: str, group: str, name: str, instance_id: str,
         action: str, _v: ApiVersion, principal: Caller,
     ) -> Response:  # fmt: skip
-        canonical = {a.lower(): a for a in ACTIONS}.get(action.lower())
+        canonical = canonical_action(action)
         if canonical is None:
             raise NotFound(f"No action '{action}' on a scale-set instance; the lab serves: "
                            f"{', '.join(ACTIONS)}.", target=action)  # fmt: skip

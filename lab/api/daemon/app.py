@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lab import __version__
 from lab.api.console_ws import deny, serve_console
-from lab.api.daemon import scenarios
+from lab.api.daemon import identity, scenarios
 from lab.api.daemon.schemas import reconcile_json, scale_set_json, vm_json
 from lab.api.security.origin import refuse_every_origin
 from lab.console.broker import SessionMode
@@ -97,6 +97,7 @@ def create_app(lab: Lab, on_ready: OnReady | None = None) -> FastAPI:
 
     _routes(app)
     app.include_router(scenarios.router)
+    app.include_router(identity.router)
     return app
 
 

@@ -1,10 +1,15 @@
-"""Bearer tokens the lab issues (`lab token`) and verifies on every API request.
+"""Bearer tokens: the two kinds the lab issues, verified by one function on every request.
 
-HS256 JWTs signed with a per-lab secret (`<data dir>/tls/token-signing.key`, mode 0600), with
-Azure's audience and the claims the API needs: who (`name`, `oid`), their role assignments
-(`roles`: a list of `{"role", "scope"}`, plus `actions` and `notActions` for a custom role),
-issue and expiry times. Anything else (expired, wrong signature, wrong audience, `alg: none`,
-missing) is refused with a 401 and Azure's body.
+- **Authority tokens** (`lab/api/azure/authority.py`, what `az login` and `azure-identity`
+  get): RS256, signed with the authority's published keys (`signing.KeySet`). They name a
+  principal (`oid`), never its roles: its role assignments are read from the lab's directory
+  at every request, so a revoked assignment or a removed principal counts at once.
+- **Lab tokens** (`lab token`, for scripts and tests): HS256 JWTs signed with a per-lab secret
+  (`<data dir>/tls/token-signing.key`, mode 0600), carrying their role assignments (`roles`:
+  a list of `{"role", "scope"}`, plus `actions` and `notActions` for a custom role).
+
+Both have Azure's audience and issue/expiry times. Anything else (expired, wrong signature,
+wrong audience, `alg: none`, missing) is refused with a 401 and Azure's body.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import os
 import secrets
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +26,7 @@ from typing import Any
 import jwt
 
 from lab.api.security.files import private_dir, private_file
+from lab.api.security.signing import KeySet
 from lab.domain.errors import InvalidInput, LabError
 from lab.domain.rbac import (
     ROLE_NAMES,
@@ -32,8 +38,13 @@ from lab.domain.rbac import (
 )
 
 AUDIENCE = "https://management.azure.com/"
+#: The resource ids a management token may be for, as the metadata endpoint lists them: the
+#: SDKs ask for the first, the Azure CLI for what the metadata names.
+AUDIENCES = (AUDIENCE, "https://management.core.windows.net/")
 ISSUER = "https://serial-console-lab.local/"
 ROLES = ROLE_NAMES
+#: An authority token's principal -> its role assignments now, or None if it is gone.
+GrantsOf = Callable[[str], tuple[RoleAssignment, ...] | None]
 
 
 class AuthenticationFailed(LabError):
@@ -101,8 +112,21 @@ def issue(
     return jwt.encode(claims, key, algorithm="HS256")
 
 
-def verify(key: bytes, authorization: str | None) -> Principal:
-    """The principal of an `Authorization: Bearer ...` header, or AuthenticationFailed."""
+@dataclass(frozen=True)
+class TokenVerifier:
+    """What verifying either kind of token needs."""
+
+    lab_key: bytes
+    authority_keys: KeySet | None = None
+    grants_of: GrantsOf | None = None
+
+
+def verify(key: bytes | TokenVerifier, authorization: str | None,
+           audiences: Sequence[str] = AUDIENCES) -> Principal:  # fmt: skip
+    """The principal of an `Authorization: Bearer ...` header, or AuthenticationFailed.
+    A bare key verifies lab tokens only (the CLI's own checks, unit tests). `audiences`: what
+    an authority token may be for (the lab's Graph takes only its own)."""
+    verifier = key if isinstance(key, TokenVerifier) else TokenVerifier(key)
     if not authorization or not authorization.lower().startswith("bearer "):
         raise AuthenticationFailed(
             "Authentication failed. The 'Authorization' header is missing.",
@@ -110,7 +134,12 @@ def verify(key: bytes, authorization: str | None) -> Principal:
         )
     token = authorization[7:].strip()
     try:
-        claims = jwt.decode(token, key, algorithms=["HS256"], audience=AUDIENCE, issuer=ISSUER)
+        if jwt.get_unverified_header(token).get("alg") == "RS256":
+            return _verify_authority_token(verifier, token, audiences)
+        if AUDIENCE not in audiences:
+            raise jwt.InvalidAudienceError("a lab token is for the management API only")
+        claims = jwt.decode(token, verifier.lab_key, algorithms=["HS256"], audience=AUDIENCE,
+                            issuer=ISSUER)  # fmt: skip
     except jwt.ExpiredSignatureError:
         raise AuthenticationFailed(
             "The access token expiry UTC time is earlier than current UTC time.",
@@ -123,3 +152,45 @@ def verify(key: bytes, authorization: str | None) -> Principal:
         return Principal(str(claims["name"]), str(claims["oid"]), assignments)
     except (KeyError, TypeError, LabError) as exc:
         raise AuthenticationFailed(f"The access token's claims are invalid: {exc}.") from None
+
+
+def _verify_authority_token(verifier: TokenVerifier, token: str,
+                            audiences: Sequence[str]) -> Principal:  # fmt: skip
+    """An RS256 token of the lab's authority: its key by `kid`, then the principal's roles as
+    they are now. jwt's own errors reach `verify`'s handlers."""
+    if verifier.authority_keys is None or verifier.grants_of is None:
+        raise jwt.InvalidTokenError("this endpoint takes no authority tokens")
+    kid = str(jwt.get_unverified_header(token).get("kid", ""))
+    signer = verifier.authority_keys.find(kid)
+    if signer is None:
+        raise jwt.InvalidSignatureError(f"Signature verification failed: no signing key {kid!r} "
+                                        "(rotated away?)")  # fmt: skip
+    claims = jwt.decode(token, signer.public, algorithms=["RS256"], audience=list(audiences),
+                        options={"require": ["exp", "iat", "oid", "iss"]})  # fmt: skip
+    grants = verifier.grants_of(str(claims["oid"]))
+    if grants is None:
+        raise AuthenticationFailed(
+            f"The principal '{claims.get('name', claims['oid'])}' of the access token no longer "
+            "exists in the lab.", code="InvalidAuthenticationToken")  # fmt: skip
+    return Principal(str(claims.get("name") or claims.get("appid") or claims["oid"]),
+                     str(claims["oid"]), grants)
+
+
+def issue_authority_token(
+    keys: KeySet, *, issuer: str, audience: str, object_id: str, name: str,
+    app_id: str | None, tenant: str, expires_in: float,
+) -> str:  # fmt: skip
+    """An access token of the lab's authority, for one principal (never its roles)."""
+    now = int(time.time())
+    signer = keys.current()
+    claims: dict[str, Any] = {
+        "aud": audience, "iss": issuer, "iat": now, "nbf": now, "exp": now + int(expires_in),
+        "oid": object_id, "sub": object_id, "tid": tenant, "name": name, "ver": "1.0",
+        "idtyp": "app" if app_id else "user", "jti": str(uuid.uuid4()),
+    }  # fmt: skip
+    if app_id:
+        claims["appid"] = app_id
+    else:
+        claims["upn"] = claims["unique_name"] = name
+    return jwt.encode(claims, signer.private, algorithm="RS256",
+                      headers={"kid": signer.kid, "x5t": signer.kid})  # fmt: skip
