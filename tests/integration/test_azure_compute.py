@@ -3,6 +3,7 @@ issue 4: HTTPS with the lab's CA, lab-issued tokens, virtualMachines GET/list/in
 
 from __future__ import annotations
 
+import json
 import socket
 import ssl
 import time
@@ -16,6 +17,7 @@ from azure.core.exceptions import (
     HttpResponseError,
     ResourceNotFoundError,
 )
+from azure.identity import ClientSecretCredential
 from azure.mgmt.compute import ComputeManagementClient
 
 from tests.integration.labharness import LabHarness
@@ -35,11 +37,39 @@ class LabCredential:
         return AccessToken(self.token, int(time.time()) + 3600)
 
 
+_PRINCIPALS: dict[tuple[str, str, str, str], ClientSecretCredential] = {}
+
+
+def credential(lab: LabHarness, *args: str) -> ClientSecretCredential:
+    """azure-identity's `ClientSecretCredential` for a service principal of the lab's directory,
+    signing in through the lab's authority as a user's script would. `args` as `lab token`
+    takes them (`--role R`, `--scope S`, `--user NAME`): one principal per combination, made
+    once per lab with `lab sp create-for-rbac`."""
+    opts = dict(zip(args[::2], args[1::2], strict=True))
+    key = (str(lab.data_dir), opts.get("--role", "Contributor"), opts.get("--scope", "/"),
+           opts.get("--user", "sdk-user"))  # fmt: skip
+    if key not in _PRINCIPALS:
+        made = json.loads(lab.cli("sp", "create-for-rbac", "--name", key[3], "--role", key[1],
+                                  "--scopes", key[2]).stdout)  # fmt: skip
+        _PRINCIPALS[key] = ClientSecretCredential(
+            "adfs", made["appId"], made["password"], authority=f"https://127.0.0.1:{lab.api_port}",
+            connection_verify=str(lab.ca),
+        )  # fmt: skip
+    return _PRINCIPALS[key]
+
+
+def bearer_token(lab: LabHarness, *args: str) -> str:
+    """An access token of `credential(lab, *args)`'s principal (for the console websocket)."""
+    return credential(lab, *args).get_token("https://management.azure.com/.default").token
+
+
 def compute(lab: LabHarness, *args: str, token: str | None = None) -> ComputeManagementClient:
-    token = token or lab.cli("token", *args).stdout.strip()
+    """The SDK's client, signed in as `credential(lab, *args)`; or with one given token (a
+    `lab token`, or a bad one)."""
+    cred = LabCredential(token) if token else credential(lab, *args)
     return ComputeManagementClient(
-        LabCredential(token), SUBSCRIPTION, base_url=f"https://127.0.0.1:{lab.api_port}",
-        connection_verify=str(lab.data_dir / "tls" / "ca.pem"),
+        cred, SUBSCRIPTION, base_url=f"https://127.0.0.1:{lab.api_port}",
+        connection_verify=str(lab.ca),
     )  # fmt: skip
 
 

@@ -18,7 +18,13 @@ from azure.mgmt.serialconsole import MicrosoftSerialConsoleClient
 from azure.storage.blob import BlobClient
 
 from tests.integration.labharness import LabHarness
-from tests.integration.test_azure_compute import SUBSCRIPTION, LabCredential, compute
+from tests.integration.test_azure_compute import (
+    SUBSCRIPTION,
+    LabCredential,
+    bearer_token,
+    compute,
+    credential,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -43,12 +49,13 @@ resourceGroups:
 
 
 def token(lab: LabHarness, *args: str) -> str:
+    """A `lab token` (the lab's own tokens, for scripts, keep working beside the authority's)."""
     return lab.cli("token", *args).stdout.strip()
 
 
 def serialconsole(lab: LabHarness, *args: str) -> MicrosoftSerialConsoleClient:
     return MicrosoftSerialConsoleClient(
-        LabCredential(token(lab, *args)), SUBSCRIPTION, base_url=f"https://127.0.0.1:{lab.api_port}",
+        credential(lab, *args), SUBSCRIPTION, base_url=f"https://127.0.0.1:{lab.api_port}",
         connection_verify=str(lab.ca), api_version="2024-07-01",
     )  # fmt: skip
 
@@ -109,7 +116,7 @@ class Gateway:
 @pytest.fixture
 def gateway(it_lab: LabHarness) -> Iterator[Gateway]:
     who = ("--role", "Virtual Machine Contributor", "--user", "gwuser")
-    bearer = token(it_lab, *who)
+    bearer = bearer_token(it_lab, *who)
     client = serialconsole(it_lab, *who)  # the session is bound to the user who connects
     result = ports(client).connect(*VM, "it1", "0")
     gw = Gateway(it_lab, result.connection_string, bearer)
@@ -175,7 +182,7 @@ def test_gateway_admin_commands_sysrq_nmi_reset(it_lab: LabHarness, gateway: Gat
 
 
 def test_connection_strings_are_single_use(it_lab: LabHarness) -> None:
-    bearer = token(it_lab)
+    bearer = bearer_token(it_lab)
     cs = ports(serialconsole(it_lab)).connect(*VM, "it2", "0").connection_string
     Gateway(it_lab, cs, bearer).close()
     again = Gateway(it_lab, cs, bearer)

@@ -15,8 +15,8 @@ from azure.mgmt.compute import ComputeManagementClient
 
 from lab.console import connect
 from tests.integration.labharness import LabHarness
-from tests.integration.test_azure_compute import compute
-from tests.integration.test_azure_serialconsole import Gateway, ports, serialconsole, token
+from tests.integration.test_azure_compute import bearer_token, compute
+from tests.integration.test_azure_serialconsole import Gateway, ports, serialconsole
 
 pytestmark = pytest.mark.integration
 
@@ -108,7 +108,7 @@ def test_boot_diagnostics_on_the_model_reaches_an_instance_when_upgraded(
     assert applied == {"0": True, "1": False}
     wait_log(it_lab, "0", b"itss000000 login: ")
     cs = ports(console).connect(*parent, "itss/virtualMachines/0", "0").connection_string
-    gw = Gateway(it_lab, cs, token(it_lab, *who))
+    gw = Gateway(it_lab, cs, bearer_token(it_lab, *who))
     try:
         gw.type("\r")
         gw.expect(r"itss000000 login: ")

@@ -567,3 +567,39 @@ def test_an_operation_in_progress_tells_the_poller_when_to_ask_again(
         assert "retry-after" not in done.headers
 
     scenario(lab, body)
+
+
+def test_vm_actions_in_any_case_and_the_scale_set_filter(lab: Lab) -> None:
+    """ARM takes `poweroff` as `powerOff` (the scale sets did already); `az vm list --vmss`
+    sends a `$filter` that keeps no VM of a Uniform set, and another filter is a clear 400."""
+    vms = (f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg1/providers/Microsoft.Compute"
+           "/virtualMachines")  # fmt: skip
+    version = {"api-version": "2024-07-01"}
+
+    async def body(c: Client) -> None:
+        r = await c.post(VM1 + "/POWEROFF" + V + "&skipShutdown=true", headers=OWNER)
+        assert r.status_code == 202, r.text
+        assert (await c.post(VM1 + "/Start" + V, headers=OWNER)).status_code in (202, 409)
+        assert (await c.post(VM1 + "/explode" + V, headers=OWNER)).status_code == 404
+        listed = await c.get(vms + V, headers=OWNER)
+        assert [v["name"] for v in listed.json()["value"]] == ["vm1"]
+        ss = vms.replace("virtualMachines", "virtualMachineScaleSets/ss1")
+        filtered = await c.get(vms, headers=OWNER, params={
+            **version, "$filter": f"'virtualMachineScaleSet/id' eq '{ss}'"})  # fmt: skip
+        assert filtered.status_code == 200 and filtered.json()["value"] == []
+        bad = await c.get(vms, headers=OWNER, params={**version, "$filter": "name eq 'vm1'"})
+        assert bad.status_code == 400 and "virtualMachineScaleSet/id" in bad.text
+
+    scenario(lab, body)
+
+
+def test_gateway_session_ids_survive_the_extensions_ws_replace(lab: Lab) -> None:
+    """The CLI extension makes its admin URL with `url.replace("ws", "http")`: no id may hold
+    "ws" (2,000 ids: with base64url ids, about 12 would have)."""
+
+    async def body(c: Client) -> None:
+        view = lab.vms.find("vm1")
+        ids = [lab.serial_console.connect(view, "0", "oid").id for _ in range(2000)]
+        assert len(set(ids)) == 2000 and not [i for i in ids if "ws" in i.lower()]
+
+    scenario(lab, body)
