@@ -112,11 +112,11 @@ def new_user(username: str, password: str) -> Principal:
                      secret_hashes=(hash_secret(password),))  # fmt: skip
 
 
-def new_service_principal(display_name: str) -> Principal:
+def new_service_principal(display_name: str, app_id: str | None = None) -> Principal:
     if not display_name.strip() or len(display_name) > 120:
         raise InvalidInput("a service principal's --name is 1-120 characters", target="name")
     return Principal(object_id=str(uuid.uuid4()), type="ServicePrincipal",
-                     name=display_name.strip(), app_id=str(uuid.uuid4()))  # fmt: skip
+                     name=display_name.strip(), app_id=app_id or str(uuid.uuid4()))  # fmt: skip
 
 
 def new_assignment(principal: Principal, role_name: str, scope: str) -> RoleAssignmentRecord:

@@ -38,7 +38,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails, PydanticCustomError
 from yaml.nodes import ScalarNode
 
-from lab.domain import names
+from lab.domain import identity, names, rbac
 from lab.domain.errors import InvalidInput, LabFileError
 from lab.domain.names import OsType
 from lab.domain.scale_set import MAX_CAPACITY
@@ -501,8 +501,80 @@ class ResourceGroupDef(_LabModel):
         return next((vm for vm in self.virtual_machines if names.same_name(vm.name, name)), None)
 
 
+class RoleAssignmentDef(_LabModel):
+    """A built-in role at a scope (`/`, the subscription, a group or a resource)."""
+
+    role: str = Field(description="Reader, Virtual Machine Contributor, Contributor or Owner")
+    scope: str = Field(default="/", description="/subscriptions/<id>[/resourceGroups/<name>]")
+
+    @field_validator("role")
+    @classmethod
+    def _check_role(cls, value: str) -> str:
+        _check(rbac.role, value)
+        return rbac.role(value).name
+
+    @field_validator("scope")
+    @classmethod
+    def _check_scope(cls, value: str) -> str:
+        _check(rbac.normalise_scope, value)
+        return rbac.normalise_scope(value)
+
+
+class UserDef(_LabModel):
+    """A lab user: signs in with a username and password (`az login -u`, the portal)."""
+
+    username: str = Field(description="1-64 letters, digits, '.', '_', '@' or '-'")
+    password: str = Field(description="at least 8 characters; quote it")
+    role_assignments: list[RoleAssignmentDef] = Field(default_factory=list,
+                                                      description="[{role, scope}]")  # fmt: skip
+
+    @field_validator("username")
+    @classmethod
+    def _check_username(cls, value: str) -> str:
+        _check(identity.check_username, value)
+        return value
+
+    @field_validator("password")
+    @classmethod
+    def _check_password(cls, value: str) -> str:
+        _check(identity.check_password, value, target="password")
+        return value
+
+
+class ServicePrincipalDef(_LabModel):
+    """An app that signs in with a client secret (`az login --service-principal`)."""
+
+    name: str = Field(description="the display name")
+    app_id: str = Field(description="its client id: a GUID your scripts name")
+    secret: str = Field(description="its client secret, at least 8 characters; quote it")
+    role_assignments: list[RoleAssignmentDef] = Field(default_factory=list,
+                                                      description="[{role, scope}]")  # fmt: skip
+
+    @field_validator("app_id")
+    @classmethod
+    def _check_app_id(cls, value: str) -> str:
+        if not _GUID.fullmatch(value):
+            raise _fail(f"appId '{value}' is not a GUID")
+        return value.lower()
+
+    @field_validator("secret")
+    @classmethod
+    def _check_secret(cls, value: str) -> str:
+        _check(identity.check_password, value, target="secret")
+        return value
+
+
+class PrincipalsDef(_LabModel):
+    """Who may sign in to the lab's authority, and their roles."""
+
+    users: list[UserDef] = Field(default_factory=list, description="[{username, password, "
+                                 "roleAssignments}]")  # fmt: skip
+    service_principals: list[ServicePrincipalDef] = Field(
+        default_factory=list, description="[{name, appId, secret, roleAssignments}]")
+
+
 class LabDefinition(_LabModel):
-    """A whole lab: one subscription, one location, its resource groups."""
+    """A whole lab: one subscription, one location, its resource groups, who may sign in."""
 
     subscription_id: str = Field(
         default=DEFAULT_SUBSCRIPTION_ID,
@@ -512,6 +584,9 @@ class LabDefinition(_LabModel):
         default=DEFAULT_LOCATION, description="an Azure region name such as westeurope"
     )
     resource_groups: list[ResourceGroupDef] = Field(description="a list of resource groups")
+    principals: PrincipalsDef = Field(
+        default_factory=PrincipalsDef, description="{users: [...], servicePrincipals: [...]}"
+    )
 
     @field_validator("subscription_id")
     @classmethod

@@ -105,6 +105,30 @@ class IdentityService:
             self.create_assignment(sp.object_id, role_name, scope)
         return sp, secret
 
+    def declare(
+        self, *, kind: str, name: str, secret: str, app_id: str | None,
+        roles: Sequence[tuple[str, str]],
+    ) -> Principal:  # fmt: skip
+        """A principal a lab file declares (`principals:`): made if missing, its secret made the
+        declared one, its declared role assignments made if missing. Nothing else is removed:
+        what the CLI added stays."""
+        found = self.app(app_id) if app_id else self.user(name)
+        if found is None and kind == "User":
+            found = new_user(name, secret)
+        elif found is None:
+            found = new_service_principal(name, app_id).model_copy(
+                update={"secret_hashes": (hash_secret(secret),)})
+        elif not found.has_secret(secret):
+            found = found.model_copy(update={"secret_hashes": (hash_secret(secret),)})
+        else:
+            found = found.model_copy(update={"name": name})
+        self._save(found)
+        held = {(r.role, r.scope.lower()) for r in self.assignments(found.object_id)}
+        for role_name, scope in roles:
+            if (role(role_name).name, normalise_scope(scope).lower()) not in held:
+                self.create_assignment(found.object_id, role_name, scope)
+        return found
+
     def remove(self, ref: str) -> Principal:
         """A principal and all its role assignments."""
         principal = self.find(ref)

@@ -48,7 +48,8 @@ class Lab:
         self.scale_sets = ScaleSetService(self.vms, state)
         self.scenarios = ScenarioService(self.ctx, self.vms, state)
         self.scenario_checks = ScenarioChecker(self.scenarios, self.consoles)
-        self.reconciler = Reconciler(self.vms, self.storage_accounts, self.scale_sets)
+        self.reconciler = Reconciler(self.vms, self.storage_accounts, self.scale_sets,
+                                     self.identity)
         # Now that every service declared its part: a damaged state file stops the lab here,
         # with what is wrong and how to recover, not at some later request.
         state.check()

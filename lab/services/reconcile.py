@@ -27,6 +27,7 @@ from lab.domain.power import PowerState
 from lab.domain.scale_set import ScaleSetModel, UpgradeMode
 from lab.domain.storage_account import StorageAccount
 from lab.domain.vm import BootDiagnosticsModel, VmModel, VmView
+from lab.services.identity import IdentityService
 from lab.services.scale_sets import ScaleSetService
 from lab.services.storage_accounts import StorageAccountService
 from lab.services.vms import NewVm, VmService
@@ -101,11 +102,13 @@ def storage_accounts(defn: LabDefinition) -> list[StorageAccount]:
 
 class Reconciler:
     def __init__(
-        self, vms: VmService, storage: StorageAccountService, scale_sets: ScaleSetService
-    ) -> None:
+        self, vms: VmService, storage: StorageAccountService, scale_sets: ScaleSetService,
+        identity: IdentityService | None = None,
+    ) -> None:  # fmt: skip
         self.vms = vms
         self.storage = storage
         self.scale_sets = scale_sets
+        self.identity = identity
         self._slots = asyncio.Semaphore(max(1, os.cpu_count() or 1))
         #: One lock per VM, so concurrent `up` requests never both create the same VM.
         self._vm_locks: dict[tuple[str, str], asyncio.Lock] = {}
@@ -114,6 +117,9 @@ class Reconciler:
         # Accounts first: the lab file is the desired state, so its settings win.
         for account in storage_accounts(defn):
             self.storage.put(account)
+        if self.identity is not None:
+            # Off the event loop: each secret is hashed or checked with scrypt.
+            await asyncio.to_thread(self._declare_principals, defn)
         tasks = [self._up_one(defn, rg, vm) for rg, vm in defn.virtual_machines()]
         results = list(await asyncio.gather(*tasks))
         # Scale sets after the VMs: their instances share the same cores (and their own
@@ -121,6 +127,18 @@ class Reconciler:
         for rg, ss in defn.scale_sets():
             results += await self._up_scale_set(defn, rg, ss)
         return results
+
+    def _declare_principals(self, defn: LabDefinition) -> None:
+        assert self.identity is not None
+        p = defn.principals
+        for user in p.users:
+            roles = [(a.role, a.scope) for a in user.role_assignments]
+            self.identity.declare(kind="User", name=user.username, secret=user.password,
+                                  app_id=None, roles=roles)  # fmt: skip
+        for sp in p.service_principals:
+            roles = [(a.role, a.scope) for a in sp.role_assignments]
+            self.identity.declare(kind="ServicePrincipal", name=sp.name, secret=sp.secret,
+                                  app_id=sp.app_id, roles=roles)  # fmt: skip
 
     async def _up_scale_set(
         self, defn: LabDefinition, rg: ResourceGroupDef, ss: ScaleSetDef

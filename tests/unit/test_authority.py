@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from lab.api.azure.app import create_azure_app
 from lab.api.azure.authority import ASSERTION_TYPE, DEVICE_CODE_GRANT, b64url
 from lab.api.security.signing import KeySet
+from lab.domain.errors import LabFileError
 from lab.domain.identity import TENANT_ID
 from lab.services.lab import Lab
 from tests.unit.fakelab import SUBSCRIPTION, new_vm, run
@@ -327,3 +328,53 @@ def _fuzz_lab(factory: pytest.TempPathFactory, image_cache: Path) -> Lab:
                            FakeHypervisor())  # fmt: skip
         _FUZZ["lab"].identity.create_sp_for_rbac("fuzz", [("Reader", "/")])
     return _FUZZ["lab"]
+
+
+LAB_FILE = f"""\
+subscriptionId: {SUBSCRIPTION}
+resourceGroups:
+  - name: rg1
+principals:
+  users:
+    - username: trainer
+      password: "Trainer-pass-1"
+      roleAssignments: [{{role: reader, scope: "/subscriptions/{SUBSCRIPTION}"}}]
+  servicePrincipals:
+    - name: ci
+      appId: 11111111-AAAA-4bbb-8ccc-000000000001
+      secret: "ci-secret-value-1"
+      roleAssignments: [{{role: Contributor}}]
+"""
+
+
+def test_a_lab_file_declares_users_and_service_principals(lab: Lab) -> None:
+    app_id = "11111111-aaaa-4bbb-8ccc-000000000001"
+
+    async def up(text: str) -> None:
+        await lab.reconciler.up(lab.parse(text, "lab.yaml"))
+
+    async def body() -> None:
+        await up(LAB_FILE)
+        await up(LAB_FILE)  # idempotent
+        assert [(r.role, r.scope) for r in lab.identity.assignments()] == [
+            ("Contributor", "/"), ("Reader", SUB)]
+        async with client_of(lab) as c:
+            sp = {"grant_type": "client_credentials", "client_id": app_id, "scope": ARM_SCOPE}
+            assert (await post_token(c, **sp, client_secret="ci-secret-value-1")).status_code == 200
+            user = await post_token(c, grant_type="password", username="trainer", client_id="c",
+                                    password="Trainer-pass-1", scope=ARM_SCOPE)  # fmt: skip
+            assert user.status_code == 200
+            # The file's secret is the secret: changed there, changed on the next `lab up`.
+            await up(LAB_FILE.replace("ci-secret-value-1", "ci-secret-value-2"))
+            old = await post_token(c, **sp, client_secret="ci-secret-value-1")
+            assert old.json()["error_codes"] == [7000215]
+            assert (await post_token(c, **sp, client_secret="ci-secret-value-2")).status_code == 200
+
+    run(lab, body)
+    for bad, words in (("role: reader", "unknown role 'God'"), ("appId: 1111", "is not a GUID"),
+                       ('password: "Trainer-pass-1"', "at least 8 characters")):  # fmt: skip
+        text = LAB_FILE.replace(bad, {"role: reader": "role: God", "appId: 1111": "appId: x1111",
+                                      'password: "Trainer-pass-1"': 'password: "short"'}[bad])
+        with pytest.raises(LabFileError) as err:
+            lab.parse(text, "lab.yaml")
+        assert words in str(err.value) and "lab.yaml:" in str(err.value), str(err.value)
