@@ -106,11 +106,20 @@ class Portal:
         self.url = f"https://127.0.0.1:{lab.api_port}/"
 
     def sign_in(self, *token_args: str) -> None:
+        """With a `lab token`, through the sign-in page's token box (as scripts do)."""
         token = self.lab.cli("token", *token_args).stdout.strip()
         self.page.goto(self.url)
+        self.page.click("summary:has-text('token')")
         self.page.fill("#token", token)
-        self.page.click("#signin")
+        self.page.click("#token-signin")
         self.page.wait_for_selector("h1:has-text('Resources')")
+
+    def sign_in_as(self, username: str, password: str) -> None:
+        """As a lab user, with a username and password (the lab's sign-in authority)."""
+        self.page.goto(self.url)
+        self.page.fill("#username", username)
+        self.page.fill("#password", password)
+        self.page.click("#signin")
 
     def open_vm(self, resource_id: str, tab: str = "overview") -> None:
         self.page.goto(f"{self.url}#/vm{resource_id}/-/{tab}")
@@ -174,14 +183,21 @@ def portal(web_lab: LabHarness, browser: Any) -> Iterator[Portal]:
 def test_sign_in_and_resource_list(portal: Portal, shots: Path) -> None:
     page = portal.page
     page.goto(portal.url)
-    page.wait_for_selector("#token")
+    page.wait_for_selector("#username")
     page.screenshot(path=str(shots / "01-sign-in.png"))
+    portal.lab.cli("user", "add", "alice", "--password", "Alice-pass-1", "--role", "Contributor",
+                   "--scope", f"/subscriptions/{SUBSCRIPTION}")  # fmt: skip
+    portal.sign_in_as("alice", "not-her-password")
+    page.wait_for_selector("#signin-error:has-text('AADSTS50126')")
+    page.click("summary:has-text('token')")
     page.fill("#token", "not-a-token")
-    page.click("#signin")
-    page.wait_for_selector("#signin-error:has-text('InvalidAuthenticationToken')")
-    portal.errors.clear()  # the 401 of the wrong token is the browser's network log, expected
-    portal.sign_in("--role", "Contributor", "--user", "alice")
+    page.click("#token-signin")
+    page.wait_for_selector("#token-error:has-text('InvalidAuthenticationToken')")
+    portal.errors.clear()  # the refusals' 400 and 401 are the browser's network log, expected
+    portal.sign_in_as("alice", "Alice-pass-1")
+    page.wait_for_selector("h1:has-text('Resources')")
     assert page.inner_text("#user") == "alice"
+    page.wait_for_selector(f"#roles:has-text('Contributor at /subscriptions/{SUBSCRIPTION}')")
     row = page.locator(f"tr[data-id='{VM_ID}']")
     assert row.locator("a").inner_text() == "web1"
     assert row.locator(".state-cell").inner_text() == "running"

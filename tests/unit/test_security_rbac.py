@@ -169,6 +169,7 @@ REQUIRED: dict[tuple[str, str, str], Need] = {
     # the portal's scenario routes
     # (the list shows started scenarios only; its filtering is tested in test_portal.py)
     ("GET", "/_portal/api/scenarios", ""): ANY_TOKEN,
+    ("GET", "/_portal/api/me", ""): ANY_TOKEN,
     ("GET", "/_portal/api/scenarios/{name}", ""): Need(f"{VMS}/read"),
     ("POST", "/_portal/api/scenarios/{name}/hint", ""): Need(CONNECT),
     ("POST", "/_portal/api/scenarios/{name}/check", ""): Need(CONNECT),

@@ -28,6 +28,22 @@ export const token = {
   },
 };
 
+/** An access token for a lab user, from the lab's sign-in authority (OAuth's password grant,
+ * the same authority `az login` uses); rejects with ApiError carrying the AADSTS text. */
+export async function signInWithPassword(username, password) {
+  const form = new URLSearchParams({
+    grant_type: "password", client_id: "serial-console-lab-portal", username, password,
+    scope: "https://management.azure.com/.default",
+  });
+  const response = await fetch("/adfs/oauth2/token", { method: "POST", body: form });
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const description = (body.error_description || response.statusText).split("\r\n")[0];
+    throw new ApiError(response.status, body.error || `HTTP${response.status}`, description);
+  }
+  return body.access_token;
+}
+
 function withVersion(path) {
   if (path.startsWith("/_portal/")) return path; // the portal's own routes take no version
   return path + (path.includes("?") ? "&" : "?") + "api-version=" + API_VERSION;

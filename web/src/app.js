@@ -1,7 +1,7 @@
 // The portal's shell: sign-in, the hash router (#/ resources, #/vm/<resource id>[/tab]), the
 // header, notices and the confirmation dialog. Each page is its own module.
 
-import { ApiError, call, token } from "./api.js";
+import { ApiError, call, signInWithPassword, token } from "./api.js";
 import { renderResources } from "./resources.js";
 import { el, errorText, notify, setCrumbs } from "./ui.js";
 import { renderVm } from "./vm.js";
@@ -15,10 +15,17 @@ function renderWho() {
     who.replaceChildren();
     return;
   }
+  const user = el("span", { id: "user" }, token.user() || "signed in");
+  const roles = el("span", { id: "roles", class: "muted" });
   who.replaceChildren(
-    el("span", { id: "user" }, token.user() || "signed in"),
+    user, roles,
     el("button", { class: "secondary", type: "button", onclick: signOut }, "Sign out"),
   );
+  // Who the API says this is, and the roles it holds now (they can change while signed in).
+  call("GET", "/_portal/api/me").then((me) => {
+    user.textContent = me.name;
+    roles.textContent = me.roleAssignments.map((r) => `${r.role} at ${r.scope}`).join("; ");
+  }).catch(() => {});
 }
 
 function signOut() {
@@ -27,39 +34,75 @@ function signOut() {
   route();
 }
 
+/** Use `value` as the bearer token if the API takes it; otherwise say why, and keep none. */
+async function tryToken(value, error) {
+  token.set(value);
+  try {
+    await call("GET", "/subscriptions"); // proves the token before showing anything
+  } catch (err) {
+    token.clear();
+    error.textContent = errorText(err);
+    return false;
+  }
+  renderWho();
+  route();
+  return true;
+}
+
 function renderSignIn(message) {
   setCrumbs({ label: "Sign in" });
-  const input = el("textarea", {
-    id: "token", name: "token", rows: "4", required: true, spellcheck: "false",
-    autocomplete: "off", "aria-describedby": "token-help",
-  });
+  const username = el("input", { id: "username", name: "username", required: true,
+                                 autocomplete: "username" });
+  const password = el("input", { id: "password", name: "password", type: "password",
+                                 required: true, autocomplete: "current-password" });
   const error = el("p", { class: "error", role: "alert", id: "signin-error" }, message || "");
   const form = el(
     "form", { class: "card signin", onsubmit: async (e) => {
       e.preventDefault();
-      token.set(input.value.trim());
+      error.textContent = "";
+      let access;
       try {
-        await call("GET", "/subscriptions"); // proves the token before showing anything
+        access = await signInWithPassword(username.value.trim(), password.value);
       } catch (err) {
-        token.clear();
         error.textContent = errorText(err);
-        input.focus();
+        password.select();
         return;
       }
-      renderWho();
-      route();
+      if (!(await tryToken(access, error))) password.focus();
     } },
     el("h1", {}, "Sign in"),
-    el("label", { for: "token" }, "Lab token"),
-    input,
-    el("p", { id: "token-help", class: "help" },
-      "Print one with ", el("code", {}, "lab token"), " (", el("code", {}, "lab token --help"),
-      " for roles and scopes). It stays in this tab only."),
+    el("label", { for: "username" }, "Username"), username,
+    el("label", { for: "password" }, "Password"), password,
+    el("p", { class: "help" }, "A lab user (", el("code", {}, "lab user add NAME --role Reader"),
+      "). Your session stays in this tab only."),
     error,
     el("button", { type: "submit", id: "signin" }, "Sign in"),
   );
-  main.replaceChildren(form);
-  input.focus();
+  // Scripts and tests keep the token box: any token the API takes (`lab token`, `az account
+  // get-access-token`).
+  const input = el("textarea", {
+    id: "token", name: "token", rows: "4", spellcheck: "false", autocomplete: "off",
+    "aria-describedby": "token-help",
+  });
+  const tokenError = el("p", { class: "error", role: "alert", id: "token-error" });
+  const tokenForm = el(
+    "details", { class: "card signin" },
+    el("summary", {}, "Sign in with a token instead"),
+    el("form", { onsubmit: async (e) => {
+      e.preventDefault();
+      if (!(await tryToken(input.value.trim(), tokenError))) input.focus();
+    } },
+      el("label", { for: "token" }, "Bearer token"),
+      input,
+      el("p", { id: "token-help", class: "help" },
+        "Print one with ", el("code", {}, "lab token"), " or ",
+        el("code", {}, "az account get-access-token"), "."),
+      tokenError,
+      el("button", { type: "submit", id: "token-signin" }, "Sign in with the token"),
+    ),
+  );
+  main.replaceChildren(form, tokenForm);
+  username.focus();
 }
 
 export function route() {

@@ -22,6 +22,7 @@ from lab.api.azure import (
 )
 from lab.api.azure.common import install_error_handling
 from lab.api.portal import device as portal_device
+from lab.api.portal import me as portal_me
 from lab.api.portal import scenarios as portal_scenarios
 from lab.api.portal import static as portal_static
 from lab.api.security.signing import KeySet
@@ -56,7 +57,8 @@ def create_azure_app(lab: Lab, token_key: bytes, storage_secret: bytes) -> FastA
                serialconsole.router, gateway.router, resources.router,
                # The web portal shares the origin, so its page reaches the API and the gateway
                # without CORS; its scenario routes come before its catch-all file route.
-               portal_device.router, portal_scenarios.router, portal_static.router)  # fmt: skip
+               portal_device.router, portal_me.router, portal_scenarios.router,
+               portal_static.router)  # fmt: skip
     for router in routers:
         app.include_router(router)
     # Last: the blob endpoint's `/{account}/{container}/{blob}` would shadow ARM paths.
