@@ -378,3 +378,17 @@ def test_a_lab_file_declares_users_and_service_principals(lab: Lab) -> None:
         with pytest.raises(LabFileError) as err:
             lab.parse(text, "lab.yaml")
         assert words in str(err.value) and "lab.yaml:" in str(err.value), str(err.value)
+
+
+def test_remembered_secrets_are_exactly_the_verified_ones(lab: Lab) -> None:
+    """The in-memory memo of verified secrets (scrypt costs ~50 ms a check) never lets another
+    secret in, and forgets a secret that is no longer the principal's."""
+    user = lab.identity.add_user("memo", "Memo-pass-1")
+    assert lab.identity.secret_ok(user, "Memo-pass-1")
+    started = time.perf_counter()
+    assert lab.identity.secret_ok(user, "Memo-pass-1")
+    assert time.perf_counter() - started < 0.005  # remembered: no scrypt
+    assert not lab.identity.secret_ok(user, "Memo-pass-2")
+    changed = lab.identity.set_password("memo", "Memo-pass-2")
+    assert not lab.identity.secret_ok(changed, "Memo-pass-1")
+    assert lab.identity.secret_ok(changed, "Memo-pass-2")

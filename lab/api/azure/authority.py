@@ -218,7 +218,7 @@ def _client_credentials(request: Request, form: dict[str, str]) -> Principal:
     if not secret:
         raise OAuthError("invalid_client", 7000218, "The request body must contain the "
                          "following parameter: 'client_assertion' or 'client_secret'.")  # fmt: skip
-    if not app.has_secret(secret):
+    if not lab_of(request).identity.secret_ok(app, secret):
         raise OAuthError("invalid_client", 7000215, "Invalid client secret provided. Ensure "
                          f"the secret being sent in the request is the client secret value, not "
                          f"the client secret ID, for a secret added to app '{app.app_id}'.",
@@ -229,7 +229,7 @@ def _client_credentials(request: Request, form: dict[str, str]) -> Principal:
 def _password(request: Request, form: dict[str, str]) -> Principal:
     username = _need(form, "username")
     user = lab_of(request).identity.user(username)
-    if user is None or not user.has_secret(form.get("password", "")):
+    if user is None or not lab_of(request).identity.secret_ok(user, form.get("password", "")):
         raise OAuthError("invalid_grant", 50126, "Error validating credentials due to invalid "
                          "username or password.")  # fmt: skip
     return user
