@@ -190,7 +190,12 @@ def endpoints() -> None:
     base = f"https://{settings.api_host}:{settings.api_port}"
     output.out.print(
         f"ARM endpoint:   {base}\n"
-        f"CA bundle:      {files.ca_cert}   (export REQUESTS_CA_BUNDLE={files.ca_cert})\n"
+        f"CA bundle:      {files.ca_cert}   (export REQUESTS_CA_BUNDLE={files.ca_cert} "
+        "WEBSOCKET_CLIENT_CA_BUNDLE=$REQUESTS_CA_BUNDLE)\n"
+        f"Azure CLI:      az cloud register -n Lab --endpoint-resource-manager {base}/ && "
+        "az cloud set -n Lab\n"
+        f"Sign-in:        {base}/adfs   (lab sp create-for-rbac --name N --role Contributor; "
+        "lab user add NAME --role Reader)\n"
         "Token:          lab token --user NAME --role Contributor [--scope SCOPE]\n"
         "Subscription:   the subscriptionId of your lab file\n"
         f"Blob endpoint:  {base}/<account>/<container>/<blob>   (path-style; SAS from "

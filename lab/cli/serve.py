@@ -59,8 +59,10 @@ async def _bring_up(lab: Lab, defn: object, settings: Settings) -> None:
         f"  {cmd} screenshot {first} -o {first}.png\n"
         f"  {cmd} ls\n"
         f"  {cmd} scenario ls             # broken-boot training scenarios\n"
-        + (f"The portal: https://{settings.api_host}:{settings.api_port}/ (sign in with the "
-           f"token `{cmd} token` prints; the CA to trust: {settings.data_dir}/tls/ca.pem)\n"
+        + (f"The portal: https://{settings.api_host}:{settings.api_port}/ (sign in as a user "
+           f"`{cmd} user add NAME --role Contributor` makes, or with a `{cmd} token`; the CA to "
+           f"trust: {settings.data_dir}/tls/ca.pem)\n"
+           f"The Azure CLI: `{cmd} endpoints` says how to point az at the lab.\n"
            if settings.api_port else "")
         + "Ctrl+C stops the daemon; the VMs keep running.\n",
         soft_wrap=True,
