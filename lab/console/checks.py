@@ -11,7 +11,7 @@ import time
 from pexpect import TIMEOUT
 
 from lab.console.session import LOGIN_PROMPT, PROMPT, ConsoleClosed, ConsoleSession
-from lab.domain.guest_health import HANG_SIGNS, hang_meaning
+from lab.domain.guest_health import HANG_LINES, hang_meaning
 from lab.domain.scenario import CheckResult, Scenario
 
 #: What a guest that will never show a login prompt prints instead (then checks fail at once).
@@ -45,8 +45,7 @@ def reach_login(session: ConsoleSession, timeout: float, nudge: float = 3.0,
     out first. A guest whose kernel says it is hung (`HANG_SIGNS`) gets `HANG_GRACE_S` more to
     show a prompt, then is reported hung rather than merely slow."""
     signs = {**STUCK, **(stuck or {})}
-    hang_signs = [f"(?:{p})[^\r\n]*" for p in HANG_SIGNS]
-    patterns = [LOGIN_PROMPT, PROMPT, BOOT_FINISHED, *signs, *hang_signs]
+    patterns = [LOGIN_PROMPT, PROMPT, BOOT_FINISHED, *signs, *HANG_LINES]
     deadline = time.monotonic() + timeout
     hung, finished = "", False
     while (left := deadline - time.monotonic()) > 0:

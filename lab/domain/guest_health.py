@@ -23,6 +23,8 @@ HANG_SIGNS: dict[str, str] = {
     r"rcu: INFO: rcu_\w+ (?:self-)?detected stalls?": "an RCU stall",
     r"rcu_\w+ kthread starved for \d+ jiffies": "an RCU stall",
 }
+#: Each sign with the rest of its line, which the warning quotes (the checks match these too).
+HANG_LINES = tuple(f"(?:{p})[^\r\n]*" for p in HANG_SIGNS)
 #: What a guest that is alive again prints: a login prompt, or the start of a new boot (GRUB
 #: booting an entry, or the kernel's banner on a direct kernel boot).
 ALIVE_SIGNS = (r"login: ", r"Booting `", r"Loading Linux ", r"Linux version \d")
@@ -30,7 +32,7 @@ ALIVE_SIGNS = (r"login: ", r"Booting `", r"Loading Linux ", r"Linux version \d")
 #: How much of a chunk's end is kept for the next one: a line cut between two reads is still
 #: matched whole.
 _CARRY = 512
-_HANG = re.compile(("(?:" + "|".join(HANG_SIGNS) + r")[^\r\n]*").encode())
+_HANG = re.compile("|".join(HANG_LINES).encode())
 _ALIVE = re.compile("|".join(f"(?:{p})" for p in ALIVE_SIGNS).encode())
 _HANG_ALONE = [(re.compile(p), meaning) for p, meaning in HANG_SIGNS.items()]
 
