@@ -44,6 +44,7 @@ class IdentityService:
         self.state = state
         self._pepper = secrets.token_bytes(32)
         self._verified: dict[bytes, None] = {}
+        self._verified_lock = threading.Lock()  # the authority checks secrets in threads
         state.section(_PRINCIPALS, dict[str, Principal], "the users and service principals")
         state.section(_ASSIGNMENTS, dict[str, RoleAssignmentRecord], "the role assignments")
 
@@ -71,13 +72,15 @@ class IdentityService:
         key = hmac.new(self._pepper, "\0".join((principal.object_id, secret,
                                                  *principal.secret_hashes)).encode(),
                        hashlib.sha256).digest()  # fmt: skip
-        if key in self._verified:
-            return True
+        with self._verified_lock:
+            if key in self._verified:
+                return True
         if not principal.has_secret(secret):
             return False
-        if len(self._verified) >= VERIFIED_CACHE_SIZE:
-            self._verified.pop(next(iter(self._verified)))
-        self._verified[key] = None
+        with self._verified_lock:
+            if len(self._verified) >= VERIFIED_CACHE_SIZE:
+                self._verified.pop(next(iter(self._verified)))
+            self._verified[key] = None
         return True
 
     def user(self, username: str) -> Principal | None:
