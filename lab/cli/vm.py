@@ -15,6 +15,7 @@ from lab.cli.common import (
     target_name,
     vm_params,
 )
+from lab.domain.power import PowerOperation, cli_operations, operation
 
 _OPTIONS = [
     click.argument("name"),
@@ -55,15 +56,13 @@ def _simple(action: str, command: str, help_text: str) -> None:
         _act(action, name, resource_group, instance_id, as_json)
 
 
-_simple("start", "start", "Power the VM on.")
-_simple("restart", "restart", "Graceful reboot (the guest gets the ACPI power button).")
-_simple("reset", "reset", "Hard reset, like the power button; the console stays connected.")
-_simple("powerCycle", "power-cycle", "Pull the plug and power on again (a new QEMU process).")
-_simple("deallocate", "deallocate", "Stop the VM and release its host resources.")
-_simple("reimage", "reimage", "Reset the VM's disk to its image (a running VM restarts).")
+# One verb per row of the operation catalogue; `stop` takes --skip-shutdown besides.
+for _op in cli_operations():
+    if _op.op is not PowerOperation.POWER_OFF:
+        _simple(_op.lab_action, str(_op.cli_verb), _op.cli_help)
 
 
-@vm.command("stop")
+@vm.command("stop", help=operation(PowerOperation.POWER_OFF).cli_help)
 @_with_options
 @click.option("--skip-shutdown", is_flag=True, help="Power off at once, without ACPI shutdown.")
 @handle_errors
@@ -71,8 +70,7 @@ def stop(
     name: str, resource_group: str | None, instance_id: int | None, as_json: bool,
     skip_shutdown: bool,
 ) -> None:  # fmt: skip
-    """Power off (graceful ACPI shutdown with a timeout, then hard off)."""
-    _act("powerOff", name, resource_group, instance_id, as_json,
+    _act(PowerOperation.POWER_OFF.value, name, resource_group, instance_id, as_json,
          skipShutdown=str(skip_shutdown).lower())  # fmt: skip
 
 

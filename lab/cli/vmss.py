@@ -14,6 +14,7 @@ import click
 
 from lab.cli import output
 from lab.cli.common import client, handle_errors, resource_group_option
+from lab.domain.power import PowerOperation, cli_operations, operation
 
 _IDS_FLAG = "--instance-ids"
 #: An argument that reads as instance ids: `1`, `0,2`, `*`.
@@ -166,15 +167,15 @@ def _simple(action: str, command: str, help_text: str) -> None:
         _act(action, name, instance_ids, resource_group, as_json)
 
 
-_simple("start", "start", "Power instances on.")
-_simple("restart", "restart", "Graceful reboot of instances (the ACPI power button).")
-_simple("reset", "reset", "Hard reset of instances, like the power button.")
-_simple("powerCycle", "power-cycle", "Pull the plug and power instances on again.")
-_simple("deallocate", "deallocate", "Stop instances and release their host resources.")
-_simple("reimage", "reimage", "Reset instances' disks to the image (running ones restart).")
+_ON_INSTANCES = "On the instances --instance-ids names (default: all)."
+# One verb per row of the operation catalogue, on the instances; `stop` takes --skip-shutdown.
+for _op in cli_operations():
+    if _op.op is not PowerOperation.POWER_OFF:
+        _simple(_op.lab_action, str(_op.cli_verb), f"{_op.cli_help} {_ON_INSTANCES}")
 
 
-@vmss.command("stop", cls=_InstanceIdsCommand)
+@vmss.command("stop", cls=_InstanceIdsCommand,
+              help=f"{operation(PowerOperation.POWER_OFF).cli_help} {_ON_INSTANCES}")  # fmt: skip
 @click.argument("name")
 @_instance_ids_option
 @resource_group_option
@@ -185,6 +186,5 @@ def stop(
     name: str, instance_ids: list[str] | None, resource_group: str | None, as_json: bool,
     skip_shutdown: bool,
 ) -> None:  # fmt: skip
-    """Power instances off (graceful ACPI shutdown with a timeout, then hard off)."""
-    _act("powerOff", name, instance_ids, resource_group, as_json,
+    _act(PowerOperation.POWER_OFF.value, name, instance_ids, resource_group, as_json,
          skipShutdown=str(skip_shutdown).lower())  # fmt: skip

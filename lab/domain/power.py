@@ -1,4 +1,5 @@
-"""The VM power-state machine, with Azure's states and a guard for each operation.
+"""The VM power-state machine, with Azure's states, and the catalogue of power operations
+(`OPERATIONS`): one row per operation, read by every front end, with its guard.
 
 Azure reports `PowerState/<state>`; transitional states (`starting`, `stopping`,
 `deallocating`) exist while an operation runs. An operation asked for in a state that does not
@@ -8,6 +9,7 @@ while another is in flight is a 409 conflict, so two power operations never inte
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 
 from lab.domain.errors import Conflict, StateError
@@ -49,32 +51,94 @@ class PowerOperation(StrEnum):
     DELETE = "delete"
 
 
-#: Which at-rest states each operation accepts. `start` on a running VM and `powerOff` on a
-#: stopped one are no-ops in Azure, so they are allowed (and do nothing).
-ALLOWED: dict[PowerOperation, tuple[PowerState, ...]] = {
-    PowerOperation.START: _AT_REST,
-    PowerOperation.POWER_OFF: _AT_REST,
-    PowerOperation.RESTART: _AT_REST_ON,
-    PowerOperation.RESET: _AT_REST_ON,
-    PowerOperation.POWER_CYCLE: _AT_REST_ON,
-    PowerOperation.DEALLOCATE: _AT_REST,
-    PowerOperation.REIMAGE: _AT_REST,
-    PowerOperation.REDEPLOY: _AT_REST,
-    PowerOperation.DELETE: _AT_REST,
-}
+@dataclass(frozen=True)
+class Operation:
+    """One power operation, everything every front end needs to know of it. A row of
+    `OPERATIONS`: the daemon API, the Azure routers, the console gateway, the CLI and
+    `VmService.perform` all read the table, so an operation is added or changed here (and in
+    its `VmService` method), nowhere else."""
 
-#: The transitional state a VM shows while the operation runs.
-TRANSITION: dict[PowerOperation, PowerState] = {
-    PowerOperation.START: PowerState.STARTING,
-    PowerOperation.POWER_OFF: PowerState.STOPPING,
-    PowerOperation.RESTART: PowerState.STARTING,
-    PowerOperation.RESET: PowerState.STARTING,
-    PowerOperation.POWER_CYCLE: PowerState.STARTING,
-    PowerOperation.DEALLOCATE: PowerState.DEALLOCATING,
-    PowerOperation.REIMAGE: PowerState.STARTING,
-    PowerOperation.REDEPLOY: PowerState.STARTING,
-    PowerOperation.DELETE: PowerState.STOPPING,
-}
+    op: PowerOperation
+    #: The at-rest states it may start from (`start` on a running VM and `powerOff` on a
+    #: stopped one are no-ops in Azure, so they are allowed and do nothing).
+    allowed: tuple[PowerState, ...]
+    #: The transitional state a VM shows while it runs.
+    transition: PowerState
+    #: The `VmService` method that runs it (a coroutine taking the VM's view).
+    method: str
+    #: `lab vm <verb>` and `lab vmss <verb>`, with its help; None: no CLI verb of its own.
+    cli_verb: str | None = None
+    cli_help: str = ""
+    #: The ARM action (`POST .../virtualMachines/{name}/{action}`, any case; the RBAC action is
+    #: `<resource type>/<action>/action`); None: not an Azure action.
+    arm_action: str | None = None
+    #: The serial-console gateway's admin command that runs it, if any.
+    gateway_command: str | None = None
+
+    @property
+    def lab_action(self) -> str:
+        """Its name in the daemon API (`POST /v1/vms/{name}/{action}`)."""
+        return self.op.value
+
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(PowerOperation.START, _AT_REST, PowerState.STARTING, "start",
+              "start", "Power on.", arm_action="start"),
+    Operation(PowerOperation.POWER_OFF, _AT_REST, PowerState.STOPPING, "power_off",
+              "stop", "Power off (graceful ACPI shutdown with a timeout, then hard off).",
+              arm_action="powerOff"),
+    Operation(PowerOperation.RESTART, _AT_REST_ON, PowerState.STARTING, "restart",
+              "restart", "Graceful reboot (the guest gets the ACPI power button).",
+              arm_action="restart"),
+    Operation(PowerOperation.RESET, _AT_REST_ON, PowerState.STARTING, "reset",
+              "reset", "Hard reset, like the power button; the console stays connected.",
+              gateway_command="reset"),
+    Operation(PowerOperation.POWER_CYCLE, _AT_REST_ON, PowerState.STARTING, "power_cycle",
+              "power-cycle", "Pull the plug and power on again (a new QEMU process)."),
+    Operation(PowerOperation.DEALLOCATE, _AT_REST, PowerState.DEALLOCATING, "deallocate",
+              "deallocate", "Stop and release the host resources.", arm_action="deallocate"),
+    Operation(PowerOperation.REIMAGE, _AT_REST, PowerState.STARTING, "reimage",
+              "reimage", "Reset the disk to its image (a running VM restarts).",
+              arm_action="reimage"),
+    # Azure moves the VM to a new host and powers it on; on one host, a new QEMU process.
+    Operation(PowerOperation.REDEPLOY, _AT_REST, PowerState.STARTING, "redeploy",
+              arm_action="redeploy"),
+    # Deleting has its own routes and verbs (HTTP DELETE, `lab vm delete`): no action name.
+    Operation(PowerOperation.DELETE, _AT_REST, PowerState.STOPPING, "delete"),
+)  # fmt: skip
+
+_BY_OP = {o.op: o for o in OPERATIONS}
+#: Views of the table, by what each front end looks operations up by.
+ALLOWED: dict[PowerOperation, tuple[PowerState, ...]] = {o.op: o.allowed for o in OPERATIONS}
+TRANSITION: dict[PowerOperation, PowerState] = {o.op: o.transition for o in OPERATIONS}
+
+
+def operation(op: PowerOperation) -> Operation:
+    return _BY_OP[op]
+
+
+def by_arm_action(action: str) -> Operation | None:
+    """The operation of an ARM action named in any case (`poweroff`, `Restart`), as ARM takes
+    them; None for no such action."""
+    return next((o for o in OPERATIONS if o.arm_action and o.arm_action.lower() ==
+                 action.lower()), None)  # fmt: skip
+
+
+def arm_actions() -> list[str]:
+    return [o.arm_action for o in OPERATIONS if o.arm_action]
+
+
+def by_lab_action(action: str) -> Operation | None:
+    """An operation of the daemon API (those with a CLI verb), by its name."""
+    return next((o for o in OPERATIONS if o.cli_verb and o.lab_action == action), None)
+
+
+def lab_actions() -> list[str]:
+    return [o.lab_action for o in OPERATIONS if o.cli_verb]
+
+
+def cli_operations() -> list[Operation]:
+    return [o for o in OPERATIONS if o.cli_verb]
 
 
 def require_state(operation: PowerOperation, actual: PowerState, *, vm: str) -> None:

@@ -12,13 +12,13 @@ import builtins
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from lab.domain.errors import Conflict, InvalidInput, NotFound
 from lab.domain.passwords import is_password_hash
-from lab.domain.power import TRANSITION, PowerOperation, PowerState, require_state
+from lab.domain.power import TRANSITION, PowerOperation, PowerState, operation, require_state
 from lab.domain.vm import VmIdentity, VmModel, VmView
 from lab.hypervisor.base import PAUSED_ON_IO_ERROR, DomainInfo, DomainState
 from lab.hypervisor.domain_xml import DomainSpec, build_domain_xml, metadata_element
@@ -334,8 +334,17 @@ class VmService:
 
     async def power_cycle(self, view: VmView) -> VmView:
         """Pull the plug and power on again: a new QEMU process."""
-        async with self._operation(view, PowerOperation.POWER_CYCLE):
-            await self._stop(view, graceful=False)
+        return await self._new_process(view, PowerOperation.POWER_CYCLE)
+
+    async def redeploy(self, view: VmView) -> VmView:
+        """Azure's redeploy moves a VM to a new host and powers it on, from any state; with
+        one host, a new QEMU process."""
+        return await self._new_process(view, PowerOperation.REDEPLOY)
+
+    async def _new_process(self, view: VmView, op: PowerOperation) -> VmView:
+        async with self._operation(view, op):
+            if view.power_state is PowerState.RUNNING:
+                await self._stop(view, graceful=False)
             await self._power_on(view)
         return await self._refreshed(view)
 
@@ -395,21 +404,15 @@ class VmService:
             shutil.rmtree(self.ctx.vm_dir(view.identity), ignore_errors=True)
 
     async def perform(
-        self, operation: PowerOperation, view: VmView, *, skip_shutdown: bool = False
+        self, op: PowerOperation, view: VmView, *, skip_shutdown: bool = False
     ) -> VmView:
-        """Run a power operation by name: the one dispatch the daemon and Azure APIs share."""
-        if operation is PowerOperation.POWER_OFF:
+        """Run a power operation by name: the one dispatch the daemon and Azure APIs share,
+        through the method the catalogue names (`lab.domain.power.OPERATIONS`)."""
+        if op is PowerOperation.POWER_OFF:
             return await self.power_off(view, skip_shutdown=skip_shutdown)
-        run = {
-            PowerOperation.START: self.start,
-            PowerOperation.RESTART: self.restart,
-            PowerOperation.RESET: self.reset,
-            PowerOperation.POWER_CYCLE: self.power_cycle,
-            PowerOperation.DEALLOCATE: self.deallocate,
-            PowerOperation.REIMAGE: self.reimage,
-        }.get(operation)
-        if run is None:
-            raise InvalidInput(f"'{operation.value}' is not a power action", target="action")
+        if op is PowerOperation.DELETE:
+            raise InvalidInput("delete is not a power action (DELETE the VM)", target="action")
+        run: Callable[[VmView], Awaitable[VmView]] = getattr(self, operation(op).method)
         return await run(view)
 
     def refresh(self, view: VmView) -> VmView:

@@ -603,3 +603,18 @@ def test_gateway_session_ids_survive_the_extensions_ws_replace(lab: Lab) -> None
         assert len(set(ids)) == 2000 and not [i for i in ids if "ws" in i.lower()]
 
     scenario(lab, body)
+
+
+def test_redeploy_is_its_own_operation_and_powers_a_stopped_vm_on(lab: Lab) -> None:
+    """Azure's redeploy moves a VM to a new host and powers it on, from any state: on one host
+    a new QEMU process. (It was a power-cycle, refused for a stopped VM.)"""
+
+    async def body(c: Client) -> None:
+        off = await c.post(VM1 + "/powerOff" + V + "&skipShutdown=true", headers=OWNER)
+        assert await _settle(c, off) == "Succeeded"
+        assert lab.vms.find("vm1").power_state.value == "stopped"
+        again = await c.post(VM1 + "/Redeploy" + V, headers=OWNER)
+        assert again.status_code == 202 and await _settle(c, again) == "Succeeded"
+        assert lab.vms.find("vm1").power_state.value == "running"
+
+    scenario(lab, body)

@@ -74,3 +74,30 @@ def test_state_error_lists_every_allowed_state() -> None:
     }
     assert isinstance(err, Conflict) and isinstance(err, LabError)
     assert err.exit_code == 4
+
+
+def test_the_operation_catalogue_is_what_every_front_end_reads() -> None:
+    """One row per operation; each row's method exists on VmService, its verb in both CLI
+    groups, its ARM action is found in any case, and the daemon takes exactly the verbs."""
+    import inspect
+
+    from lab.api.azure.gateway import _COMMANDS
+    from lab.api.daemon.app import power_operation
+    from lab.cli.vm import vm
+    from lab.cli.vmss import vmss
+    from lab.domain.power import OPERATIONS, PowerOperation, by_arm_action, cli_operations
+    from lab.services.vms import VmService
+
+    assert sorted(o.op for o in OPERATIONS) == sorted(PowerOperation)
+    for row in OPERATIONS:
+        assert inspect.iscoroutinefunction(getattr(VmService, row.method)), row
+    for row in cli_operations():
+        assert row.cli_verb in vm.commands and row.cli_verb in vmss.commands, row
+        assert vm.commands[row.cli_verb].help == row.cli_help
+        assert power_operation(row.lab_action) is row.op
+        if row.arm_action:
+            assert by_arm_action(row.arm_action.upper()) is row
+    assert by_arm_action("redeploy") is not None
+    assert by_arm_action("redeploy").op is PowerOperation.REDEPLOY  # type: ignore[union-attr]
+    assert by_arm_action("reset") is None  # not an Azure action
+    assert "reset" in _COMMANDS

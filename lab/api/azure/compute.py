@@ -24,7 +24,7 @@ from lab.api.security.tokens import Principal
 from lab.domain.boot_diagnostics import MANAGED_ACCOUNT
 from lab.domain.errors import Conflict, InvalidInput, NotFound
 from lab.domain.guest_health import HangWarning
-from lab.domain.power import PowerOperation, PowerState, require_state
+from lab.domain.power import Operation, PowerState, arm_actions, by_arm_action, require_state
 from lab.domain.vm import VmView
 
 router = APIRouter()
@@ -292,31 +292,22 @@ def boot_diagnostics_data(request: Request, view: VmView) -> dict[str, Any]:
     }
 
 
-#: ARM action name (also the RBAC action's name) -> power operation.
-ACTIONS = {
-    "start": PowerOperation.START,
-    "powerOff": PowerOperation.POWER_OFF,
-    "restart": PowerOperation.RESTART,
-    "deallocate": PowerOperation.DEALLOCATE,
-    "reimage": PowerOperation.REIMAGE,
-    # Azure moves the VM to another host; the lab's equivalent is a new QEMU process.
-    "redeploy": PowerOperation.POWER_CYCLE,
-}
+def arm_operation(action: str, resource: str) -> Operation:
+    """The power operation of an ARM action named in any case, or a 404 naming the actions
+    the lab serves on `resource` ("virtualMachines", "a scale-set instance")."""
+    found = by_arm_action(action)
+    if found is None:
+        raise NotFound(f"No action '{action}' on {resource}; the lab serves: "
+                       f"{', '.join(arm_actions())}.", target=action)  # fmt: skip
+    return found
 
 
-def canonical_action(action: str) -> str | None:
-    """ARM's spelling of a power action named in any case (`poweroff`, `Restart`), as ARM
-    takes them; None for no such action."""
-    return next((a for a in ACTIONS if a.lower() == action.lower()), None)
-
-
-def start_power_action(request: Request, view: VmView, action: str) -> Response:
+def start_power_action(request: Request, view: VmView, operation: Operation) -> Response:
     """A power action on a VM or an instance, as a long-running operation."""
-    operation = ACTIONS[action]
     # The state guard answers at once (409), as Azure does, rather than as a failed operation.
-    require_state(operation, view.power_state, vm=view.identity.name)
+    require_state(operation.op, view.power_state, vm=view.identity.name)
     skip = request.query_params.get("skipShutdown", "false").lower() == "true"
-    work = lab_of(request).vms.perform(operation, view, skip_shutdown=skip)
+    work = lab_of(request).vms.perform(operation.op, view, skip_shutdown=skip)
     return start_operation(request, view.model.location, work)
 
 
@@ -327,13 +318,7 @@ for _path in arm_paths("/providers/Microsoft.Compute/virtualMachines/{name}/{act
         request: Request, subscription: str, group: str, name: str, action: str,
         _v: ApiVersion, principal: Caller,
     ) -> Response:  # fmt: skip
-        canonical = canonical_action(action)
-        if canonical is None:
-            raise NotFound(
-                f"No action '{action}' on virtualMachines; the lab serves: {', '.join(ACTIONS)}.",
-                target=action,
-            )
-        action = canonical
-        rbac = f"Microsoft.Compute/virtualMachines/{action}/action"
+        operation = arm_operation(action, "virtualMachines")
+        rbac = f"Microsoft.Compute/virtualMachines/{operation.arm_action}/action"
         view = await readable_vm(request, principal, subscription, group, name, rbac)
-        return start_power_action(request, view, action)
+        return start_power_action(request, view, operation)

@@ -34,7 +34,7 @@ from lab.api.security.origin import require_same_origin
 from lab.api.security.tokens import verify
 from lab.console.broker import SessionMode
 from lab.domain.errors import InvalidInput, LabError, NotFound
-from lab.domain.power import PowerOperation
+from lab.domain.power import OPERATIONS
 from lab.domain.vm import VmView
 from lab.services.lab import Lab
 
@@ -154,7 +154,8 @@ class AdminBody(BaseModel):
     command_parameters: dict[str, Any] = Field(default_factory=dict, alias="commandParameters")
 
 
-_COMMANDS = ("nmi", "reset", "sysrq")
+#: The console's own commands, and the power operations the catalogue gives a command.
+_COMMANDS = ("nmi", "sysrq", *(o.gateway_command for o in OPERATIONS if o.gateway_command))
 
 
 @router.post(GATEWAY_PREFIX + "/{session_id}/adminCommand/{command}")
@@ -184,6 +185,7 @@ async def admin_command(
                                target="commandParameters.SysRqCommand")  # fmt: skip
         await lab.consoles.sysrq(view, keys, user=principal.name)
     else:
-        await lab.vms.perform(PowerOperation.RESET, view)
-        lab.consoles.audit.record("reset", vm=view.identity.name, user=principal.name)
+        power = next(o for o in OPERATIONS if o.gateway_command == cmd)
+        await lab.vms.perform(power.op, view)
+        lab.consoles.audit.record(cmd, vm=view.identity.name, user=principal.name)
     return {"requestId": body.request_id, "command": cmd, "status": "Succeeded"}

@@ -28,9 +28,8 @@ from lab.api.azure.arm_bodies import (
 )
 from lab.api.azure.common import ApiVersion, Caller, arm_paths, lab_of, or_none, require_action
 from lab.api.azure.compute import (
-    ACTIONS,
+    arm_operation,
     boot_diagnostics_data,
-    canonical_action,
     custom_size,
     instance_view,
     start_power_action,
@@ -41,7 +40,7 @@ from lab.api.azure.operations import start_operation
 from lab.api.security.tokens import Principal
 from lab.domain.errors import InvalidInput, NotFound
 from lab.domain.labfile import ScaleSetDef
-from lab.domain.power import require_state
+from lab.domain.power import arm_actions, by_arm_action, require_state
 from lab.domain.scale_set import ScaleSetModel
 from lab.domain.vm import VmView
 from lab.services.lab import Lab
@@ -332,17 +331,20 @@ for _path in arm_paths(f"/providers/{SETS}"):
         return await _set_action(request, principal, subscription, group, name, action, body)
 
 
-_SET_ACTIONS = {a.lower(): a for a in (*ACTIONS, "manualUpgrade", "delete")}
+#: The set's own actions besides the power operations: upgrading and deleting instances.
+_SET_ONLY = ("manualUpgrade", "delete")
 
 
 async def _set_action(
     request: Request, principal: Principal, subscription: str, group: str, name: str,
     action: str, body: InstanceIdsBody | None,
 ) -> Response:  # fmt: skip
-    canonical = _SET_ACTIONS.get(action.lower())
+    power = by_arm_action(action)
+    canonical = power.arm_action if power else next(
+        (a for a in _SET_ONLY if a.lower() == action.lower()), None)  # fmt: skip
     if canonical is None:
         raise NotFound(f"No action '{action}' on virtualMachineScaleSets; the lab serves: "
-                       f"{', '.join(_SET_ACTIONS.values())}.", target=action)  # fmt: skip
+                       f"{', '.join((*arm_actions(), *_SET_ONLY))}.", target=action)  # fmt: skip
     model = _authorized(request, principal, subscription, group, name,
                         f"{SETS}/{canonical}/action")  # fmt: skip
     lab = lab_of(request)
@@ -357,11 +359,11 @@ async def _set_action(
     elif canonical == "delete":
         work = lab.scale_sets.delete_instances(model, ids or [])
     else:
-        operation = ACTIONS[canonical]
+        assert power is not None
         for view in views:  # the state guard answers at once, as for a VM
-            require_state(operation, view.power_state, vm=view.identity.name)
+            require_state(power.op, view.power_state, vm=view.identity.name)
         skip = request.query_params.get("skipShutdown", "false").lower() == "true"
-        work = lab.scale_sets.perform(model, operation, ids, skip_shutdown=skip)
+        work = lab.scale_sets.perform(model, power.op, ids, skip_shutdown=skip)
     return start_operation(request, model.location, work)
 
 
@@ -419,13 +421,10 @@ for _path in _INSTANCE_PATHS:
         request: Request, subscription: str, group: str, name: str, instance_id: str,
         action: str, _v: ApiVersion, principal: Caller,
     ) -> Response:  # fmt: skip
-        canonical = canonical_action(action)
-        if canonical is None:
-            raise NotFound(f"No action '{action}' on a scale-set instance; the lab serves: "
-                           f"{', '.join(ACTIONS)}.", target=action)  # fmt: skip
+        operation = arm_operation(action, "a scale-set instance")
         _model, view = await _instance(request, principal, subscription, group, name, instance_id,
-                                       f"{INSTANCES}/{canonical}/action")  # fmt: skip
-        return start_power_action(request, view, canonical)
+                                       f"{INSTANCES}/{operation.arm_action}/action")  # fmt: skip
+        return start_power_action(request, view, operation)
 
     @router.delete(_path + "/{instance_id}")
     async def delete_instance(

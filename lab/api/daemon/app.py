@@ -23,7 +23,7 @@ from lab.api.daemon.schemas import reconcile_json, scale_set_json, vm_json
 from lab.api.security.origin import refuse_every_origin
 from lab.console.broker import SessionMode
 from lab.domain.errors import InvalidInput, LabError, NotFound, disk_full
-from lab.domain.power import PowerOperation
+from lab.domain.power import PowerOperation, by_lab_action, lab_actions
 from lab.domain.scale_set import MAX_CAPACITY, ScaleSetModel
 from lab.domain.vm import VmView
 from lab.services.consoles import SysRqMethod
@@ -112,7 +112,6 @@ ResourceGroup = Annotated[str | None, Query(alias="resourceGroup")]
 InstanceId = Annotated[str | None, Query(alias="instanceId")]
 SkipShutdown = Annotated[bool, Query(alias="skipShutdown")]
 
-_ACTIONS = ("start", "powerOff", "restart", "reset", "powerCycle", "deallocate", "reimage")
 
 
 def resolve_vm(lab: Lab, name: str, rg: str | None, instance_id: str | None) -> VmView:
@@ -152,9 +151,10 @@ async def resolved_vm(lab: Lab, name: str, rg: str | None, instance_id: str | No
 
 
 def power_operation(action: str) -> PowerOperation:
-    if action not in _ACTIONS:
-        raise NotFound(f"unknown action '{action}'; one of: {', '.join(_ACTIONS)}")
-    return PowerOperation(action)  # the action names are PowerOperation values
+    found = by_lab_action(action)
+    if found is None:
+        raise NotFound(f"unknown action '{action}'; one of: {', '.join(lab_actions())}")
+    return found.op
 
 
 def instance_ids(body: InstanceIdsBody | None) -> list[str] | None:
