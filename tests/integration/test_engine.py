@@ -90,7 +90,8 @@ def test_graceful_power_off_reaches_stopped_and_guard_refuses_restart(it_lab: La
     assert vm["powerState"] == "stopped"
     # Graceful: the guest saw the ACPI power button and powered itself off.
     it_lab.wait_for_log("it2", rb"power button", start=start, timeout=5)
-    assert json.loads(it_lab.cli("ls", "--json").stdout)[1]["powerState"] == "stopped"
+    listed = {v["name"]: v for v in json.loads(it_lab.cli("ls", "--json").stdout)}
+    assert listed["it2"]["powerState"] == "stopped"  # other modules add VMs to the session
     refused = it_lab.cli("vm", "restart", "it2", check=False)
     assert refused.returncode == 4
     assert "not allowed" in refused.stderr and "stopped" in refused.stderr
