@@ -36,12 +36,15 @@ def _error_type(status: int) -> type[LabError]:
 
 
 class RemoteError(LabError):
-    """An error the daemon answered with."""
+    """An error the daemon answered with; it exits as the daemon's body says (its `exitCode`),
+    or, from an older daemon, as its HTTP status suggests."""
 
-    def __init__(self, status: int, code: str, message: str, target: str | None) -> None:
+    def __init__(self, status: int, code: str, message: str, target: str | None,
+                 exit_code: int | None = None) -> None:  # fmt: skip
         super().__init__(message, target=target, code=code)
         self.status = status  # type: ignore[misc]
-        self.exit_code = _error_type(status).exit_code  # type: ignore[misc]
+        self.exit_code = (exit_code if exit_code is not None  # type: ignore[misc]
+                          else _error_type(status).exit_code)  # fmt: skip
 
 
 class LabClient:
@@ -67,8 +70,10 @@ class LabClient:
         if response.status_code >= 400:
             try:
                 err = response.json()["error"]
+                exit_code = err.get("exitCode")
                 raise RemoteError(
-                    response.status_code, err["code"], err["message"], err.get("target")
+                    response.status_code, err["code"], err["message"], err.get("target"),
+                    exit_code if isinstance(exit_code, int) else None,
                 )
             except (ValueError, KeyError, TypeError):
                 raise RemoteError(response.status_code, "Error", response.text, None) from None

@@ -16,7 +16,7 @@ from rich.markup import escape
 
 from lab.api.client import LabClient
 from lab.cli import output
-from lab.domain.errors import DaemonUnavailable, LabError
+from lab.domain.errors import DaemonUnavailable, LabError, disk_full
 from lab.settings import Settings, get_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -31,14 +31,23 @@ def handle_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except LabError as exc:
-            output.err.print(
-                f"[red]error[/] ({exc.code}): {escape(exc.message)}",
-                highlight=False,
-                soft_wrap=True,
-            )  # fmt: skip
+            _print_error(exc)
             sys.exit(exc.exit_code)
+        except OSError as exc:
+            # A file of this machine the command itself could not read or write (a lab file,
+            # a certificate, the data dir): where and why, not a traceback.
+            err = disk_full(exc) or LabError(
+                f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}",
+                code="OSError")  # fmt: skip
+            _print_error(err)
+            sys.exit(err.exit_code)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _print_error(exc: LabError) -> None:
+    output.err.print(f"[red]error[/] ({exc.code}): {escape(exc.message)}", highlight=False,
+                     soft_wrap=True)  # fmt: skip
 
 
 #: `-g/--resource-group` of the commands that name a VM or a scale set.

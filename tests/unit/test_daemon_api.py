@@ -319,3 +319,30 @@ def test_instance_ids_spread_over_repeated_flags() -> None:
     assert spread_instance_ids(["--", "--instance-ids", "0", "1"]) == [
         "--", "--instance-ids", "0", "1",
     ]  # fmt: skip
+
+
+def test_the_cli_exits_as_the_daemons_error_says_and_reports_local_file_errors(
+    tmp_path: Path,
+) -> None:
+    """A daemon `CorruptState` (a 500) makes `lab` exit 6, as its body's `exitCode` says, not
+    1 as the status would; a file the CLI itself cannot write is a located error, not a
+    traceback."""
+    from lab.api.daemon.app import daemon_error
+    from lab.domain.errors import CorruptState, LabError
+    from lab.settings import get_settings
+
+    body = daemon_error(CorruptState("state/resources.json is damaged")).body
+    client = LabClient(Settings(data_dir=tmp_path))
+    client._http = httpx.Client(base_url="http://lab", transport=httpx.MockTransport(
+        lambda request: httpx.Response(500, content=body)))  # fmt: skip
+    with pytest.raises(LabError) as raised:
+        client.json("GET", "/v1/status")
+    assert raised.value.exit_code == 6 and raised.value.code == "CorruptState"
+
+    get_settings.cache_clear()
+    out = CliRunner().invoke(cli, ["sp", "create-for-rbac", "--name", "x", "--create-cert",
+                                   "--cert-file", str(tmp_path / "no" / "x.pem")],
+                             env={"LAB_DATA_DIR": str(tmp_path / "data")})  # fmt: skip
+    get_settings.cache_clear()
+    assert out.exit_code == 1 and isinstance(out.exception, SystemExit), out.exception
+    assert "No such file or directory" in out.output and "x.pem" in out.output, out.output

@@ -78,14 +78,14 @@ def create_app(lab: Lab, on_ready: OnReady | None = None) -> FastAPI:
 
     @app.exception_handler(LabError)
     async def lab_error(_request: Request, exc: LabError) -> JSONResponse:
-        return JSONResponse({"error": exc.to_dict()}, status_code=exc.status)
+        return daemon_error(exc)
 
     @app.exception_handler(OSError)
     async def os_error(_request: Request, exc: OSError) -> JSONResponse:
         err = disk_full(exc)
         if err is None:
             raise exc  # a bug, not bad luck: the server's 500
-        return JSONResponse({"error": err.to_dict()}, status_code=err.status)
+        return daemon_error(err)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -93,12 +93,19 @@ def create_app(lab: Lab, on_ready: OnReady | None = None) -> FastAPI:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         err = InvalidInput(f"{where}: {first.get('msg', 'invalid request')}", target=where)
-        return JSONResponse({"error": err.to_dict()}, status_code=err.status)
+        return daemon_error(err)
 
     _routes(app)
     app.include_router(scenarios.router)
     app.include_router(identity.router)
     return app
+
+
+def daemon_error(exc: LabError) -> JSONResponse:
+    """The daemon's error body: Azure's shape plus the CLI's exit code for it, so `lab` exits
+    as the error says (a damaged state file: 6), not as its HTTP status suggests."""
+    return JSONResponse({"error": {**exc.to_dict(), "exitCode": exc.exit_code}},
+                        status_code=exc.status)  # fmt: skip
 
 
 def get_lab(request: Request) -> Lab:
