@@ -69,6 +69,7 @@ PATH = (f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{GROUP}/providers/Microso
 TARGET_P50_MS = 5.0
 TARGET_RPS = 1000.0
 TICKS = os.sysconf("SC_CLK_TCK")
+TARGETS = benchlab.Targets()
 
 
 def note(message: str) -> None:
@@ -322,8 +323,9 @@ def run_phase(target: Target, clients: int, procs: int, warmup: float, seconds: 
 
 
 # -- main ---------------------------------------------------------------------------------------
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    benchlab.Targets.add_option(parser)
     parser.add_argument("--seconds", type=float, default=10,
                         help="measured seconds per phase (default 10)")  # fmt: skip
     parser.add_argument("--warmup", type=float, default=2,
@@ -371,6 +373,7 @@ def main() -> None:
         note("cleaning up (lab down, lab shutdown)")
         lab.close()
     report(status, args, booted, body, tls, idle, domains, phases)
+    return TARGETS.exit_status(args.check, "api")
 
 
 def probe(target: Target) -> tuple[bytes, str]:
@@ -434,10 +437,10 @@ def report(status: dict[str, Any], args: argparse.Namespace, booted: bool, body:
     single = next((ph for ph in phases if ph.clients == 1), phases[0])
     top = max(phases, key=lambda ph: ph.clients)
     p50 = single.pct(50)
-    verdict = "met" if p50 < TARGET_P50_MS else "MISSED"
+    verdict = TARGETS.verdict("p50", p50 < TARGET_P50_MS)
     print(f"  target p50 < {TARGET_P50_MS:g} ms ({single.clients} client): {verdict}"
           f" ({p50:.2f} ms; ratio p50/target {p50 / TARGET_P50_MS:.2f})")  # fmt: skip
-    verdict = "met" if top.rps >= TARGET_RPS else "MISSED"
+    verdict = TARGETS.verdict("requests/s", top.rps >= TARGET_RPS)
     print(f"  target >= {TARGET_RPS:,.0f} requests/s ({top.clients} clients): {verdict}"
           f" ({top.rps:.1f} req/s; ratio req/s/target {top.rps / TARGET_RPS:.2f})")  # fmt: skip
     if any(ph.errors or ph.reconnects for ph in phases):
@@ -447,4 +450,4 @@ def report(status: dict[str, Any], args: argparse.Namespace, booted: bool, body:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

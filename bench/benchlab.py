@@ -158,3 +158,26 @@ class BenchLab:
             self.lab("down", str(self.lab_file))
         except Exception as exc:
             self.note(f"lab down failed: {exc}")
+
+
+class Targets:
+    """A bench's targets: each is printed as "met" or "MISSED", and with `--check` a miss makes
+    the bench exit 1 (`make bench` runs them without it and keeps printing)."""
+
+    def __init__(self) -> None:
+        self.missed: list[str] = []
+
+    def verdict(self, name: str, ok: bool) -> str:
+        if not ok:
+            self.missed.append(name)
+        return "met" if ok else "MISSED"
+
+    @staticmethod
+    def add_option(parser: Any) -> None:
+        parser.add_argument("--check", action="store_true",
+                            help="exit 1 when a target is missed")  # fmt: skip
+
+    def exit_status(self, check: bool, bench: str) -> int:
+        if self.missed:
+            note(bench, f"targets missed: {', '.join(self.missed)}")
+        return 1 if check and self.missed else 0

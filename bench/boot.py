@@ -85,9 +85,10 @@ def bare_boot(accel: str, kernel: Path, initrd: Path, cmdline: str, disk: Path) 
         proc.wait()
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
+    benchlab.Targets.add_option(parser)
     args = parser.parse_args()
     benchlab.exit_on_sigterm()
     lab = benchlab.BenchLab("boot", LAB)
@@ -127,9 +128,11 @@ def main() -> None:
     print(f"  lab  : median {lab_med:.2f} s  (runs: {', '.join(f'{t:.2f}' for t in lab_times)})")
     print(f"  bare : median {bare_med:.2f} s  (runs: {', '.join(f'{t:.2f}' for t in bare_times)})")
     print(f"  ratio lab/bare: {lab_med / bare_med:.2f}; overhead {lab_med - bare_med:+.2f} s")
-    verdict = "met" if lab_med <= target else "MISSED"
+    targets = benchlab.Targets()
+    verdict = targets.verdict("boot time", lab_med <= target)
     print(f"  target lab <= 1.10 x bare + 0.5 s = {target:.2f} s: {verdict}")
+    return targets.exit_status(args.check, "boot")
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

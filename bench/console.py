@@ -632,8 +632,12 @@ async def run_fanout(
 
 
 # -- main ---------------------------------------------------------------------------------------
-def main() -> None:
+TARGETS = benchlab.Targets()
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    benchlab.Targets.add_option(parser)
     parser.add_argument("--samples", "--runs", dest="samples", type=int, default=500,
                         help="keystroke round trips on each side (default 500)")  # fmt: skip
     parser.add_argument("--seconds", type=int, default=10,
@@ -697,6 +701,7 @@ def main() -> None:
         lab.close()
     report(status, args, rtt, lost, extensions, rounds, bare_rate,
            lab.settings.console_queue_limit)  # fmt: skip
+    return TARGETS.exit_status(args.check, "console")
 
 
 def report(
@@ -718,7 +723,7 @@ def report(
         print(f"  {label:22} " + " ".join(f"{v:7.2f}" for v in values) + f"  {lost[name]}")
     overhead = [a - b for a, b in zip(stats["lab"], stats["bare"], strict=True)]
     print(f"  {'overhead':22} " + " ".join(f"{v:+7.2f}" for v in overhead))
-    verdict = "met" if overhead[2] < 2.0 else "MISSED"
+    verdict = TARGETS.verdict("keystroke p99 overhead", overhead[2] < 2.0)
     print(f"  target p99 overhead < 2 ms: {verdict} ({overhead[2]:+.2f} ms;"
           f" p99 ratio lab/bare {stats['lab'][2] / stats['bare'][2]:.2f})")  # fmt: skip
     print()
@@ -762,7 +767,7 @@ def report(
     if 0 in mean and len(mean) > 1:
         top = max(mean)
         ratio = mean[top] / mean[0]
-        verdict = "met" if ratio >= 0.90 else "MISSED"
+        verdict = TARGETS.verdict("throughput with viewers", ratio >= 0.90)
         print(f"  ratio guest throughput {top} viewers / 0 viewers: {ratio:.2f}"
               f" (target >= 0.90: {verdict})")  # fmt: skip
     if 0 in mean:
@@ -776,4 +781,4 @@ def report(
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -52,8 +52,9 @@ def note(message: str) -> None:
     benchlab.note("load", message)
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    benchlab.Targets.add_option(parser)
     parser.add_argument("--seconds", type=int, default=300,
                         help="seconds the guest floods its console (default 300)")  # fmt: skip
     parser.add_argument("--viewers", type=int, default=50,
@@ -79,6 +80,7 @@ def main() -> None:
     lab = LoadHarness(data_dir=data_dir, image_cache=Settings().image_cache_dir,
                       idle_minutes=60)  # fmt: skip
     out: list[str] = []
+    targets = benchlab.Targets()
     try:
         note(f"starting a daemon on {data_dir}")
         lab.start_daemon()
@@ -94,7 +96,7 @@ def main() -> None:
                     f"  ratio daemon RSS growth / bound ({bound / 1024:.0f} MiB):"
                     f" {flood.growth_kib / bound:.2f}",
                     f"  ratio round trip p95 during the flood / 50 ms target: {p95f / 50:.2f}"
-                    f" (quiet p95 {p95q:.2f} ms)",
+                    f" (quiet p95 {p95q:.2f} ms): {targets.verdict('flood p95', p95f < 50)}",
                     "  log complete: yes (its offsets advanced by exactly the guest's count)",
                     ""]  # fmt: skip
         if "rotation" in phases:
@@ -122,7 +124,8 @@ def main() -> None:
         else:
             shutil.rmtree(data_dir, ignore_errors=True)
     print("\n".join(out))
+    return targets.exit_status(args.check, "load")
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
