@@ -70,9 +70,7 @@ class Lab:
             image_dir / tiny.initrd,
             self.settings.image_cache_dir / "accel.json",
         )
-        set_accel = getattr(self.ctx.hypervisor, "set_accel", None)
-        if set_accel is not None:
-            set_accel(accel)
+        self.ctx.hypervisor.set_accel(accel)
         self.accel_reason = why
         return accel
 

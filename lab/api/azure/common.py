@@ -13,16 +13,11 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from lab.api.app_state import lab_of as lab_of  # the Azure routers import it from here
 from lab.api.security.tokens import Principal, verify
 from lab.domain.errors import InvalidInput, LabError, NotFound, disk_full
-from lab.services.lab import Lab
 
 REQUEST_ID = "x-ms-request-id"
-
-
-def lab_of(request: Request) -> Lab:
-    lab: Lab = request.app.state.lab
-    return lab
 
 
 # Both dependencies are async: a sync one costs a hop through the thread pool per request.

@@ -94,7 +94,7 @@ async def _refuse(ws: WebSocket, exc: LabError) -> None:
 
 @router.websocket(GATEWAY_PREFIX + "/{session_id}/client")
 async def client(ws: WebSocket, session_id: str) -> None:
-    lab: Lab = ws.app.state.lab
+    lab = lab_of(ws)
     try:
         require_same_origin(ws.headers.get("origin"), ws.headers.get("host"),
                             ws.url.scheme, "The serial console gateway")  # fmt: skip

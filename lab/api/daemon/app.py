@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from lab import __version__
+from lab.api.app_state import lab_of
 from lab.api.console_ws import deny, serve_console
 from lab.api.daemon import identity, scenarios
 from lab.api.daemon.schemas import reconcile_json, scale_set_json, vm_json
@@ -108,12 +109,7 @@ def daemon_error(exc: LabError) -> JSONResponse:
                         status_code=exc.status)  # fmt: skip
 
 
-def get_lab(request: Request) -> Lab:
-    lab: Lab = request.app.state.lab
-    return lab
-
-
-LabDep = Annotated[Lab, Depends(get_lab)]
+LabDep = Annotated[Lab, Depends(lab_of)]
 ResourceGroup = Annotated[str | None, Query(alias="resourceGroup")]
 #: On the per-VM routes: `{name}` is a scale set and the target is its instance with this id.
 InstanceId = Annotated[str | None, Query(alias="instanceId")]
@@ -303,7 +299,7 @@ def _routes(app: FastAPI) -> None:
         user: str = "local",
         replay: int | None = None,
     ) -> None:
-        lab: Lab = ws.app.state.lab
+        lab = lab_of(ws)
         try:
             refuse_every_origin(ws.headers.get("origin"), "The lab daemon's console websocket")
         except LabError as exc:

@@ -9,16 +9,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
+from lab.api.app_state import lab_of
 from lab.api.security.signing import KeySet
 from lab.domain.identity import TENANT_ID, Principal, RoleAssignmentRecord
 from lab.services.lab import Lab
 
 router = APIRouter(prefix="/v1")
-
-
-def _lab(request: Request) -> Lab:
-    lab: Lab = request.app.state.lab
-    return lab
 
 
 def principal_json(p: Principal) -> dict[str, Any]:
@@ -67,22 +63,22 @@ class AssignmentBody(BaseModel):
 
 @router.get("/principals")
 def list_principals(request: Request) -> list[dict[str, Any]]:
-    return [principal_json(p) for p in _lab(request).identity.principals()]
+    return [principal_json(p) for p in lab_of(request).identity.principals()]
 
 
 @router.post("/users")
 def add_user(request: Request, body: UserBody) -> dict[str, Any]:
-    return principal_json(_lab(request).identity.add_user(body.username, body.password))
+    return principal_json(lab_of(request).identity.add_user(body.username, body.password))
 
 
 @router.put("/users/{username}/password")
 def set_password(request: Request, username: str, body: PasswordBody) -> dict[str, Any]:
-    return principal_json(_lab(request).identity.set_password(username, body.password))
+    return principal_json(lab_of(request).identity.set_password(username, body.password))
 
 
 @router.delete("/principals/{ref}")
 def remove_principal(request: Request, ref: str) -> dict[str, Any]:
-    return principal_json(_lab(request).identity.remove(ref))
+    return principal_json(lab_of(request).identity.remove(ref))
 
 
 @router.post("/service-principals")
@@ -91,7 +87,7 @@ def create_sp_for_rbac(request: Request, body: SpBody) -> dict[str, Any]:
     cert = None
     if body.certificatePem and body.certificateThumbprint:
         cert = (body.certificateThumbprint, body.certificatePem)
-    sp, secret = _lab(request).identity.create_sp_for_rbac(
+    sp, secret = lab_of(request).identity.create_sp_for_rbac(
         body.name, [(r.role, r.scope) for r in body.roles], certificate=cert
     )
     return {"appId": sp.app_id, "displayName": sp.name, "password": secret, "tenant": TENANT_ID}
@@ -99,14 +95,14 @@ def create_sp_for_rbac(request: Request, body: SpBody) -> dict[str, Any]:
 
 @router.get("/role-assignments")
 def list_assignments(request: Request, assignee: str | None = None) -> list[dict[str, Any]]:
-    lab = _lab(request)
+    lab = lab_of(request)
     principal_id = lab.identity.find(assignee).object_id if assignee else None
     return [assignment_json(lab, r) for r in lab.identity.assignments(principal_id)]
 
 
 @router.post("/role-assignments")
 def create_assignment(request: Request, body: AssignmentBody) -> dict[str, Any]:
-    lab = _lab(request)
+    lab = lab_of(request)
     return assignment_json(
         lab, lab.identity.create_assignment(body.assignee, body.role, body.scope)
     )
@@ -117,7 +113,7 @@ def delete_assignments(
     request: Request, name: str | None = None, assignee: str | None = None,
     role: str | None = None, scope: str | None = None,
 ) -> list[dict[str, Any]]:  # fmt: skip
-    lab = _lab(request)
+    lab = lab_of(request)
     gone = lab.identity.delete_assignments(name=name, ref=assignee, role_name=role, scope=scope)
     return [assignment_json(lab, r) for r in gone]
 
@@ -125,7 +121,7 @@ def delete_assignments(
 @router.post("/authority/rotate-key")
 def rotate_key(request: Request) -> dict[str, Any]:
     """A new signing key; the previous one keeps verifying for a token lifetime."""
-    lab = _lab(request)
+    lab = lab_of(request)
     keys = KeySet(lab.settings.tls_dir / "token-keys")
     new = keys.rotate(overlap_s=lab.settings.token_lifetime_minutes * 60)
     return {"kid": new.kid, "published": [k.kid for k in keys.published()]}

@@ -7,20 +7,15 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 
+from lab.api.app_state import lab_of
 from lab.api.daemon.schemas import vm_json
-from lab.services.lab import Lab
 
 router = APIRouter(prefix="/v1/scenarios")
 
 
-def _lab(request: Request) -> Lab:
-    lab: Lab = request.app.state.lab
-    return lab
-
-
 @router.get("")
 def list_scenarios(request: Request) -> list[dict[str, Any]]:
-    lab = _lab(request)
+    lab = lab_of(request)
     started = lab.scenarios.started()
     return [
         {"name": s.name, "title": s.title, "level": s.level, "image": s.image,
@@ -31,41 +26,41 @@ def list_scenarios(request: Request) -> list[dict[str, Any]]:
 
 @router.get("/report")
 def report(request: Request) -> list[dict[str, Any]]:
-    return _lab(request).scenarios.attempts()
+    return lab_of(request).scenarios.attempts()
 
 
 @router.get("/{name}")
 def status(request: Request, name: str) -> dict[str, Any]:
-    return _lab(request).scenarios.status(name)
+    return lab_of(request).scenarios.status(name)
 
 
 @router.get("/{name}/definition")
 def definition(request: Request, name: str) -> dict[str, Any]:
     """The scenario as its file defines it."""
-    return _lab(request).scenarios.get(name).model_dump(mode="json", by_alias=True)
+    return lab_of(request).scenarios.get(name).model_dump(mode="json", by_alias=True)
 
 
 @router.post("/{name}/start")
 async def start(
     request: Request, name: str, vcpus: int | None = Query(None, ge=1, le=8)
 ) -> dict[str, Any]:
-    return vm_json(await _lab(request).scenarios.start(name, vcpus=vcpus))
+    return vm_json(await lab_of(request).scenarios.start(name, vcpus=vcpus))
 
 
 @router.post("/{name}/reset")
 async def reset(request: Request, name: str) -> dict[str, Any]:
-    return vm_json(await _lab(request).scenarios.reset(name))
+    return vm_json(await lab_of(request).scenarios.reset(name))
 
 
 @router.post("/{name}/stop")
 async def stop(request: Request, name: str) -> dict[str, str]:
-    await _lab(request).scenarios.stop(name)
+    await lab_of(request).scenarios.stop(name)
     return {"status": "stopped"}
 
 
 @router.post("/{name}/hint")
 def hint(request: Request, name: str) -> dict[str, Any]:
-    number, total, text = _lab(request).scenarios.hint(name)
+    number, total, text = lab_of(request).scenarios.hint(name)
     return {"number": number, "of": total, "hint": text}
 
 
@@ -75,7 +70,7 @@ async def check(request: Request, name: str,
                 ) -> dict[str, Any]:  # fmt: skip
     """Run the checks in the guest over its serial console (taking the console over while
     they run) and keep the results in the attempt."""
-    results, attempt = await _lab(request).scenario_checks.check(name, boot_timeout)
+    results, attempt = await lab_of(request).scenario_checks.check(name, boot_timeout)
     return {
         "passed": all(r.passed for r in results),
         "results": [asdict(r) for r in results],  # the attempt stores the same shape

@@ -14,6 +14,7 @@ from pathlib import Path
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response
 
+from lab.api.app_state import lab_of
 from lab.domain.errors import LabError, NotFound
 
 router = APIRouter(include_in_schema=False)
@@ -42,7 +43,7 @@ class PortalNotInstalled(LabError):
 
 
 def _web_dir(request: Request) -> Path:
-    web: Path = request.app.state.lab.settings.web_dir
+    web: Path = lab_of(request).settings.web_dir
     return web
 
 
