@@ -112,7 +112,10 @@ def cli_lab(it_lab: LabHarness, tmp_path_factory: pytest.TempPathFactory,
         it_lab.wait_for_log(vm, rb"login: ", timeout=120)
     figures: dict[str, float] = {}
     cl = CliLab(it_lab, az_bin, Path(tmp_path_factory.mktemp("az")), figures)
-    yield cl
+    try:
+        yield cl
+    finally:
+        it_lab.cli("down", str(lab_file))  # the session lab is shared: leave it as found
     report_figures(request.config, "the real Azure CLI against the lab (seconds per command)",
                    [f"{k:<44} {v:6.2f} s" for k, v in figures.items()])  # fmt: skip
 
