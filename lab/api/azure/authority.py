@@ -238,12 +238,7 @@ def _password(request: Request, form: dict[str, str]) -> Principal:
 def _refresh(request: Request, form: dict[str, str]) -> Principal:
     token = _need(form, "refresh_token")
     try:
-        kid = str(jwt.get_unverified_header(token).get("kid", ""))
-        signer = _keys(request).find(kid)
-        if signer is None:
-            raise jwt.InvalidSignatureError("its signing key was rotated away")
-        claims = jwt.decode(token, signer.public, algorithms=["RS256"],
-                            audience=REFRESH_AUDIENCE)  # fmt: skip
+        claims = _keys(request).decode(token, REFRESH_AUDIENCE)
     except jwt.ExpiredSignatureError:
         raise OAuthError("invalid_grant", 700082, "The refresh token has expired due to "
                          "inactivity.") from None  # fmt: skip
@@ -321,18 +316,16 @@ def _token_response(request: Request, principal: Principal, audience: str,
                             "scope": f"{audience}user_impersonation"}  # fmt: skip
     if user_flow:
         now = int(time.time())
-        signer = keys.current()
-        body["refresh_token"] = jwt.encode(
+        body["refresh_token"] = keys.sign(
             {"aud": REFRESH_AUDIENCE, "iss": issuer, "oid": principal.object_id, "iat": now,
-             "exp": now + REFRESH_LIFETIME_S, "jti": str(uuid.uuid4())},
-            signer.private, algorithm="RS256", headers={"kid": signer.kid})  # fmt: skip
+             "exp": now + REFRESH_LIFETIME_S, "jti": str(uuid.uuid4())})  # fmt: skip
         body["refresh_token_expires_in"] = REFRESH_LIFETIME_S
-        body["id_token"] = jwt.encode(
+        body["id_token"] = keys.sign(
             {"aud": form.get("client_id", ""), "iss": issuer, "iat": now, "nbf": now,
              "exp": now + lifetime, "oid": principal.object_id, "sub": principal.object_id,
              "tid": TENANT_ID, "upn": principal.name, "unique_name": principal.name,
-             "preferred_username": principal.name, "name": principal.name, "ver": "1.0"},
-            signer.private, algorithm="RS256", headers={"kid": signer.kid})  # fmt: skip
+             "preferred_username": principal.name, "name": principal.name,
+             "ver": "1.0"})  # fmt: skip
     return JSONResponse(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jwt
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -89,6 +90,26 @@ class KeySet:
     def find(self, kid: str) -> SigningKey | None:
         self._refresh()
         return next((k for k in self._keys if k.kid == kid), None)
+
+    def sign(self, claims: dict[str, Any]) -> str:
+        """An RS256 JWT of `claims`, signed with the current key and naming it (`kid`)."""
+        signer = self.current()
+        return jwt.encode(claims, signer.private, algorithm="RS256",
+                          headers={"kid": signer.kid, "x5t": signer.kid})  # fmt: skip
+
+    def decode(self, token: str, audience: str | list[str],
+               require: tuple[str, ...] = ()) -> dict[str, Any]:  # fmt: skip
+        """The claims of a JWT one of the published keys signed (found by `kid`), for
+        `audience`; jwt's own errors otherwise (a key rotated away is a bad signature)."""
+        kid = str(jwt.get_unverified_header(token).get("kid", ""))
+        signer = self.find(kid)
+        if signer is None:
+            raise jwt.InvalidSignatureError(f"Signature verification failed: no signing key "
+                                            f"{kid!r} (rotated away?)")  # fmt: skip
+        claims: dict[str, Any] = jwt.decode(token, signer.public, algorithms=["RS256"],
+                                            audience=audience,
+                                            options={"require": list(require)})  # fmt: skip
+        return claims
 
     def rotate(self, *, overlap_s: float) -> SigningKey:
         """A new signing key; keys retired more than `overlap_s` ago are deleted."""
