@@ -64,7 +64,7 @@ PROMPT = b"login: "
 PERIOD_S = 0.2
 #: How often the daemon's listing of the set is read while some instance is not in it yet.
 LISTING_PERIOD_S = 1.0
-#: An instance holds its boot slot at most this long (the lab's BOOT_SLOT_TIMEOUT_S).
+#: An instance holds its boot slot at most this long (lab.services.boot_slots.BOOT_SLOT_TIMEOUT_S).
 SLOT_TIMEOUT_S = 120.0
 OPERATION_TIMEOUT_S = 300.0
 TICKS = os.sysconf("SC_CLK_TCK")

@@ -9,7 +9,8 @@ wait for a prompt runs to its ceiling before it fails.
 
 `HANG_SIGNS` is the one table of those lines (the scenario checks match it too); `HangWatch`
 follows a console's output and keeps the latest sign until the guest shows it is alive again
-(a login prompt, or a new boot). Pure: no I/O, the caller passes the time.
+(a login prompt, or a new boot). `boot_over` tells when a boot has ended, well or badly (the
+boot slots hold a core until then). Pure: no I/O, the caller passes the time.
 """
 
 from __future__ import annotations
@@ -29,17 +30,39 @@ HANG_LINES = tuple(f"(?:{p})[^\r\n]*" for p in HANG_SIGNS)
 #: booting an entry, or the kernel's banner on a direct kernel boot).
 ALIVE_SIGNS = (r"login: ", r"Booting `", r"Loading Linux ", r"Linux version \d")
 
+#: Where a boot that will never show a login prompt stops instead (a regular expression -> what
+#: it is): the scenario checks then fail at once, and the boot slots let the core go.
+STUCK_SIGNS: dict[str, str] = {
+    r"Give root password for maintenance|Press Enter for maintenance": "emergency mode",
+    r"Kernel panic - not syncing": "a kernel panic",
+    r"\(initramfs\) ": "the initramfs shell",
+    r"root@\(none\):": "a shell started as init",
+    r"grub(?: rescue)?> ": "GRUB's prompt",
+}
+#: What the debian image prints on the serial console once its boot is over and its login
+#: prompts have started (lab-boot-finished.service, as cloud-init's line on Azure).
+BOOT_FINISHED = r"lab-boot\[\d+\]: lab: boot finished"
+#: A boot is over, for the host's cores: a login prompt, the image's own "boot finished" line,
+#: where a broken boot stops, or a kernel that says it is hung.
+BOOT_OVER = (r"login: ", BOOT_FINISHED, *STUCK_SIGNS, *HANG_LINES)
+
 #: How much of a chunk's end is kept for the next one: a line cut between two reads is still
 #: matched whole.
 _CARRY = 512
 _HANG = re.compile("|".join(HANG_LINES).encode())
 _ALIVE = re.compile("|".join(f"(?:{p})" for p in ALIVE_SIGNS).encode())
+_BOOT_OVER = re.compile("|".join(f"(?:{p})" for p in BOOT_OVER).encode())
 _HANG_ALONE = [(re.compile(p), meaning) for p, meaning in HANG_SIGNS.items()]
 
 
 def hang_meaning(line: str) -> str:
     """What a line that matched `HANG_SIGNS` means ("a soft lockup", "an RCU stall")."""
     return next((m for p, m in _HANG_ALONE if p.search(line)), "a hang")
+
+
+def boot_over(output: bytes) -> bool:
+    """Whether a boot's console output (from its start) shows the boot has ended."""
+    return _BOOT_OVER.search(output) is not None
 
 
 @dataclass(frozen=True)

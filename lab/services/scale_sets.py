@@ -1,8 +1,8 @@
 """Scale sets: the model in the lab's state file, instances as libvirt domains.
 
-Instances are created concurrently, but no more boot at once than the host has cores (an
-instance holds its slot until its console shows `login:`), so TCG guests do not starve each
-other's boot. Scaling in removes the highest instance ids first. Every
+Instances are created concurrently; the boot slots (`boot_slots.py`) keep more of them from
+booting at once than the host has cores, and a create or scale-out ends when every new instance
+has booted. Scaling in removes the highest instance ids first. Every
 instance records the model version it runs; a new model is rolled to every instance at once
 under `Automatic`, and waits for `upgrade` (Azure's manualUpgrade) under `Manual`.
 
@@ -15,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import os
-import time
+import uuid
 from collections.abc import Awaitable
 from typing import Any
 
+from lab.domain.definitions import scale_set_model
 from lab.domain.errors import InvalidInput, NotFound
+from lab.domain.labfile import ScaleSetDef
 from lab.domain.power import PowerOperation
 from lab.domain.scale_set import (
     MAX_CAPACITY,
@@ -31,17 +32,11 @@ from lab.domain.scale_set import (
     profile_changed,
 )
 from lab.domain.vm import VmView
-from lab.services.vms import NewVm, VmService
+from lab.services.vms import VmService
 from lab.storage.images import hash_password
-from lab.storage.serial_log import RotatingLog
 from lab.storage.state import StateFile
 
 _KEY = "scaleSets"
-#: An instance holds its boot slot until its serial log shows a login prompt, or this long:
-#: under TCG a booting guest keeps a core busy, so "bounded by the cores" must mean booting,
-#: not merely started.
-BOOT_SLOT_TIMEOUT_S = 120.0
-LOGIN_PROMPT = b"login: "
 #: Instance ids picked by a caller; None means every instance.
 InstanceIds = list[str] | None
 
@@ -69,15 +64,11 @@ def _hash_passwords(models: Any) -> Any:
 
 
 class ScaleSetService:
-    def __init__(
-        self, vms: VmService, state: StateFile, boot_slot_timeout: float = BOOT_SLOT_TIMEOUT_S
-    ) -> None:
+    def __init__(self, vms: VmService, state: StateFile) -> None:
         self.vms = vms
         self.state = state
         state.section(_KEY, dict[str, ScaleSetModel], "the scale sets' models",
                       migrate=_hash_passwords)  # fmt: skip
-        self.boot_slot_timeout = boot_slot_timeout
-        self._slots = asyncio.Semaphore(max(1, os.cpu_count() or 1))
         #: One lock per set: a PUT, a scale and an upgrade of one set never interleave.
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
@@ -160,6 +151,20 @@ class ScaleSetService:
         return view.model.model_version == model.model_version
 
     # -- create, update, scale ----------------------------------------------------------------
+    @staticmethod
+    def from_definition(
+        subscription: str, group: str, location: str, ss: ScaleSetDef,
+        password_hash: str | None = None,
+    ) -> ScaleSetModel:  # fmt: skip
+        """The set a lab file (or an API PUT) defines, with a new unique id (`put` keeps an
+        existing set's) and its admin password hashed here (`openssl passwd`, a few
+        milliseconds), or the `password_hash` it keeps (an update that gives no password)."""
+        return scale_set_model(
+            subscription, group, location, ss, unique_id=str(uuid.uuid4()),
+            password_hash=password_hash
+            or hash_password(ss.virtual_machine_profile.admin_password),
+        )
+
     async def put(self, desired: ScaleSetModel) -> ScaleSetModel:
         """Create the set, or bring it to `desired`: a changed profile is a new model version
         (rolled out at once under Automatic); then scale to the desired capacity."""
@@ -203,12 +208,12 @@ class ScaleSetService:
             model = model.model_copy(update={"next_instance_id": first + missing,
                                              "capacity": capacity})  # fmt: skip
             self._save(model)
-            await self._bounded([self._create(model, first + i) for i in range(missing)])
+            await _all([self._create(model, first + i) for i in range(missing)])
         elif len(have) > capacity:
             model = model.model_copy(update={"capacity": capacity})
             self._save(model)
             doomed = sorted(have, key=lambda v: int(v.identity.instance_id or 0))[capacity:]
-            await self._bounded([self.vms.delete(v) for v in doomed])
+            await _all([self.vms.delete(v) for v in doomed])
         else:
             model = model.model_copy(update={"capacity": capacity})
             self._save(model)
@@ -217,33 +222,14 @@ class ScaleSetService:
     async def _create(self, model: ScaleSetModel, instance_id: int) -> VmView:
         profile = model.profile.model_copy(update={"tags": model.tags,
                                                    "location": model.location})  # fmt: skip
-        new = NewVm(
+        view = await self.vms.create_from_definition(
             model.subscription_id, model.resource_group, instance_name(model.name, instance_id),
-            profile, model.admin_password_hash, scale_set=model.name, instance_id=str(instance_id),
+            profile, password_hash=model.admin_password_hash, scale_set=model.name,
+            instance_id=str(instance_id),
             computer_name=computer_name(model.computer_name_prefix, instance_id),
         )  # fmt: skip
-        view = await self.vms.create(new)
-        await self._until_booted(view)
+        await self.vms.slots.booted(view.identity.domain_name)
         return view
-
-    async def _until_booted(self, view: VmView) -> None:
-        log = RotatingLog(self.vms.ctx.serial_log_path(view.identity, view.model))
-        deadline = time.monotonic() + self.boot_slot_timeout
-        offset, tail = 0, b""
-        while time.monotonic() < deadline:
-            blob = await asyncio.to_thread(log.read, offset, None)
-            offset, seen = blob.next, tail + blob.data
-            if LOGIN_PROMPT in seen:
-                return
-            tail = seen[-len(LOGIN_PROMPT) :]
-            await asyncio.sleep(0.25)
-
-    async def _bounded(self, work: builtins.list[Awaitable[Any]]) -> builtins.list[Any]:
-        async def one(w: Awaitable[Any]) -> Any:
-            async with self._slots:
-                return await w
-
-        return list(await asyncio.gather(*(one(w) for w in work)))
 
     # -- upgrade --------------------------------------------------------------------------------
     async def upgrade(self, model: ScaleSetModel, instance_ids: InstanceIds) -> None:
@@ -265,7 +251,7 @@ class ScaleSetService:
         *, skip_shutdown: bool = False,
     ) -> builtins.list[VmView]:  # fmt: skip
         views = await self.selected_now(model, instance_ids)
-        return await self._bounded(
+        return await _all(
             [self.vms.perform(operation, v, skip_shutdown=skip_shutdown) for v in views]
         )
 
@@ -274,15 +260,20 @@ class ScaleSetService:
     ) -> None:
         async with self._lock(model):
             views = await self.selected_now(model, instance_ids)
-            await self._bounded([self.vms.delete(v) for v in views])
+            await _all([self.vms.delete(v) for v in views])
             current = self.get(model.resource_group, model.name)
             remaining = await self.instances_now(current)
             self._save(current.model_copy(update={"capacity": len(remaining)}))
 
     async def delete(self, model: ScaleSetModel) -> None:
         async with self._lock(model):
-            await self._bounded([self.vms.delete(v) for v in await self.instances_now(model)])
+            await _all([self.vms.delete(v) for v in await self.instances_now(model)])
             self._forget(model)
+
+
+async def _all(work: builtins.list[Awaitable[Any]]) -> builtins.list[Any]:
+    """Every instance at once: the boot slots bound the ones that boot."""
+    return list(await asyncio.gather(*work))
 
 
 def _of_set(model: ScaleSetModel, machines: list[VmView]) -> list[VmView]:

@@ -19,7 +19,7 @@ from typing import Any
 
 from typing_extensions import TypedDict
 
-from lab.domain.boot_diagnostics import MANAGED_ACCOUNT
+from lab.domain.definitions import scenario_vm_model
 from lab.domain.errors import Conflict, InvalidInput, NotFound
 from lab.domain.labfile import DEFAULT_SUBSCRIPTION_ID
 from lab.domain.scenario import (
@@ -36,11 +36,10 @@ from lab.domain.scenario import (
     WriteFile,
     parse_scenario,
 )
-from lab.domain.vm import BootDiagnosticsModel, VmModel, VmView
+from lab.domain.vm import VmView
 from lab.services.context import LabContext
-from lab.services.vms import NewVm, VmService
+from lab.services.vms import VmService
 from lab.storage.diskedit import RootFs, edit_disk
-from lab.storage.images import hash_password
 from lab.storage.images.derived import derive
 from lab.storage.state import StateFile
 
@@ -157,14 +156,9 @@ class ScenarioService:
         image = await asyncio.to_thread(self.prepare, scenario)
         log.info("scenario %s: broken disk %s ready in %.1f s", name, image,
                  time.monotonic() - started)  # fmt: skip
-        model = VmModel(
-            image=image, vcpus=vcpus or scenario.vcpus, memory_mib=scenario.memory_mib,
-            admin_username=scenario.admin.user, location="westeurope", tags={"scenario": name},
-            boot_diagnostics=BootDiagnosticsModel(enabled=True, storage_account=MANAGED_ACCOUNT),
-        )  # fmt: skip
-        password_hash = await asyncio.to_thread(hash_password, scenario.admin.password)
-        new = NewVm(DEFAULT_SUBSCRIPTION_ID, GROUP, name, model, password_hash)
-        view = await self.vms.create(new)
+        view = await self.vms.create_from_definition(
+            DEFAULT_SUBSCRIPTION_ID, GROUP, name, scenario_vm_model(scenario, image, vcpus),
+            password=scenario.admin.password)  # fmt: skip
         self._new_attempt(scenario)
         return view
 

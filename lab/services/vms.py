@@ -22,6 +22,7 @@ from lab.domain.power import TRANSITION, PowerOperation, PowerState, operation, 
 from lab.domain.vm import VmIdentity, VmModel, VmView
 from lab.hypervisor.base import PAUSED_ON_IO_ERROR, DomainInfo, DomainState
 from lab.hypervisor.domain_xml import DomainSpec, build_domain_xml, metadata_element
+from lab.services.boot_slots import BootSlots
 from lab.services.consoles import ConsoleService
 from lab.services.context import LabContext
 from lab.services.shared_call import SharedCall
@@ -29,6 +30,7 @@ from lab.storage.disks import create_overlay, reset_overlay
 from lab.storage.images import (
     CONFIG_DISK_FILE,
     ImageManifest,
+    hash_password,
     write_guest_config_disk,
     write_guest_config_initrd,
 )
@@ -60,9 +62,13 @@ class NewVm:
 
 
 class VmService:
-    def __init__(self, ctx: LabContext, consoles: ConsoleService) -> None:
+    def __init__(
+        self, ctx: LabContext, consoles: ConsoleService, slots: BootSlots | None = None
+    ) -> None:
         self.ctx = ctx
         self.consoles = consoles
+        #: Every guest boot goes through these (`_booting`).
+        self.slots = slots or BootSlots()
         self._in_flight: dict[str, PowerOperation] = {}
         self._machines_shared = SharedCall(self.machines)
 
@@ -152,7 +158,28 @@ class VmService:
             self._in_flight.pop(domain, None)
 
     # -- create -------------------------------------------------------------------------------
+    async def create_from_definition(
+        self, subscription_id: str, resource_group: str, name: str, model: VmModel, *,
+        password: str | None = None, password_hash: str | None = None,
+        scale_set: str | None = None, instance_id: str | None = None,
+        computer_name: str | None = None, start: bool = True,
+    ) -> VmView:  # fmt: skip
+        """The one way a VM comes to be, whichever front end asks (a lab file, an ARM PUT, a
+        scenario, a scale set's instance): its `model` from `lab.domain.definitions`, its admin
+        password hashed here where it arrives (a scale set passes the hash it keeps), then
+        `create`; its boot takes a boot slot (`boot_slots.py`)."""
+        if password_hash is None:
+            if password is None:
+                raise ValueError("create_from_definition needs a password or its hash")
+            # openssl, a few milliseconds: off the event loop.
+            password_hash = await asyncio.to_thread(hash_password, password)
+        new = NewVm(subscription_id, resource_group, name, model, password_hash,
+                    scale_set=scale_set, instance_id=instance_id,
+                    computer_name=computer_name)  # fmt: skip
+        return await self.create(new, start=start)
+
     async def create(self, new: NewVm, *, start: bool = True) -> VmView:
+        """`create_from_definition`'s last step, for a VM whose password is hashed already."""
         identity = VmIdentity(
             lab_id=self.ctx.lab_id,
             subscription_id=new.subscription_id,
@@ -288,14 +315,30 @@ class VmService:
         """Start paused, attach the console broker, then let the CPUs run: no byte is missed."""
         hv = self.ctx.hypervisor
         domain = view.identity.domain_name
-        # Redefine first so the XML follows the current accelerator and lab version.
-        await asyncio.to_thread(self._define, view.identity, view.model, deallocated=False)
-        await asyncio.to_thread(hv.start, domain, paused=True)
-        await self.consoles.attach(domain, self.ctx.serial_log_path(view.identity, view.model))
-        await asyncio.to_thread(hv.resume, domain)
+        log = self.ctx.serial_log_path(view.identity, view.model)
+
+        async def power_on() -> None:
+            # Redefine first so the XML follows the current accelerator and lab version.
+            await asyncio.to_thread(self._define, view.identity, view.model, deallocated=False)
+            await asyncio.to_thread(hv.start, domain, paused=True)
+            await self.consoles.attach(domain, log)
+            await asyncio.to_thread(hv.resume, domain)
+
+        await self.slots.boot(domain, log, power_on)
+
+    async def _booting(self, view: VmView, reboot: Callable[[str], None]) -> None:
+        """An in-place reboot of a running guest (`reboot`: the hypervisor call), in a slot."""
+        domain = view.identity.domain_name
+        log = self.ctx.serial_log_path(view.identity, view.model)
+
+        async def power_on() -> None:
+            await asyncio.to_thread(reboot, domain)
+
+        await self.slots.boot(domain, log, power_on)
 
     async def power_off(self, view: VmView, *, skip_shutdown: bool = False) -> VmView:
         async with self._operation(view, PowerOperation.POWER_OFF):
+            self.slots.release(view.identity.domain_name)
             if view.power_state is PowerState.RUNNING:
                 await self._stop(view, graceful=not skip_shutdown)
         return await self._refreshed(view)
@@ -322,13 +365,13 @@ class VmService:
     async def restart(self, view: VmView) -> VmView:
         """Graceful reboot: the guest gets the ACPI power button, then QEMU resets in place."""
         async with self._operation(view, PowerOperation.RESTART):
-            await asyncio.to_thread(self.ctx.hypervisor.reboot, view.identity.domain_name)
+            await self._booting(view, self.ctx.hypervisor.reboot)
         return await self._refreshed(view)
 
     async def reset(self, view: VmView) -> VmView:
         """Hard reset, like the power button: same QEMU process, the console stays connected."""
         async with self._operation(view, PowerOperation.RESET):
-            await asyncio.to_thread(self.ctx.hypervisor.reset, view.identity.domain_name)
+            await self._booting(view, self.ctx.hypervisor.reset)
             self.consoles.forget_hang(view.identity.domain_name)
         return await self._refreshed(view)
 
@@ -350,6 +393,7 @@ class VmService:
 
     async def deallocate(self, view: VmView) -> VmView:
         async with self._operation(view, PowerOperation.DEALLOCATE):
+            self.slots.release(view.identity.domain_name)
             if view.power_state is PowerState.RUNNING:
                 await self._stop(view, graceful=True)
             self.consoles.remove(view.identity.domain_name, "the VM was deallocated")
@@ -399,6 +443,7 @@ class VmService:
         """Delete the VM and its disks; the boot-diagnostics blobs are kept, as in Azure."""
         async with self._operation(view, PowerOperation.DELETE):
             domain = view.identity.domain_name
+            self.slots.release(domain)
             self.consoles.remove(domain, "the VM was deleted")
             await asyncio.to_thread(self.ctx.hypervisor.undefine, domain)
             shutil.rmtree(self.ctx.vm_dir(view.identity), ignore_errors=True)

@@ -28,13 +28,11 @@ from lab.api.azure.arm_bodies import (
 from lab.api.azure.common import ApiVersion, Caller, arm_paths, lab_of, require_action
 from lab.api.azure.compute import find_vm, find_vm_now, vm_resource, vm_resource_id
 from lab.api.azure.operations import start_operation
+from lab.domain.definitions import boot_diagnostics_model, vm_model
 from lab.domain.errors import InvalidInput, NotFound
 from lab.domain.labfile import BootDiagnosticsDef, VirtualMachineDef
 from lab.domain.vm import BootDiagnosticsModel, VmModel, VmView
 from lab.services.lab import Lab
-from lab.services.reconcile import boot_diagnostics_model, model_from_def
-from lab.services.vms import NewVm
-from lab.storage.images import hash_password
 
 router = APIRouter()
 _VMS = "Microsoft.Compute/virtualMachines"
@@ -88,19 +86,17 @@ for _path in arm_paths(f"/providers/{_VMS}/{{name}}"):
         current = await _existing(request, subscription, group, name)
         if current is not None:
             defn = lab_definition(name, body, lab, _KEPT_PASSWORD)
-            model = model_from_def(defn, _location(body, current.model.location))
+            model = vm_model(defn, _location(body, current.model.location))
             check_storage_account(lab, model)
             updated = await asyncio.to_thread(lab.vms.update, current, model)  # libvirt: a thread
             return JSONResponse(vm_resource(request, updated))
         defn = lab_definition(name, body, lab, None)
-        model = model_from_def(defn, _location(body, None))
+        model = vm_model(defn, _location(body, None))
         check_storage_account(lab, model)
-        # Hashed here, where it arrives: the lab keeps no plain text (openssl: off the loop).
-        password_hash = await asyncio.to_thread(hash_password, defn.admin_password)
-        new = NewVm(subscription, group, name, model, password_hash)
         creating = _creating(subscription, group, name, body, model)
-        return start_operation(request, model.location, lab.vms.create(new), status=201,
-                               body=creating)  # fmt: skip
+        create = lab.vms.create_from_definition(subscription, group, name, model,
+                                                password=defn.admin_password)  # fmt: skip
+        return start_operation(request, model.location, create, status=201, body=creating)
 
     @router.patch(_path)
     def patch_vm(

@@ -44,7 +44,7 @@ from lab.domain.power import arm_actions, by_arm_action, require_state
 from lab.domain.scale_set import ScaleSetModel
 from lab.domain.vm import VmView
 from lab.services.lab import Lab
-from lab.services.reconcile import scale_set_model
+from lab.services.scale_sets import ScaleSetService
 
 router = APIRouter()
 SETS = "Microsoft.Compute/virtualMachineScaleSets"
@@ -200,7 +200,7 @@ def _desired(
     if not location or not re.fullmatch(r"[a-z0-9]{1,64}", location):
         raise InvalidInput("location is required: an Azure region such as westeurope",
                            target="location")  # fmt: skip
-    desired = scale_set_model(subscription, group, location, ss, password_hash=kept_hash)
+    desired = ScaleSetService.from_definition(subscription, group, location, ss, kept_hash)
     check_storage_account(lab, desired.profile)
     return desired
 
