@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lab.api.client import LabClient
+from lab.client.http import LabClient
 from lab.settings import Settings
 
 DAEMON_START_TIMEOUT = 120

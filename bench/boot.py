@@ -21,7 +21,7 @@ from pathlib import Path
 
 import benchlab
 
-from lab.api.client import LabClient
+from lab.client.http import LabClient
 
 LAB = """\
 resourceGroups:

@@ -58,7 +58,7 @@ from websockets.asyncio.client import unix_connect as async_unix_connect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 
-from lab.console import ConsoleSession, connect
+from lab.client import ConsoleSession, connect
 from lab.console.broker import SLOW_NOTICE
 
 VM = "cbench1"

@@ -36,10 +36,10 @@ from typing import Any
 import benchlab
 from pexpect import TIMEOUT
 
-from lab.console import connect
-from lab.console.checks import STUCK
-from lab.console.grub import MENU
-from lab.console.session import LOGIN_PROMPT
+from lab.client import connect
+from lab.client.checks import STUCK
+from lab.client.grub import MENU
+from lab.client.session import LOGIN_PROMPT
 from lab.domain.scenario import Scenario, parse_scenario
 from lab.settings import REPO_ROOT
 

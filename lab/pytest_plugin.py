@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from lab.console import ConsoleSession, connect
+from lab.client import ConsoleSession, connect
 from lab.domain.labfile import LabDefinition, VirtualMachineDef, parse_lab_definition
 from lab.settings import Settings
 

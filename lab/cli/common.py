@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 import click
 from rich.markup import escape
 
-from lab.api.client import LabClient
 from lab.cli import output
+from lab.client.http import LabClient
 from lab.domain.errors import DaemonUnavailable, LabError, disk_full
 from lab.settings import Settings, get_settings
 

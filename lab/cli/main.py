@@ -8,11 +8,11 @@ from typing import Any
 
 import click
 
-from lab.api.client import LabClient
 from lab.api.security.tls import ensure_certificates
 from lab.api.security.tokens import ROLES, issue, signing_key
 from lab.cli import diagnostics, identity, images, output, scenario, vm, vmss
 from lab.cli.common import client, ensure_daemon, handle_errors
+from lab.client.http import LabClient
 from lab.domain.errors import InvalidInput, LabError
 from lab.domain.rbac import RoleDefinition, custom_role, parse_role_definition
 from lab.settings import get_settings

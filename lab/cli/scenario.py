@@ -11,7 +11,7 @@ from rich.table import Table
 
 from lab.cli import output
 from lab.cli.common import client, handle_errors
-from lab.console.checks import CHECK_SECONDS
+from lab.client.checks import CHECK_SECONDS
 from lab.domain.scenario import Scenario
 from lab.services.scenarios import GROUP
 from lab.settings import get_settings

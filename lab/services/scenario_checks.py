@@ -1,7 +1,7 @@
 """A scenario's checks, run inside the daemon for every front end (`lab scenario check`, the web
 portal's "Check my fix"): one place that runs them and records the results in the attempt.
 
-They run (`lab.console.checks.run_checks`) over an in-process session on the VM's console
+They run (`lab.client.checks.run_checks`) over an in-process session on the VM's console
 broker, so they type into the guest as a console user does. `run_checks` is blocking pexpect
 code, so it runs on a worker thread; the transport below carries its bytes to and from the
 broker, which lives on the event loop.
@@ -15,9 +15,9 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from lab.client.checks import run_checks
+from lab.client.session import ConsoleSession
 from lab.console.broker import Chunk, ConsoleBroker, SessionMode, Subscriber
-from lab.console.checks import run_checks
-from lab.console.session import ConsoleSession
 from lab.domain.errors import Conflict
 from lab.domain.scenario import CheckResult
 from lab.services.consoles import ConsoleService

@@ -4,7 +4,7 @@ results of every attempt (kept in `<data dir>/state/scenarios.json`).
 
 A scenario's VM is `scenarios/<name>` (resource group `scenarios`) with boot diagnostics on,
 so its console, boot log, SysRq and NMI work as for any VM. Its checks run over the console
-(`lab.console.checks`); their results come back here to be kept.
+(`lab.client.checks`); their results come back here to be kept.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Reference solution: answer the maintenance prompt, fix the option's spelling, reboot."""
 
-from lab.console.grub import wait_for_reboot
-from lab.console.maintenance import maintenance_shell
-from lab.console.session import ConsoleSession
+from lab.client.grub import wait_for_reboot
+from lab.client.maintenance import maintenance_shell
+from lab.client.session import ConsoleSession
 from lab.domain.scenario import VmControls
 
 ROOT_PASSWORD = "Passw0rd!"

@@ -1,9 +1,9 @@
 """Reference solution: reset the VM (no login prompt to reboot from), catch GRUB, boot
 rescue.target, unmask the serial getty, reboot."""
 
-from lab.console.grub import boot_with_kernel_args, wait_for_reboot
-from lab.console.maintenance import maintenance_shell
-from lab.console.session import ConsoleSession
+from lab.client.grub import boot_with_kernel_args, wait_for_reboot
+from lab.client.maintenance import maintenance_shell
+from lab.client.session import ConsoleSession
 from lab.domain.scenario import VmControls
 
 

@@ -1,8 +1,8 @@
 """Reference solution: wait out the hung boot, add `nofail` to the share's line, reboot."""
 
-from lab.console.checks import as_root
-from lab.console.grub import wait_for_reboot
-from lab.console.session import ConsoleSession
+from lab.client.checks import as_root
+from lab.client.grub import wait_for_reboot
+from lab.client.session import ConsoleSession
 from lab.domain.scenario import VmControls
 
 USER, PASSWORD = "azureuser", "Passw0rd!"

@@ -1,7 +1,7 @@
 """Reference solution: reset, init=/bin/bash from GRUB, remount rw, chpasswd, SysRq reboot."""
 
-from lab.console.grub import boot_with_kernel_args, wait_for_reboot
-from lab.console.session import ConsoleSession
+from lab.client.grub import boot_with_kernel_args, wait_for_reboot
+from lab.client.session import ConsoleSession
 from lab.domain.scenario import VmControls
 
 SHELL = r"root@\(none\):/# "

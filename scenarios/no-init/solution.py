@@ -1,8 +1,8 @@
 """Reference solution: boot with init= from GRUB, put /sbin/init back, reboot."""
 
-from lab.console.checks import as_root
-from lab.console.grub import boot_with_kernel_args, wait_for_reboot
-from lab.console.session import ConsoleSession
+from lab.client.checks import as_root
+from lab.client.grub import boot_with_kernel_args, wait_for_reboot
+from lab.client.session import ConsoleSession
 from lab.domain.scenario import VmControls
 
 USER, PASSWORD = "azureuser", "Passw0rd!"

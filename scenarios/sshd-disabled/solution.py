@@ -1,7 +1,7 @@
 """Reference solution: log in on the serial console, unmask and start sshd."""
 
-from lab.console.checks import as_root
-from lab.console.session import ConsoleSession
+from lab.client.checks import as_root
+from lab.client.session import ConsoleSession
 from lab.domain.scenario import VmControls
 
 USER, PASSWORD = "azureuser", "Passw0rd!"

@@ -1,6 +1,6 @@
 """Reference solution: become root with su, repair the sudoers file."""
 
-from lab.console.session import ConsoleSession
+from lab.client.session import ConsoleSession
 from lab.domain.scenario import VmControls
 
 

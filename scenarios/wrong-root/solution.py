@@ -1,7 +1,7 @@
 """Reference solution: from the (initramfs) shell, mount the real root, fix grub.cfg."""
 
-from lab.console.grub import wait_for_reboot
-from lab.console.session import ConsoleSession
+from lab.client.grub import wait_for_reboot
+from lab.client.session import ConsoleSession
 from lab.domain.scenario import VmControls
 
 PROMPT = r"\(initramfs\) "

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.api.client import LabClient
+from lab.client.http import LabClient
 from lab.domain.vm import DOMAIN_PREFIX, lab_id_for
 from lab.settings import Settings
 
@@ -228,7 +228,7 @@ def report_figures(config: pytest.Config, title: str, lines: list[str]) -> None:
 
 class WsConsole:
     """A minimal expect over the daemon's console websocket (the tests' own, independent of the
-    `lab.console` client API so they can check it)."""
+    `lab.client` API so they can check it)."""
 
     def __init__(self, conn: object) -> None:
         from websockets.sync.client import ClientConnection

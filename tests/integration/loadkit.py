@@ -33,8 +33,8 @@ from pathlib import Path
 
 import httpx
 
-from lab.api.client import LabClient
-from lab.console import connect
+from lab.client import connect
+from lab.client.http import LabClient
 from lab.console.broker import SLOW_NOTICE
 from lab.settings import Settings
 from lab.storage.serial_log import LogCap, RotatingLog

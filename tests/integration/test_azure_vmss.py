@@ -13,7 +13,7 @@ import pytest
 from azure.core.exceptions import HttpResponseError
 from azure.mgmt.compute import ComputeManagementClient
 
-from lab.console import connect
+from lab.client import connect
 from tests.integration.labharness import LabHarness
 from tests.integration.test_azure_compute import bearer_token, compute
 from tests.integration.test_azure_serialconsole import Gateway, ports, serialconsole

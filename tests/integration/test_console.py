@@ -14,7 +14,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 
-from lab.console import connect
+from lab.client import connect
 from lab.console.broker import SLOW_NOTICE, TAKEOVER_NOTICE
 from tests.integration.labharness import LabHarness, WsConsole
 

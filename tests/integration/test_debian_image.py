@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from lab.console import connect
+from lab.client import connect
 from lab.domain.vm import lab_id_for
 from tests.integration.labharness import LabHarness
 

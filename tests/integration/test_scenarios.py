@@ -26,8 +26,8 @@ from typing import Any
 
 import pytest
 
-from lab.console import connect
-from lab.console.grub import MENU
+from lab.client import connect
+from lab.client.grub import MENU
 from lab.settings import REPO_ROOT, Settings
 from tests.integration.labharness import LabHarness, report_figures
 

@@ -275,8 +275,8 @@ def test_the_admin_password_is_seen_nowhere(sec: LabHarness, api: Api) -> None:
 
 
 def test_the_python_apis_login_leaves_no_password_in_the_serial_log(sec: LabHarness) -> None:
-    """`lab.console.connect(...).login()` waits for the guest to stop echoing first."""
-    from lab.console import connect
+    """`lab.client.connect(...).login()` waits for the guest to stop echoing first."""
+    from lab.client import connect
 
     start = sec.log_size("sec1")
     for _ in range(3):

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from lab.console.checks import reach_login, run_checks
-from lab.console.maintenance import maintenance_shell
-from lab.console.session import CommandFailed, ConsoleSession
+from lab.client.checks import reach_login, run_checks
+from lab.client.maintenance import maintenance_shell
+from lab.client.session import CommandFailed, ConsoleSession
 from lab.domain.scenario import parse_scenario
 
 
@@ -142,7 +142,7 @@ SOFT_LOCKUP = "[  52.1] watchdog: BUG: soft lockup - CPU#1 stuck for 224s! [ssh-
 def test_a_guest_whose_kernel_says_it_is_hung_is_reported_hung_not_slow(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("lab.console.checks.HANG_GRACE_S", 0.5)
+    monkeypatch.setattr("lab.client.checks.HANG_GRACE_S", 0.5)
     scenario = parse_scenario(SCENARIO, name="tt", source="tt/scenario.yaml")
     with ConsoleSession(ScriptedConsole("\r\n", SOFT_LOCKUP, "\r\n"), timeout=5) as session:
         started = time.monotonic()
@@ -155,7 +155,7 @@ def test_a_guest_whose_kernel_says_it_is_hung_is_reported_hung_not_slow(
 def test_a_guest_that_recovers_from_a_soft_lockup_still_gets_its_login(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("lab.console.checks.HANG_GRACE_S", 5.0)
+    monkeypatch.setattr("lab.client.checks.HANG_GRACE_S", 5.0)
     screens = (SOFT_LOCKUP, "\r\n", "\r\ndebian login: ")
     with ConsoleSession(ScriptedConsole(*screens), timeout=5) as session:
         assert reach_login(session, timeout=30, nudge=0.1) is None
@@ -165,7 +165,7 @@ def test_a_boot_that_finished_without_a_login_prompt_is_not_waited_out(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The debian image says when its boot is over; a masked serial getty then never prompts.
-    monkeypatch.setattr("lab.console.checks.LOGIN_AFTER_BOOT_S", 0.5)
+    monkeypatch.setattr("lab.client.checks.LOGIN_AFTER_BOOT_S", 0.5)
     finished = "[  31.2] lab-boot[402]: lab: boot finished\r\n"
     with ConsoleSession(ScriptedConsole("\r\n", finished, "\r\n"), timeout=5) as session:
         started = time.monotonic()
@@ -178,7 +178,7 @@ def test_a_boot_that_finished_without_a_login_prompt_is_not_waited_out(
 def test_a_login_prompt_just_after_the_boot_finished_line_is_taken(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("lab.console.checks.LOGIN_AFTER_BOOT_S", 5.0)
+    monkeypatch.setattr("lab.client.checks.LOGIN_AFTER_BOOT_S", 5.0)
     screens = ("lab-boot[402]: lab: boot finished\r\n", "\r\ndebian login: ")
     with ConsoleSession(ScriptedConsole(*screens), timeout=5) as session:
         assert reach_login(session, timeout=60, nudge=0.1) is None

@@ -14,11 +14,11 @@ import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from click.testing import CliRunner, Result
 
-from lab.api.client import LabClient
 from lab.api.daemon.app import create_app
 from lab.cli import common, output
 from lab.cli.main import cli
 from lab.cli.vmss import spread_instance_ids
+from lab.client.http import LabClient
 from lab.hypervisor.fake import FakeHypervisor
 from lab.services.lab import Lab
 from lab.settings import Settings

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lab.console.grub import linux_line_index
+from lab.client.grub import linux_line_index
 
 # As captured from the debian image's GRUB (rows 5.., a long line continued after a `\`).
 SCREEN = (

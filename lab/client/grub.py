@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 
-from lab.console.session import GRUB_MENU, ConsoleSession
+from lab.client.session import GRUB_MENU, ConsoleSession
 
 #: Text of GRUB's menu on a serial terminal (its help line under the entries).
 MENU = GRUB_MENU

@@ -1,4 +1,5 @@
-"""The client of the daemon API (HTTP over the data dir's unix socket), used by the CLI.
+"""The client of the daemon API (HTTP over the data dir's unix socket), used by the CLI,
+`lab.client.connect`, the pytest plugin and scripts.
 
 Errors come back as Azure-shaped JSON and are raised again as `LabError`s with the same code,
 status and message, so the CLI prints what the daemon said.

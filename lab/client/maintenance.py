@@ -14,7 +14,7 @@ import time
 
 from pexpect import TIMEOUT
 
-from lab.console.session import ConsoleSession
+from lab.client.session import ConsoleSession
 
 PROMPT = r"Give root password for maintenance\s*\(or press Control-D to continue\): ?"
 SHELL = r"# "

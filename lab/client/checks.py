@@ -10,7 +10,7 @@ import time
 
 from pexpect import TIMEOUT
 
-from lab.console.session import LOGIN_PROMPT, PROMPT, ConsoleClosed, ConsoleSession
+from lab.client.session import LOGIN_PROMPT, PROMPT, ConsoleClosed, ConsoleSession
 from lab.domain.guest_health import HANG_LINES, hang_meaning
 from lab.domain.scenario import CheckResult, Scenario
 
