@@ -37,9 +37,9 @@ import benchlab
 from pexpect import TIMEOUT
 
 from lab.client import connect
-from lab.client.checks import STUCK
 from lab.client.grub import MENU
 from lab.client.session import LOGIN_PROMPT
+from lab.domain.guest_health import STUCK_SIGNS
 from lab.domain.scenario import Scenario, parse_scenario
 from lab.settings import REPO_ROOT
 
@@ -96,7 +96,7 @@ def load(name: str) -> Scenario:
 
 def measure_scenario(bench: ScenarioBench, name: str) -> dict[str, Any]:
     scenario = load(name)
-    signs = {**STUCK, **scenario.stuck}
+    signs = {**STUCK_SIGNS, **scenario.stuck}
     started = time.monotonic()
     bench.client.json("POST", f"/v1/scenarios/{name}/start")
     row: dict[str, Any] = {"scenario": name, "running": time.monotonic() - started}

@@ -11,22 +11,11 @@ import time
 from pexpect import TIMEOUT
 
 from lab.client.session import LOGIN_PROMPT, PROMPT, ConsoleClosed, ConsoleSession
-from lab.domain.guest_health import HANG_LINES, hang_meaning
+from lab.domain.guest_health import BOOT_FINISHED, HANG_LINES, STUCK_SIGNS, hang_meaning
 from lab.domain.scenario import CheckResult, Scenario
 
-#: What a guest that will never show a login prompt prints instead (then checks fail at once).
-STUCK = {
-    r"Give root password for maintenance|Press Enter for maintenance": "emergency mode",
-    r"Kernel panic - not syncing": "a kernel panic",
-    r"\(initramfs\) ": "the initramfs shell",
-    r"root@\(none\):": "a shell started as init",
-}
-
-
-#: What the debian image prints on the serial console once its boot is over and its login
-#: prompts have started (lab-boot-finished.service); after it, a login prompt comes at once or
-#: never (a masked serial getty), so the wait for one ends `LOGIN_AFTER_BOOT_S` later.
-BOOT_FINISHED = r"lab-boot\[\d+\]: lab: boot finished"
+#: After the debian image's "boot finished" line (`BOOT_FINISHED`) a login prompt comes at once
+#: or never (a masked serial getty), so the wait for one ends this much later.
 LOGIN_AFTER_BOOT_S = 20.0
 
 #: How long a guest whose kernel printed a hang sign may take to show a login prompt after it
@@ -44,7 +33,7 @@ def reach_login(session: ConsoleSession, timeout: float, nudge: float = 3.0,
     (`stuck`: a scenario's own signs, besides the usual ones). A shell left logged in is logged
     out first. A guest whose kernel says it is hung (`HANG_SIGNS`) gets `HANG_GRACE_S` more to
     show a prompt, then is reported hung rather than merely slow."""
-    signs = {**STUCK, **(stuck or {})}
+    signs = {**STUCK_SIGNS, **(stuck or {})}
     patterns = [LOGIN_PROMPT, PROMPT, BOOT_FINISHED, *signs, *HANG_LINES]
     deadline = time.monotonic() + timeout
     hung, finished = "", False

@@ -8,12 +8,15 @@ base-36 digits (`web000000`, ..., `web00000A`), as in Azure.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from lab.domain.errors import NotFound
 from lab.domain.passwords import is_password_hash
-from lab.domain.vm import VmModel
+from lab.domain.resource_ids import SCALE_SETS, not_found_message, scale_set_id
+from lab.domain.vm import VmModel, VmView
 
 _BASE36 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 #: The most instances a lab scale set may have (each is a real QEMU guest).
@@ -65,10 +68,7 @@ class ScaleSetModel(BaseModel):
 
     @property
     def resource_id(self) -> str:
-        return (
-            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
-            f"/providers/Microsoft.Compute/virtualMachineScaleSets/{self.name}"
-        )
+        return scale_set_id(self.subscription_id, self.resource_group, self.name)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -93,3 +93,12 @@ def profile_changed(old: VmModel, new: VmModel) -> bool:
     return old.model_copy(update={"model_version": 0}) != new.model_copy(
         update={"model_version": 0}
     )
+
+
+def pick_instance(model: ScaleSetModel, instances: Iterable[VmView], instance_id: str) -> VmView:
+    for view in instances:
+        if view.identity.instance_id == str(instance_id):
+            return view
+    kind = f"{SCALE_SETS}/{model.name}/virtualMachines"
+    raise NotFound(not_found_message(kind, str(instance_id), model.resource_group),
+                   target=str(instance_id))  # fmt: skip

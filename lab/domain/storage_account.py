@@ -6,6 +6,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 from lab.domain.boot_diagnostics import MANAGED_ACCOUNT
+from lab.domain.resource_ids import storage_account_id
 
 
 class StorageAccount(BaseModel):
@@ -24,10 +25,7 @@ class StorageAccount(BaseModel):
 
     @property
     def resource_id(self) -> str:
-        return (
-            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
-            f"/providers/Microsoft.Storage/storageAccounts/{self.name}"
-        )
+        return storage_account_id(self.subscription_id, self.resource_group, self.name)
 
     @property
     def firewall_on(self) -> bool:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 from lab.domain.guest_health import HangWarning
 from lab.domain.power import PowerState
+from lab.domain.resource_ids import instance_id, vm_id
 
 #: XML namespace of the lab's domain metadata.
 METADATA_NS = "https://serial-console-lab.dev/xmlns/vm/1"
@@ -89,13 +90,10 @@ class VmIdentity:
 
     @property
     def resource_id(self) -> str:
-        group = f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
         if self.scale_set is not None:
-            return (
-                f"{group}/providers/Microsoft.Compute/virtualMachineScaleSets/{self.scale_set}"
-                f"/virtualMachines/{self.instance_id}"
-            )
-        return f"{group}/providers/Microsoft.Compute/virtualMachines/{self.name}"
+            return instance_id(self.subscription_id, self.resource_group, self.scale_set,
+                               self.instance_id or "")  # fmt: skip
+        return vm_id(self.subscription_id, self.resource_group, self.name)
 
 
 @dataclass

@@ -12,6 +12,7 @@ from lab.services.console_keeper import ConsoleKeeper
 from lab.services.consoles import ConsoleService
 from lab.services.context import LabContext
 from lab.services.identity import DeviceSignIns, IdentityService
+from lab.services.lookup import Lookup
 from lab.services.reconcile import Reconciler
 from lab.services.scale_sets import ScaleSetService
 from lab.services.scenario_checks import ScenarioChecker
@@ -46,6 +47,7 @@ class Lab:
         self.device_sign_ins = DeviceSignIns()
         self.serial_console = SerialConsoleService(state, self.storage_accounts)
         self.scale_sets = ScaleSetService(self.vms, state)
+        self.lookup = Lookup(self.vms, self.scale_sets, self.storage_accounts)
         self.scenarios = ScenarioService(self.ctx, self.vms, state)
         self.scenario_checks = ScenarioChecker(self.scenarios, self.consoles)
         self.reconciler = Reconciler(self.vms, self.storage_accounts, self.scale_sets,

@@ -23,12 +23,14 @@ from lab.domain.definitions import scale_set_model
 from lab.domain.errors import InvalidInput, NotFound
 from lab.domain.labfile import ScaleSetDef
 from lab.domain.power import PowerOperation
+from lab.domain.resource_ids import placed, same
 from lab.domain.scale_set import (
     MAX_CAPACITY,
     ScaleSetModel,
     UpgradeMode,
     computer_name,
     instance_name,
+    pick_instance,
     profile_changed,
 )
 from lab.domain.vm import VmView
@@ -79,8 +81,8 @@ class ScaleSetService:
         models = [ScaleSetModel.model_validate(m) for m in self.state.read().get(_KEY, {}).values()]
         return sorted(
             (m for m in models
-             if (subscription is None or m.subscription_id.lower() == subscription.lower())
-             and (group is None or m.resource_group.lower() == group.lower())),
+             if placed(m.subscription_id, m.resource_group, in_subscription=subscription,
+                       in_group=group)),
             key=lambda m: m.key,
         )  # fmt: skip
 
@@ -92,22 +94,6 @@ class ScaleSetService:
                 f"group '{group}' was not found.", target=name,
             )  # fmt: skip
         return ScaleSetModel.model_validate(raw)
-
-    def find(self, name: str, group: str | None = None) -> ScaleSetModel:
-        """By name, in any resource group unless one is given (for the CLI)."""
-        matches = [m for m in self.list(group=group) if m.name.lower() == name.lower()]
-        if not matches:
-            raise NotFound(f"No scale set '{name}'" + (f" in resource group '{group}'"
-                           if group else "") + "; `lab vmss ls` lists them.",
-                           target=name)  # fmt: skip
-        if len(matches) > 1:
-            groups = ", ".join(m.resource_group for m in matches)
-            raise InvalidInput(
-                f"Scale set '{name}' exists in several resource groups "
-                f"({groups}); name one with --resource-group.",
-                target=name,
-            )
-        return matches[0]
 
     def _save(self, model: ScaleSetModel) -> None:
         models = self.state.read().get(_KEY, {})
@@ -132,10 +118,10 @@ class ScaleSetService:
         return _of_set(model, await self.vms.machines_now())
 
     def instance(self, model: ScaleSetModel, instance_id: str) -> VmView:
-        return _pick(model, self.instances(model), instance_id)
+        return pick_instance(model, self.instances(model), instance_id)
 
     async def instance_now(self, model: ScaleSetModel, instance_id: str) -> VmView:
-        return _pick(model, await self.instances_now(model), instance_id)
+        return pick_instance(model, await self.instances_now(model), instance_id)
 
     async def selected_now(
         self, model: ScaleSetModel, instance_ids: InstanceIds
@@ -144,7 +130,7 @@ class ScaleSetService:
         instances = await self.instances_now(model)
         if instance_ids is None:
             return instances
-        return [_pick(model, instances, str(i)) for i in instance_ids]
+        return [pick_instance(model, instances, str(i)) for i in instance_ids]
 
     @staticmethod
     def latest_model_applied(model: ScaleSetModel, view: VmView) -> bool:
@@ -280,16 +266,6 @@ def _of_set(model: ScaleSetModel, machines: list[VmView]) -> list[VmView]:
     return [
         v for v in machines
         if v.identity.scale_set is not None
-        and (v.identity.resource_group.lower(), v.identity.scale_set.lower()) == model.key
+        and same(v.identity.resource_group, model.resource_group)
+        and same(v.identity.scale_set, model.name)
     ]  # fmt: skip
-
-
-def _pick(model: ScaleSetModel, instances: list[VmView], instance_id: str) -> VmView:
-    for view in instances:
-        if view.identity.instance_id == str(instance_id):
-            return view
-    raise NotFound(
-        f"The Resource 'Microsoft.Compute/virtualMachineScaleSets/{model.name}/"
-        f"virtualMachines/{instance_id}' under resource group '{model.resource_group}' "
-        "was not found.", target=str(instance_id),
-    )  # fmt: skip

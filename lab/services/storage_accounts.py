@@ -7,6 +7,7 @@ import builtins
 
 from lab.domain.boot_diagnostics import MANAGED_ACCOUNT
 from lab.domain.errors import Conflict
+from lab.domain.resource_ids import placed
 from lab.domain.storage_account import StorageAccount, managed_account
 from lab.domain.vm import VmView
 from lab.storage.state import StateFile
@@ -26,8 +27,8 @@ class StorageAccountService:
         accounts = [StorageAccount.model_validate(a) for a in stored]
         return [
             a for a in accounts
-            if (subscription is None or a.subscription_id.lower() == subscription.lower())
-            and (group is None or a.resource_group.lower() == group.lower())
+            if placed(a.subscription_id, a.resource_group, in_subscription=subscription,
+                      in_group=group)
         ]  # fmt: skip
 
     def get(self, name: str) -> StorageAccount | None:

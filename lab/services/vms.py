@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from lab.domain.errors import Conflict, InvalidInput, NotFound
+from lab.domain.errors import Conflict, InvalidInput
 from lab.domain.passwords import is_password_hash
 from lab.domain.power import TRANSITION, PowerOperation, PowerState, operation, require_state
 from lab.domain.vm import VmIdentity, VmModel, VmView
@@ -91,39 +91,6 @@ class VmService:
     async def list_now(self) -> builtins.list[VmView]:
         """`list` for a coroutine (see `machines_now`)."""
         return [v for v in await self.machines_now() if not v.identity.is_instance]
-
-    async def by_resource_id_now(self, resource_id: str) -> VmView:
-        """A VM or an instance by its Azure resource id (any case), for a coroutine."""
-        for view in await self.machines_now():
-            if view.identity.resource_id.lower() == resource_id.lower():
-                return view
-        raise NotFound(f"The Resource '{resource_id}' was not found.", target=resource_id)
-
-    def find(self, name: str, resource_group: str | None = None) -> VmView:
-        matches = [
-            v
-            for v in self.list()
-            if v.identity.name.lower() == name.lower()
-            and (
-                resource_group is None
-                or v.identity.resource_group.lower() == resource_group.lower()
-            )
-        ]
-        if not matches:
-            where = f" in resource group '{resource_group}'" if resource_group else ""
-            raise NotFound(
-                f"The Resource 'Microsoft.Compute/virtualMachines/{name}'{where} was not found. "
-                "`lab ls` lists the lab's VMs.",
-                target=name,
-            )
-        if len(matches) > 1:
-            groups = ", ".join(v.identity.resource_group for v in matches)
-            raise InvalidInput(
-                f"VM name '{name}' exists in several resource groups ({groups}); "
-                "name one with --resource-group.",
-                target=name,
-            )
-        return matches[0]
 
     def _view(self, info: DomainInfo) -> VmView:
         op = self._in_flight.get(info.name)

@@ -218,7 +218,7 @@ def test_connect_prerequisites_in_documented_order(lab: Lab) -> None:
 
 def test_sessions_are_single_use_and_bound_to_their_user(lab: Lab) -> None:
     async def body(c: Client) -> None:
-        view = lab.vms.find("vm1")
+        view = lab.lookup.vm("vm1")
         alice = lab.serial_console.connect(view, "0", "oid-alice")
         with pytest.raises(Exception, match=r"already used|not found"):
             lab.serial_console.open(alice.id, "oid-bob")
@@ -238,7 +238,7 @@ def test_unopened_sessions_expire(lab: Lab) -> None:
     lab.serial_console.clock = lambda: now[0]
 
     async def body(c: Client) -> None:
-        s = lab.serial_console.connect(lab.vms.find("vm1"), "0", "oid")
+        s = lab.serial_console.connect(lab.lookup.vm("vm1"), "0", "oid")
         now[0] += 61
         with pytest.raises(Exception, match="expired"):
             lab.serial_console.open(s.id, "oid")
@@ -598,7 +598,7 @@ def test_gateway_session_ids_survive_the_extensions_ws_replace(lab: Lab) -> None
     "ws" (2,000 ids: with base64url ids, about 12 would have)."""
 
     async def body(c: Client) -> None:
-        view = lab.vms.find("vm1")
+        view = lab.lookup.vm("vm1")
         ids = [lab.serial_console.connect(view, "0", "oid").id for _ in range(2000)]
         assert len(set(ids)) == 2000 and not [i for i in ids if "ws" in i.lower()]
 
@@ -612,9 +612,9 @@ def test_redeploy_is_its_own_operation_and_powers_a_stopped_vm_on(lab: Lab) -> N
     async def body(c: Client) -> None:
         off = await c.post(VM1 + "/powerOff" + V + "&skipShutdown=true", headers=OWNER)
         assert await _settle(c, off) == "Succeeded"
-        assert lab.vms.find("vm1").power_state.value == "stopped"
+        assert lab.lookup.vm("vm1").power_state.value == "stopped"
         again = await c.post(VM1 + "/Redeploy" + V, headers=OWNER)
         assert again.status_code == 202 and await _settle(c, again) == "Succeeded"
-        assert lab.vms.find("vm1").power_state.value == "running"
+        assert lab.lookup.vm("vm1").power_state.value == "running"
 
     scenario(lab, body)

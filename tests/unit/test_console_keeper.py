@@ -106,14 +106,14 @@ def test_a_vm_paused_on_a_full_disk_resumes_when_there_is_space(
         view = await lab.vms.create(new_vm("vm1"))
         domain = view.identity.domain_name
         hv.pause_on_io_error(domain)
-        paused = lab.vms.find("vm1")
+        paused = lab.lookup.vm("vm1")
         assert paused.power_state is PowerState.RUNNING
         assert paused.stop_reason == PAUSED_ON_IO_ERROR
         await lab.console_keeper.check_once()
-        assert lab.vms.find("vm1").stop_reason == PAUSED_ON_IO_ERROR  # still no room
+        assert lab.lookup.vm("vm1").stop_reason == PAUSED_ON_IO_ERROR  # still no room
         free["bytes"] = console_keeper.RESUME_FREE_BYTES
         await lab.console_keeper.check_once()
-        resumed = lab.vms.find("vm1")
+        resumed = lab.lookup.vm("vm1")
         assert hv.domain(domain).state is DomainState.RUNNING
         assert (resumed.power_state, resumed.stop_reason) == (PowerState.RUNNING, None)
 

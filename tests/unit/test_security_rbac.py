@@ -23,10 +23,10 @@ from fastapi import FastAPI
 from fastapi.routing import APIWebSocketRoute
 
 from lab.api.azure.app import create_azure_app
-from lab.api.azure.compute import vm_resource_id
 from lab.api.security.tokens import issue
 from lab.domain.labfile import DEFAULT_SUBSCRIPTION_ID
 from lab.domain.rbac import BUILTIN_ROLES, RoleDefinition, custom_role
+from lab.domain.resource_ids import vm_id as vm_resource_id
 from lab.domain.storage_account import StorageAccount
 from lab.hypervisor.fake import FakeHypervisor
 from lab.services.lab import Lab

@@ -200,7 +200,7 @@ def test_restart_of_a_stopped_vm_is_a_state_error(lab: Lab, hv: FakeHypervisor) 
             assert exc.value.allowed == ("running",)
             assert "'vm1'" in exc.value.message
         assert ops(hv, view.identity.domain_name) == ["define"]
-        assert lab.vms.find("vm1").power_state is PowerState.STOPPED  # nothing left in flight
+        assert lab.lookup.vm("vm1").power_state is PowerState.STOPPED  # nothing left in flight
 
     run(lab, scenario)
 
@@ -249,7 +249,7 @@ def test_deallocate_then_start(lab: Lab, hv: FakeHypervisor) -> None:
         assert "<allocation>deallocated</allocation>" in (hv.metadata(domain) or "")
         assert "shutdown" in ops(hv, domain)  # a graceful stop first
         assert lab.consoles.existing(domain) is None
-        assert lab.vms.find("vm1").power_state is PowerState.DEALLOCATED
+        assert lab.lookup.vm("vm1").power_state is PowerState.DEALLOCATED
         started = await lab.vms.start(deallocated)
         assert started.power_state is PowerState.RUNNING
         assert not started.deallocated and not hv.domain(domain).deallocated
@@ -286,7 +286,7 @@ def test_a_second_operation_while_one_runs_is_a_conflict(lab: Lab, hv: FakeHyper
         hv.set_ignore_acpi(domain)  # the power-off will wait for the timeout
         power_off = asyncio.create_task(lab.vms.power_off(view))
         await asyncio.sleep(0.05)
-        current = lab.vms.find("vm1")
+        current = lab.lookup.vm("vm1")
         assert current.power_state is PowerState.STOPPING
         for stale_or_fresh in (current, view):  # `view` still says running
             for operation in (lab.vms.reset, lab.vms.start, lab.vms.delete):
@@ -297,7 +297,7 @@ def test_a_second_operation_while_one_runs_is_a_conflict(lab: Lab, hv: FakeHyper
         stopped = await power_off
         assert stopped.power_state is PowerState.STOPPED
         assert "reset" not in ops(hv, domain) and "undefine" not in ops(hv, domain)
-        assert lab.vms.find("vm1").power_state is PowerState.STOPPED
+        assert lab.lookup.vm("vm1").power_state is PowerState.STOPPED
 
     run(lab, scenario)
 
@@ -308,7 +308,7 @@ def test_a_failed_operation_leaves_nothing_in_flight(lab: Lab, hv: FakeHyperviso
         hv.failures["start"] = HypervisorError("starting failed: no memory")
         with pytest.raises(HypervisorError, match="no memory"):
             await lab.vms.start(view)
-        assert lab.vms.find("vm1").power_state is PowerState.STOPPED
+        assert lab.lookup.vm("vm1").power_state is PowerState.STOPPED
         del hv.failures["start"]
         assert (await lab.vms.start(view)).power_state is PowerState.RUNNING
 
@@ -319,7 +319,7 @@ def test_a_crashed_vm_shows_stopped_with_the_reason(lab: Lab, hv: FakeHypervisor
     async def scenario() -> None:
         view = await lab.vms.create(new_vm())
         hv.crash(view.identity.domain_name)
-        crashed = lab.vms.find("vm1")
+        crashed = lab.lookup.vm("vm1")
         assert crashed.power_state is PowerState.STOPPED
         assert crashed.stop_reason == "crashed"
         await asyncio.sleep(0.01)  # the hang-up reaches the broker on the loop
@@ -357,7 +357,7 @@ def test_delete_removes_the_vm_but_keeps_the_serial_log(lab: Lab, hv: FakeHyperv
         with pytest.raises(NotFound):
             hv.domain(domain)
         with pytest.raises(NotFound):
-            lab.vms.find("vm1")
+            lab.lookup.vm("vm1")
         assert lab.consoles.existing(domain) is None
         assert log_path.read_bytes() == banner()  # boot diagnostics outlive the VM, as in Azure
         assert lab.vms.list() == []
@@ -373,16 +373,16 @@ def test_find_is_case_insensitive_and_refuses_ambiguous_names(lab: Lab) -> None:
         await lab.vms.create(new_vm("Web1", rg="RG-A"), start=False)
         await lab.vms.create(new_vm("db", rg="RG-A"), start=False)
         await lab.vms.create(new_vm("DB", rg="rg-b"), start=False)
-        assert lab.vms.find("web1").identity.name == "Web1"
-        assert lab.vms.find("WEB1", "rg-a").identity.resource_group == "RG-A"
+        assert lab.lookup.vm("web1").identity.name == "Web1"
+        assert lab.lookup.vm("WEB1", "rg-a").identity.resource_group == "RG-A"
         with pytest.raises(InvalidInput) as exc:
-            lab.vms.find("Db")
+            lab.lookup.vm("Db")
         assert "RG-A" in exc.value.message and "rg-b" in exc.value.message
-        assert lab.vms.find("db", "RG-B").identity.name == "DB"
+        assert lab.lookup.vm("db", "RG-B").identity.name == "DB"
         with pytest.raises(NotFound):
-            lab.vms.find("web1", "rg-b")
+            lab.lookup.vm("web1", "rg-b")
         with pytest.raises(NotFound):
-            lab.vms.find("nope")
+            lab.lookup.vm("nope")
         keys = [v.identity.key for v in lab.vms.list()]
         assert keys == [("rg-a", "db"), ("rg-a", "web1"), ("rg-b", "db")]
 
@@ -493,7 +493,7 @@ def test_up_creates_then_adopts_then_starts(lab: Lab, hv: FakeHypervisor) -> Non
         ]  # fmt: skip
         assert hv.calls[calls:] == []  # adopted: nothing defined, started or touched
 
-        await lab.vms.power_off(lab.vms.find("vm2"))
+        await lab.vms.power_off(lab.lookup.vm("vm2"))
         third = await lab.reconciler.up(defn)
         assert [r.action for r in third] == ["running", "started"]
         assert third[1].vm.power_state is PowerState.RUNNING
@@ -579,7 +579,7 @@ def test_fake_define_keeps_the_live_config_of_a_running_domain(
 ) -> None:
     domain = _define(lab)
     hv.start(domain, paused=False)
-    view = lab.vms.find("vm1")
+    view = lab.lookup.vm("vm1")
     spec = lab.vms._spec(view.identity, view.model, deallocated=True)
     hv.define(build_domain_xml(spec))
     assert not hv.domain(domain).deallocated  # the persistent config changed, not the live one
@@ -594,7 +594,7 @@ def test_fake_define_keeps_the_live_config_of_a_running_domain(
 def test_fake_set_metadata_takes_only_the_unprefixed_element(lab: Lab, hv: FakeHypervisor) -> None:
     domain = _define(lab)
     hv.start(domain, paused=False)
-    view = lab.vms.find("vm1")
+    view = lab.lookup.vm("vm1")
     spec = lab.vms._spec(view.identity, view.model, deallocated=True)
     prefixed = build_domain_xml(spec).split("<metadata>")[1].split("</metadata>")[0].strip()
     with pytest.raises(HypervisorError, match="namespace"):

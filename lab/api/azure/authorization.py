@@ -18,6 +18,7 @@ from lab.api.azure.common import ApiVersion, Caller, lab_of, require_action
 from lab.domain.errors import InvalidInput, NotFound
 from lab.domain.identity import RoleAssignmentRecord
 from lab.domain.rbac import BUILTIN_ROLES, RoleDefinition, in_scope, normalise_scope
+from lab.domain.resource_ids import parse, subscription_id
 
 router = APIRouter(tags=["authorization"])
 _NS = "Microsoft.Authorization"
@@ -31,14 +32,9 @@ def _scope(scope: str) -> str:
     return normalise_scope("/" + scope if scope else "/")
 
 
-def _subscription_of(scope: str) -> str | None:
-    parts = scope.split("/")
-    return parts[2] if len(parts) > 2 and parts[1].lower() == "subscriptions" else None
-
-
 def definition_id(role: RoleDefinition, scope: str) -> str:
-    sub = _subscription_of(scope)
-    prefix = f"/subscriptions/{sub}" if sub else ""
+    sub = parse(scope).subscription
+    prefix = subscription_id(sub) if sub else ""
     return f"{prefix}/providers/{_NS}/roleDefinitions/{role.id}"
 
 

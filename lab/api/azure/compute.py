@@ -25,6 +25,7 @@ from lab.domain.boot_diagnostics import MANAGED_ACCOUNT
 from lab.domain.errors import Conflict, InvalidInput, NotFound
 from lab.domain.guest_health import HangWarning
 from lab.domain.power import Operation, PowerState, arm_actions, by_arm_action, require_state
+from lab.domain.resource_ids import placed, vm_id
 from lab.domain.vm import VmView
 
 router = APIRouter()
@@ -132,26 +133,12 @@ def lists_status(request: Request) -> bool:
 
 def find_vm(request: Request, subscription: str, group: str, name: str) -> VmView:
     """The VM, for a sync route (in the thread pool)."""
-    return pick_vm(lab_of(request).vms.list(), subscription, group, name)
+    return lab_of(request).lookup.vm_at(subscription, group, name)
 
 
 async def find_vm_now(request: Request, subscription: str, group: str, name: str) -> VmView:
     """The VM, for an async route (see `VmService.machines_now`)."""
-    return pick_vm(await lab_of(request).vms.list_now(), subscription, group, name)
-
-
-def pick_vm(views: list[VmView], subscription: str, group: str, name: str) -> VmView:
-    for view in views:
-        ident = view.identity
-        if (ident.subscription_id.lower(), ident.resource_group.lower(), ident.name.lower()) == (
-            subscription.lower(), group.lower(), name.lower()
-        ):  # fmt: skip
-            return view
-    raise NotFound(
-        f"The Resource 'Microsoft.Compute/virtualMachines/{name}' under resource group "
-        f"'{group}' was not found.",
-        target=name,
-    )
+    return await lab_of(request).lookup.vm_at_now(subscription, group, name)
 
 
 async def readable_vm(
@@ -160,13 +147,8 @@ async def readable_vm(
 ) -> VmView:  # fmt: skip
     """The VM, once the caller may perform `action` (a read by default) on it. Authorization
     comes first, as in ARM: a caller without access learns nothing, not even whether it exists."""
-    require_action(principal, action, vm_resource_id(subscription, group, name))
+    require_action(principal, action, vm_id(subscription, group, name))
     return await find_vm_now(request, subscription, group, name)
-
-
-def vm_resource_id(subscription: str, group: str, name: str) -> str:
-    return (f"/subscriptions/{subscription}/resourceGroups/{group}"
-            f"/providers/Microsoft.Compute/virtualMachines/{name}")  # fmt: skip
 
 
 #: The one `$filter` a VM list takes (`az vm list --vmss`): `'virtualMachineScaleSet/id' eq
@@ -196,8 +178,8 @@ async def _visible(
     scale_set = _scale_set_filter(request)
     return [
         v for v in await lab_of(request).vms.list_now()
-        if v.identity.subscription_id.lower() == subscription.lower()
-        and (group is None or v.identity.resource_group.lower() == group.lower())
+        if placed(v.identity.subscription_id, v.identity.resource_group,
+                  in_subscription=subscription, in_group=group)
         and principal.may(_READ, v.identity.resource_id)
         and scale_set is None  # no listed VM belongs to a (Uniform) set
     ]  # fmt: skip

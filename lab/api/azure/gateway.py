@@ -49,7 +49,7 @@ MAX_FRAME_BYTES = 64 * 1024
 
 async def _vm_of(lab: Lab, resource_id: str) -> VmView:
     try:
-        return await lab.vms.by_resource_id_now(resource_id)
+        return await lab.lookup.by_resource_id_now(resource_id)
     except NotFound:
         raise NotFound(f"The VM of this session ({resource_id}) no longer exists.",
                        target=resource_id) from None  # fmt: skip

@@ -16,6 +16,7 @@ from lab.api.azure.common import ApiVersion, Caller, lab_of
 from lab.api.security.tokens import Principal
 from lab.domain.errors import NotFound
 from lab.domain.identity import TENANT_ID
+from lab.domain.resource_ids import group_id, parse, subscription_id
 from lab.services.lab import Lab
 
 router = APIRouter()
@@ -36,10 +37,6 @@ async def _resources(lab: Lab) -> list[Resource]:
     return found
 
 
-def _group_id(subscription: str, group: str) -> str:
-    return f"/subscriptions/{subscription}/resourceGroups/{group}"
-
-
 def _visible_groups(
     resources: list[Resource], principal: Principal
 ) -> dict[tuple[str, str], tuple[str, str]]:
@@ -50,7 +47,7 @@ def _visible_groups(
         key = (subscription.lower(), group.lower())
         if key in groups:
             continue
-        if principal.may(_GROUP_READ, _group_id(subscription, group)) or principal.may(
+        if principal.may(_GROUP_READ, group_id(subscription, group)) or principal.may(
             f"{_provider_type(resource_id)}/read", resource_id
         ):
             groups[key] = (group, location)
@@ -76,13 +73,13 @@ async def list_subscriptions(request: Request, _v: ApiVersion, principal: Caller
     # it holds any resource (`az login` right after `lab sp create-for-rbac --scopes
     # /subscriptions/S`). A `lab token`'s own roles name no subscription into being.
     for record in lab_of(request).identity.assignments():
-        parts = record.scope.split("/")
-        if len(parts) > 2 and parts[1].lower() == "subscriptions":
-            s = spelled.setdefault(parts[2].lower(), parts[2])
-            if principal.may("Microsoft.Resources/subscriptions/read", f"/subscriptions/{s}"):
-                visible.add(parts[2].lower())
+        named = parse(record.scope).subscription
+        if named is not None:
+            s = spelled.setdefault(named.lower(), named)
+            if principal.may("Microsoft.Resources/subscriptions/read", subscription_id(s)):
+                visible.add(named.lower())
     return JSONResponse({"value": [
-        {"id": f"/subscriptions/{spelled[s]}", "subscriptionId": spelled[s],
+        {"id": subscription_id(spelled[s]), "subscriptionId": spelled[s],
          "displayName": f"Serial Console Lab ({spelled[s][:8]})", "state": "Enabled",
          "tenantId": TENANT_ID, "homeTenantId": TENANT_ID}
         for s in sorted(visible)
@@ -101,7 +98,7 @@ async def list_resource_groups(
         raise NotFound(f"The subscription '{subscription}' could not be found.",
                        code="SubscriptionNotFound", target=subscription)  # fmt: skip
     value = [
-        {"id": _group_id(subscription, name), "name": name, "location": location,
+        {"id": group_id(subscription, name), "name": name, "location": location,
          "type": "Microsoft.Resources/resourceGroups",
          "properties": {"provisioningState": "Succeeded"}}
         for (s, _key), (name, location) in sorted(groups.items())

@@ -16,9 +16,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
 from lab.api.azure.common import ApiVersion, Caller, lab_of, require_action
-from lab.api.azure.compute import find_vm, vm_resource_id
+from lab.api.azure.compute import find_vm
 from lab.api.security.tokens import Principal
 from lab.domain.errors import InvalidInput, NotFound
+from lab.domain.resource_ids import instance_id, vm_id
 from lab.domain.serial_console import PortState, SerialPort
 from lab.domain.vm import VmView
 
@@ -183,19 +184,14 @@ class _Parent:
     @property
     def resource_id(self) -> str:
         if self.instance is None:
-            return vm_resource_id(self.subscription, self.group, self.name)
-        return (f"/subscriptions/{self.subscription}/resourceGroups/{self.group}/providers/"
-                f"Microsoft.Compute/virtualMachineScaleSets/{self.name}/virtualMachines/"
-                f"{self.instance}")  # fmt: skip
+            return vm_id(self.subscription, self.group, self.name)
+        return instance_id(self.subscription, self.group, self.name, self.instance)
 
     def view(self) -> VmView:
         if self.instance is not None:
-            scale_sets = lab_of(self.request).scale_sets
-            model = scale_sets.get(self.group, self.name)
-            if model.subscription_id.lower() != self.subscription.lower():
-                raise NotFound(f"The Resource 'Microsoft.Compute/virtualMachineScaleSets/"
-                               f"{self.name}' was not found.", target=self.name)  # fmt: skip
-            return scale_sets.instance(model, self.instance)
+            lab = lab_of(self.request)
+            model = lab.lookup.scale_set_at(self.subscription, self.group, self.name)
+            return lab.scale_sets.instance(model, self.instance)
         return find_vm(self.request, self.subscription, self.group, self.name)
 
     def authorize(self, principal: Principal, action: str) -> VmView:

@@ -25,9 +25,10 @@ from lab.api.azure.common import (
     require_action,
 )
 from lab.api.security import sas, shared_key
-from lab.domain.errors import InvalidInput, LabError, NotFound
+from lab.domain.errors import InvalidInput, LabError
 from lab.domain.names import validate_blob_name, validate_storage_account_name
 from lab.domain.power import PowerState
+from lab.domain.resource_ids import storage_account_id
 from lab.domain.storage_account import StorageAccount
 from lab.domain.vm import VmView
 from lab.storage.blobs import BlobRange
@@ -81,22 +82,10 @@ class AccountBody(BaseModel):
     properties: _AccountProperties = _AccountProperties()
 
 
-def _account_id(subscription: str, group: str, name: str) -> str:
-    return f"/subscriptions/{subscription}/resourceGroups/{group}/providers/{_TYPE}/{name}"
-
-
 def _account_in(
     request: Request, subscription: str, group: str | None, name: str
 ) -> StorageAccount:
-    account = lab_of(request).storage_accounts.get(name)
-    if (
-        account is None
-        or account.subscription_id.lower() != subscription.lower()
-        or (group is not None and account.resource_group.lower() != group.lower())
-    ):
-        raise NotFound(f"The Resource '{_TYPE}/{name}' under resource group '{group}' was not "
-                       "found.", target=name)  # fmt: skip
-    return account
+    return lab_of(request).lookup.storage_account_at(subscription, group, name)
 
 
 @router.get(f"/subscriptions/{{subscription}}/providers/{_TYPE}")
@@ -123,7 +112,7 @@ for _path in arm_paths(f"/providers/{_TYPE}"):
         request: Request, subscription: str, group: str, name: str, _v: ApiVersion,
         principal: Caller,
     ) -> dict[str, Any]:  # fmt: skip
-        require_action(principal, f"{_TYPE}/read", _account_id(subscription, group, name))
+        require_action(principal, f"{_TYPE}/read", storage_account_id(subscription, group, name))
         return account_resource(request, _account_in(request, subscription, group, name))
 
     @router.put(_path + "/{name}")
@@ -132,7 +121,7 @@ for _path in arm_paths(f"/providers/{_TYPE}"):
         _v: ApiVersion, principal: Caller, response: Response,
     ) -> dict[str, Any]:  # fmt: skip
         """Create or update synchronously (ARM allows a 200/201 answer to a PUT)."""
-        require_action(principal, f"{_TYPE}/write", _account_id(subscription, group, name))
+        require_action(principal, f"{_TYPE}/write", storage_account_id(subscription, group, name))
         validate_storage_account_name(name, target=name)
         store = lab_of(request).storage_accounts
         current = store.get(name)
@@ -159,7 +148,7 @@ for _path in arm_paths(f"/providers/{_TYPE}"):
         principal: Caller,
     ) -> dict[str, Any]:  # fmt: skip
         """The two access keys (`$expand=kerb` is accepted; the lab has no Kerberos keys)."""
-        rid = _account_id(subscription, group, name)
+        rid = storage_account_id(subscription, group, name)
         require_action(principal, f"{_TYPE}/listKeys/action", rid)
         return _keys_body(request, _account_in(request, subscription, group, name))
 
@@ -168,7 +157,7 @@ for _path in arm_paths(f"/providers/{_TYPE}"):
         request: Request, subscription: str, group: str, name: str, body: RegenerateBody,
         _v: ApiVersion, principal: Caller,
     ) -> dict[str, Any]:  # fmt: skip
-        rid = _account_id(subscription, group, name)
+        rid = storage_account_id(subscription, group, name)
         require_action(principal, f"{_TYPE}/regenerateKey/action", rid)
         account = _account_in(request, subscription, group, name)
         which = body.keyName.lower()

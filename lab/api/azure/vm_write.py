@@ -26,11 +26,12 @@ from lab.api.azure.arm_bodies import (
     validated,
 )
 from lab.api.azure.common import ApiVersion, Caller, arm_paths, lab_of, require_action
-from lab.api.azure.compute import find_vm, find_vm_now, vm_resource, vm_resource_id
+from lab.api.azure.compute import find_vm, find_vm_now, vm_resource
 from lab.api.azure.operations import start_operation
 from lab.domain.definitions import boot_diagnostics_model, vm_model
 from lab.domain.errors import InvalidInput, NotFound
 from lab.domain.labfile import BootDiagnosticsDef, VirtualMachineDef
+from lab.domain.resource_ids import vm_id
 from lab.domain.vm import BootDiagnosticsModel, VmModel, VmView
 from lab.services.lab import Lab
 
@@ -81,7 +82,7 @@ for _path in arm_paths(f"/providers/{_VMS}/{{name}}"):
         request: Request, subscription: str, group: str, name: str, body: VmBody,
         _v: ApiVersion, principal: Caller,
     ) -> Response:  # fmt: skip
-        require_action(principal, f"{_VMS}/write", vm_resource_id(subscription, group, name))
+        require_action(principal, f"{_VMS}/write", vm_id(subscription, group, name))
         lab = lab_of(request)
         current = await _existing(request, subscription, group, name)
         if current is not None:
@@ -103,7 +104,7 @@ for _path in arm_paths(f"/providers/{_VMS}/{{name}}"):
         request: Request, subscription: str, group: str, name: str, body: VmBody,
         _v: ApiVersion, principal: Caller,
     ) -> dict[str, Any]:  # fmt: skip
-        require_action(principal, f"{_VMS}/write", vm_resource_id(subscription, group, name))
+        require_action(principal, f"{_VMS}/write", vm_id(subscription, group, name))
         lab = lab_of(request)
         view = find_vm(request, subscription, group, name)
         model = view.model
@@ -129,7 +130,7 @@ for _path in arm_paths(f"/providers/{_VMS}/{{name}}"):
         request: Request, subscription: str, group: str, name: str, _v: ApiVersion,
         principal: Caller,
     ) -> Response:  # fmt: skip
-        require_action(principal, f"{_VMS}/delete", vm_resource_id(subscription, group, name))
+        require_action(principal, f"{_VMS}/delete", vm_id(subscription, group, name))
         view = await _existing(request, subscription, group, name)
         if view is None:
             return Response(status_code=204)
@@ -158,5 +159,5 @@ def _creating(subscription: str, group: str, name: str, body: VmBody,
     """The 201 body of a create: the request's resource, provisioning."""
     props = {k: v for k, v in body.properties.items() if k != "osProfile"}
     props["provisioningState"] = "Creating"
-    return {"id": vm_resource_id(subscription, group, name), "name": name, "type": _VMS,
+    return {"id": vm_id(subscription, group, name), "name": name, "type": _VMS,
             "location": model.location, "tags": model.tags, "properties": props}  # fmt: skip

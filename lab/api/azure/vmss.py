@@ -41,6 +41,8 @@ from lab.api.security.tokens import Principal
 from lab.domain.errors import InvalidInput, NotFound
 from lab.domain.labfile import ScaleSetDef
 from lab.domain.power import arm_actions, by_arm_action, require_state
+from lab.domain.resource_ids import instance_id as instance_id_of
+from lab.domain.resource_ids import scale_set_id
 from lab.domain.scale_set import ScaleSetModel
 from lab.domain.vm import VmView
 from lab.services.lab import Lab
@@ -110,22 +112,14 @@ def instance_resource(
 # -- lookups --------------------------------------------------------------------------------------
 
 
-def _set_id(subscription: str, group: str, name: str) -> str:
-    return f"/subscriptions/{subscription}/resourceGroups/{group}/providers/{SETS}/{name}"
-
-
 def _find(request: Request, subscription: str, group: str, name: str) -> ScaleSetModel:
-    model = lab_of(request).scale_sets.get(group, name)
-    if model.subscription_id.lower() != subscription.lower():
-        raise NotFound(f"The Resource '{SETS}/{name}' under resource group '{group}' was not "
-                       "found.", target=name)  # fmt: skip
-    return model
+    return lab_of(request).lookup.scale_set_at(subscription, group, name)
 
 
 def _authorized(
     request: Request, principal: Principal, subscription: str, group: str, name: str, action: str
 ) -> ScaleSetModel:
-    require_action(principal, action, _set_id(subscription, group, name))
+    require_action(principal, action, scale_set_id(subscription, group, name))
     return _find(request, subscription, group, name)
 
 
@@ -134,7 +128,7 @@ async def _instance(
     instance_id: str, action: str,
 ) -> tuple[ScaleSetModel, VmView]:  # fmt: skip
     require_action(
-        principal, action, f"{_set_id(subscription, group, name)}/virtualMachines/{instance_id}"
+        principal, action, instance_id_of(subscription, group, name, instance_id)
     )
     model = _find(request, subscription, group, name)
     return model, await lab_of(request).scale_sets.instance_now(model, instance_id)
@@ -271,7 +265,7 @@ for _path in arm_paths(f"/providers/{SETS}"):
         request: Request, subscription: str, group: str, name: str, body: SetBody,
         _v: ApiVersion, principal: Caller,
     ) -> Response:  # fmt: skip
-        require_action(principal, f"{SETS}/write", _set_id(subscription, group, name))
+        require_action(principal, f"{SETS}/write", scale_set_id(subscription, group, name))
         lab = lab_of(request)
         current = or_none(lambda: _find(request, subscription, group, name))
         desired = _desired(lab, subscription, group, name, body, current)
@@ -298,7 +292,7 @@ for _path in arm_paths(f"/providers/{SETS}"):
         request: Request, subscription: str, group: str, name: str, _v: ApiVersion,
         principal: Caller,
     ) -> Response:  # fmt: skip
-        require_action(principal, f"{SETS}/delete", _set_id(subscription, group, name))
+        require_action(principal, f"{SETS}/delete", scale_set_id(subscription, group, name))
         model = or_none(lambda: _find(request, subscription, group, name))
         if model is None:
             return Response(status_code=204)
@@ -434,7 +428,7 @@ for _path in _INSTANCE_PATHS:
         require_action(
             principal,
             f"{INSTANCES}/delete",
-            f"{_set_id(subscription, group, name)}/virtualMachines/{instance_id}",
+            instance_id_of(subscription, group, name, instance_id),
         )
         model = _find(request, subscription, group, name)
         try:

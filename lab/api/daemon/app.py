@@ -118,33 +118,8 @@ SkipShutdown = Annotated[bool, Query(alias="skipShutdown")]
 
 
 def resolve_vm(lab: Lab, name: str, rg: str | None, instance_id: str | None) -> VmView:
-    """The target of a per-VM route: a VM, or with `instance_id` an instance of the scale set
-    `name` (an instance's own name, `<set>_<id>`, works too). A scale set's name without an
-    instance id is refused with how to pick one."""
-    if instance_id is not None:
-        return lab.scale_sets.instance(lab.scale_sets.find(name, rg), instance_id)
-    try:
-        return lab.vms.find(name, rg)
-    except NotFound as not_a_vm:
-        named = [v for v in lab.vms.machines() if v.identity.is_instance
-                 and v.identity.name.lower() == name.lower()
-                 and (rg is None or v.identity.resource_group.lower() == rg.lower())]  # fmt: skip
-        if len(named) == 1:
-            return named[0]
-        if len(named) > 1:
-            groups = ", ".join(v.identity.resource_group for v in named)
-            raise InvalidInput(f"Instance name '{name}' exists in several resource groups "
-                               f"({groups}); name one with --resource-group.",
-                               target=name) from None  # fmt: skip
-        try:
-            model = lab.scale_sets.find(name, rg)
-        except NotFound:
-            raise not_a_vm from None
-        ids = ", ".join(v.identity.instance_id or "" for v in lab.scale_sets.instances(model))
-        raise InvalidInput(
-            f"'{name}' is a scale set; add --instance-id N to pick an instance "
-            f"(instances: {ids or 'none'})", target="instanceId",
-        ) from None  # fmt: skip
+    """The target of a per-VM route (`Lookup.target`)."""
+    return lab.lookup.target(name, rg, instance_id)
 
 
 async def resolved_vm(lab: Lab, name: str, rg: str | None, instance_id: str | None) -> VmView:
@@ -255,7 +230,7 @@ def _routes(app: FastAPI) -> None:
         if view.identity.scale_set is None:
             await lab.vms.delete(view)
         else:  # as in Azure, deleting an instance lowers the set's capacity
-            model = lab.scale_sets.find(view.identity.scale_set, view.identity.resource_group)
+            model = lab.lookup.scale_set(view.identity.scale_set, view.identity.resource_group)
             await lab.scale_sets.delete_instances(model, [view.identity.instance_id or ""])
         return Response(status_code=204)
 
@@ -329,14 +304,14 @@ def _scale_set_routes(app: FastAPI) -> None:
 
     @app.get("/v1/vmss/{name}")
     def get_scale_set(lab: LabDep, name: str, rg: ResourceGroup = None) -> dict[str, Any]:
-        return scale_set_reply(lab, lab.scale_sets.find(name, rg))
+        return scale_set_reply(lab, lab.lookup.scale_set(name, rg))
 
     # Specific routes before the generic `{action}` one, which would swallow them.
     @app.post("/v1/vmss/{name}/scale")
     async def scale(
         lab: LabDep, name: str, body: CapacityBody, rg: ResourceGroup = None
     ) -> dict[str, Any]:
-        model = lab.scale_sets.find(name, rg)
+        model = lab.lookup.scale_set(name, rg)
         scaled = await lab.scale_sets.scale(model, check_capacity(body.capacity))
         return await scale_set_reply_now(lab, scaled)
 
@@ -344,7 +319,7 @@ def _scale_set_routes(app: FastAPI) -> None:
     async def update_instances(
         lab: LabDep, name: str, body: InstanceIdsBody | None = None, rg: ResourceGroup = None
     ) -> dict[str, Any]:
-        model = lab.scale_sets.find(name, rg)
+        model = lab.lookup.scale_set(name, rg)
         await lab.scale_sets.upgrade(model, instance_ids(body))
         return await scale_set_reply_now(lab, model)
 
@@ -354,7 +329,7 @@ def _scale_set_routes(app: FastAPI) -> None:
         rg: ResourceGroup = None, skip_shutdown: SkipShutdown = False,
     ) -> dict[str, Any]:  # fmt: skip
         operation = power_operation(action)
-        model = lab.scale_sets.find(name, rg)
+        model = lab.lookup.scale_set(name, rg)
         await lab.scale_sets.perform(model, operation, instance_ids(body),
                                      skip_shutdown=skip_shutdown)  # fmt: skip
         return await scale_set_reply_now(lab, model)

@@ -16,9 +16,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from lab.api.azure.common import Caller, lab_of, require_action
-from lab.api.azure.compute import vm_resource_id
 from lab.api.azure.serialconsole import CONNECT_ACTION
 from lab.domain.labfile import DEFAULT_SUBSCRIPTION_ID
+from lab.domain.resource_ids import vm_id
 from lab.services.scenarios import GROUP
 
 router = APIRouter(prefix="/_portal/api/scenarios", include_in_schema=False)
@@ -27,7 +27,7 @@ _READ = "Microsoft.Compute/virtualMachines/read"
 
 def _vm_id(name: str) -> str:
     # Scenario VMs live in the lab's default subscription, resource group `scenarios`.
-    return vm_resource_id(DEFAULT_SUBSCRIPTION_ID, GROUP, name)
+    return vm_id(DEFAULT_SUBSCRIPTION_ID, GROUP, name)
 
 
 def _panel(request: Request, name: str) -> dict[str, Any]:
