@@ -9,6 +9,7 @@ input go out as the framing says.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -16,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import WebSocket, WebSocketDisconnect
-from fastapi.responses import JSONResponse
 
+from lab.api.errors import websocket_close
 from lab.console.broker import Chunk, ConsoleBroker, SessionMode, Subscriber
 from lab.domain.errors import LabError
 from lab.domain.vm import VmView
@@ -46,14 +47,12 @@ async def _json_refused(ws: WebSocket, exc: LabError) -> None:
 LAB_FRAMING = Framing(WebSocket.send_bytes, _json_closed, _json_refused)
 
 
-async def deny(ws: WebSocket, exc: LabError) -> None:
-    """Refuse a websocket handshake with an HTTP error in Azure's body (before `accept`), so a
-    refused client never holds an open connection, even for a moment."""
-    if "websocket.http.response" in ws.scope.get("extensions", {}):
-        body = {"error": exc.to_dict()}
-        await ws.send_denial_response(JSONResponse(body, status_code=exc.status))
-    else:  # a server without the denial-response extension answers a bare 403
-        await ws.close(code=1008, reason=exc.code)
+async def refuse(ws: WebSocket, exc: LabError, framing: Framing = LAB_FRAMING) -> None:
+    """Refuse a session on an accepted websocket: say why in the framing's words, then close
+    it as `websocket_close` maps the error. The client may have gone already: nothing to say."""
+    with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+        await framing.send_refused(ws, exc)
+        await ws.close(*websocket_close(exc))
 
 
 async def serve_console(

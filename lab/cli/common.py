@@ -9,14 +9,14 @@ import time
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 from rich.markup import escape
 
 from lab.cli import output
 from lab.client.http import LabClient
-from lab.domain.errors import DaemonUnavailable, LabError, disk_full
+from lab.domain.errors import DaemonUnavailable, LabError, LocalFileError, as_lab_error
 from lab.settings import Settings, get_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -31,23 +31,20 @@ def handle_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except LabError as exc:
-            _print_error(exc)
-            sys.exit(exc.exit_code)
+            _exit_with(exc)
         except OSError as exc:
             # A file of this machine the command itself could not read or write (a lab file,
             # a certificate, the data dir): where and why, not a traceback.
-            err = disk_full(exc) or LabError(
-                f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}",
-                code="OSError")  # fmt: skip
-            _print_error(err)
-            sys.exit(err.exit_code)
+            _exit_with(as_lab_error(exc) or LocalFileError(
+                f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}"))
 
     return wrapper  # type: ignore[return-value]
 
 
-def _print_error(exc: LabError) -> None:
+def _exit_with(exc: LabError) -> NoReturn:
     output.err.print(f"[red]error[/] ({exc.code}): {escape(exc.message)}", highlight=False,
                      soft_wrap=True)  # fmt: skip
+    sys.exit(exc.exit_code)
 
 
 #: `-g/--resource-group` of the commands that name a VM or a scale set.

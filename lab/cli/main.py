@@ -13,7 +13,7 @@ from lab.api.security.tokens import ROLES, issue, signing_key
 from lab.cli import diagnostics, identity, images, output, scenario, vm, vmss
 from lab.cli.common import client, ensure_daemon, handle_errors
 from lab.client.http import LabClient
-from lab.domain.errors import InvalidInput, LabError
+from lab.domain.errors import InvalidInput, LabFileUnreadable
 from lab.domain.rbac import RoleDefinition, custom_role, parse_role_definition
 from lab.settings import get_settings
 
@@ -29,9 +29,7 @@ def _read_lab_file(path: str) -> dict[str, str]:
     try:
         return {"source": path, "text": Path(path).read_text()}
     except OSError as exc:
-        raise LabError(
-            f"cannot read lab file {path}: {exc.strerror}", code="InvalidLabFile"
-        ) from exc
+        raise LabFileUnreadable(f"cannot read lab file {path}: {exc.strerror}") from exc
 
 
 def _print_results(results: list[dict[str, Any]], as_json: bool) -> None:

@@ -2,8 +2,14 @@
 
 Every error the lab raises on purpose is a `LabError`: it carries an Azure error `code`, the
 HTTP status the API answers with, an optional `target` (the field or resource it is about), and
-wraps its cause. The API renders it once, as Azure's `{"error": {...}}` body; the CLI prints the
-message and exits with `exit_code`.
+wraps its cause. The API renders it once (`lab/api/errors.py`), as Azure's `{"error": {...}}`
+body; the CLI prints the message and exits with `exit_code`.
+
+As moto has one exception class per AWS error code, the lab has one class per Azure error code:
+the code is the class's, never a string at the raise site. This module holds the base classes
+and the codes the domain, the services, the stores and the CLI raise; the codes only the
+Azure-compatible API speaks (ARM's authentication, Azure Storage's data plane, the portal) are
+in `lab/api/azure/errors.py`. No other module defines a `LabError` (tests/unit/test_errors.py).
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ class LabError(Exception):
     exit_code: ClassVar[int] = 1
 
     def __init__(self, message: str, *, target: str | None = None, code: str | None = None) -> None:
+        # `code` is for an error relayed from elsewhere, whose code the lab did not choose (the
+        # CLI's RemoteError carries the daemon's); the lab's own errors take their class's.
         super().__init__(message)
         self.message = message
         self.target = target
@@ -135,13 +143,167 @@ class DiskFull(LabError):
     exit_code = 7
 
 
+class LabFileUnreadable(LabError):
+    """The CLI could not read the lab file it was given."""
+
+    code = "InvalidLabFile"
+
+
+class LocalFileError(LabError):
+    """A file of this machine a CLI command itself could not read or write (a lab file, a
+    certificate, the data dir): where and why, not a traceback."""
+
+    code = "OSError"
+
+
+# -- one class per Azure error code ---------------------------------------------------------------
+# The request or file as written -----------------------------------------------------------------
+
+
+class InvalidResourceName(InvalidInput):
+    code = "InvalidResourceName"
+
+
+class InvalidRange(InvalidInput):
+    """A read that starts past the end of a blob or a serial log."""
+
+    code = "InvalidRange"
+
+
+class OperationNotSupported(InvalidInput):
+    code = "OperationNotSupported"
+
+
+class StorageAccountNotFound(InvalidInput):
+    """The boot-diagnostics storage account a VM names does not exist (ARM answers 400, and so
+    does the serial console's prerequisite check)."""
+
+    code = "StorageAccountNotFound"
+
+
+class RoleDefinitionDoesNotExist(InvalidInput):
+    """A role name the lab does not know (in a lab file, `lab role assign`, an assignment PUT);
+    the ARM read of an unknown role definition id is the API's 404 `RoleDefinitionNotFound`."""
+
+    code = "RoleDefinitionDoesNotExist"
+
+
+class RoleDefinitionLimitExceeded(InvalidInput):
+    code = "RoleDefinitionLimitExceeded"
+
+
+class InvalidActionOrNotAction(InvalidInput):
+    code = "InvalidActionOrNotAction"
+
+
+class InvalidRoleAssignmentScope(InvalidInput):
+    code = "InvalidRoleAssignmentScope"
+
+
+# Not there --------------------------------------------------------------------------------------
+
+
+class BlobNotFound(NotFound):
+    code = "BlobNotFound"
+
+
+class PrincipalNotFound(NotFound):
+    code = "PrincipalNotFound"
+
+
+class RoleAssignmentNotFound(NotFound):
+    code = "RoleAssignmentNotFound"
+
+
+class CodeExpired(NotFound):
+    """A device-code sign-in that is not (or no longer) waiting."""
+
+    code = "CodeExpired"
+
+
+class SessionGone(LabError):
+    """A serial-console connection string that expired, was used, or is someone else's."""
+
+    code = "SessionNotFound"
+    status = 404
+
+
+# Not in this state ------------------------------------------------------------------------------
+
+
+class RoleAssignmentExists(Conflict):
+    code = "RoleAssignmentExists"
+
+
+class StorageAccountAlreadyTaken(Conflict):
+    code = "StorageAccountAlreadyTaken"
+
+
+class PropertyChangeNotAllowed(Conflict):
+    code = "PropertyChangeNotAllowed"
+
+
+class BootDiagnosticsDisabled(Conflict):
+    """Boot diagnostics data asked of a VM that has boot diagnostics off (ARM's 409); the serial
+    console's prerequisite of the same code is `ConsoleNeedsBootDiagnostics` (a 400)."""
+
+    code = "BootDiagnosticsDisabled"
+
+
+class VmNotRunning(Conflict):
+    code = "VmNotRunning"
+
+
+class SerialPortDisabled(Conflict):
+    code = "SerialPortDisabled"
+
+
+# The serial console's prerequisites (lab/domain/serial_console.py checks them) ------------------
+
+
+class ConsolePrerequisiteFailed(LabError):
+    """The serial console cannot connect to this VM; the message says which rule failed."""
+
+    code = "SerialConsolePrerequisiteFailed"
+    status = 400
+
+
+class ConsoleNeedsBootDiagnostics(ConsolePrerequisiteFailed):
+    code = "BootDiagnosticsDisabled"
+
+
+class InvalidStorageUri(ConsolePrerequisiteFailed):
+    code = "InvalidStorageUri"
+
+
+class ConsoleDisabled(LabError):
+    code = "SerialConsoleDisabled"
+    status = 403
+
+
+class StorageForbidden(LabError):
+    code = "StorageAccountForbidden"
+    status = 403
+
+
+class KeyBasedAuthenticationNotPermitted(StorageForbidden):
+    """Shared Key use of an account with `allowSharedKeyAccess: false` (the serial console's
+    prerequisite, and Azure Storage's answer to a Shared Key read)."""
+
+    code = "KeyBasedAuthenticationNotPermitted"
+
+
 #: The errnos that mean "no room to write".
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
-def disk_full(exc: OSError) -> DiskFull | None:
-    """The lab's error for an OSError that means the disk is full; None for any other."""
-    if exc.errno not in _NO_SPACE:
+def as_lab_error(exc: BaseException) -> LabError | None:
+    """The lab's error for an exception that reached a front end (an API handler, a background
+    operation, the CLI): a `LabError` as it is, an OSError that means the disk is full as
+    `DiskFull`, anything else None (the caller's own fallback: a 500, a failed operation)."""
+    if isinstance(exc, LabError):
+        return exc
+    if not isinstance(exc, OSError) or exc.errno not in _NO_SPACE:
         return None
     where = f" writing {exc.filename}" if exc.filename else ""
     return DiskFull(

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Final, Literal
 from urllib.parse import unquote, urlsplit
 
-from lab.domain.errors import InvalidInput
+from lab.domain.errors import InvalidInput, InvalidResourceName
 
 OsType = Literal["Linux", "Windows"]
 
@@ -59,7 +59,7 @@ _LETTER_OR_DIGIT = {"Lu", "Ll", "Lt", "Lm", "Lo", "Nd"}
 
 
 def _invalid(message: str, target: str) -> InvalidInput:
-    return InvalidInput(message, target=target, code="InvalidParameter")
+    return InvalidInput(message, target=target)
 
 
 def same_name(a: str, b: str) -> bool:
@@ -125,15 +125,15 @@ def validate_blob_name(name: str, *, target: str = "blob") -> None:
         problem = _blob_name_problem(seen)
         if problem is not None:
             shown = repr(name) if seen == name else f"{name!r} (decoded: {seen!r})"
-            raise InvalidInput(f"The blob name {shown} is not allowed: {problem}.",
-                               target=target, code="InvalidResourceName")  # fmt: skip
+            raise InvalidResourceName(f"The blob name {shown} is not allowed: {problem}.",
+                                      target=target)  # fmt: skip
         decoded = unquote(seen) if "%" in seen else seen
         if decoded == seen:
             return
         seen = decoded
-    raise InvalidInput(f"The blob name {name!r} is not allowed: it is percent-encoded more than "
-                       f"{_BLOB_DECODE_ROUNDS - 1} times.", target=target,
-                       code="InvalidResourceName")  # fmt: skip
+    raise InvalidResourceName(f"The blob name {name!r} is not allowed: it is percent-encoded "
+                              f"more than {_BLOB_DECODE_ROUNDS - 1} times.",
+                              target=target)  # fmt: skip
 
 
 def validate_resource_group_name(name: str, *, target: str = "name") -> None:

@@ -15,7 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from lab.domain.errors import InvalidInput
+from lab.domain.errors import (
+    InvalidActionOrNotAction,
+    InvalidInput,
+    InvalidRoleAssignmentScope,
+    RoleDefinitionDoesNotExist,
+    RoleDefinitionLimitExceeded,
+)
 
 
 @dataclass(frozen=True)
@@ -101,8 +107,9 @@ def custom_role(
     if not name:
         raise InvalidInput("a custom role needs a name", target="Name")
     if any(known.lower() == name.lower() for known in ROLE_NAMES):
-        raise InvalidInput(f"custom role name '{name}' is a built-in role's; choose another",
-                           target="Name", code="RoleDefinitionLimitExceeded")  # fmt: skip
+        raise RoleDefinitionLimitExceeded(
+            f"custom role name '{name}' is a built-in role's; choose another", target="Name"
+        )
     if not actions:
         raise InvalidInput(f"custom role '{name}' has no Actions; give at least one, e.g. "
                            "Microsoft.SerialConsole/serialPorts/connect/action",
@@ -110,11 +117,11 @@ def custom_role(
     for field, values in (("Actions", actions), ("NotActions", not_actions)):
         for action in values:
             if not isinstance(action, str) or not _ACTION.match(action):
-                raise InvalidInput(
+                raise InvalidActionOrNotAction(
                     f"custom role '{name}': {field} entry {action!r} is not an action string "
                     "such as Microsoft.Compute/virtualMachines/read or Microsoft.Compute/*",
-                    target=field, code="InvalidActionOrNotAction",
-                )  # fmt: skip
+                    target=field,
+                )
     return RoleDefinition(name, tuple(actions), tuple(not_actions), custom=True)
 
 
@@ -122,10 +129,10 @@ def role(name: str) -> RoleDefinition:
     for known in BUILTIN_ROLES.values():
         if known.name.lower() == name.lower():
             return known
-    raise InvalidInput(
+    raise RoleDefinitionDoesNotExist(
         f"unknown role '{name}'; the lab knows the built-in roles: {', '.join(ROLE_NAMES)}",
-        target="role", code="RoleDefinitionDoesNotExist",
-    )  # fmt: skip
+        target="role",
+    )
 
 
 def parse_role_definition(text: str, source: str) -> RoleDefinition:
@@ -152,8 +159,8 @@ def parse_role_definition(text: str, source: str) -> RoleDefinition:
     try:
         return custom_role(name, fields.get("actions", []), fields.get("notactions", []))
     except InvalidInput as exc:
-        raise InvalidInput(f"{source}: {exc.message}", target=exc.target,
-                           code=exc.code) from None  # fmt: skip
+        # The same error (class, code), located in the file.
+        raise type(exc)(f"{source}: {exc.message}", target=exc.target) from None
 
 
 def normalise_scope(scope: str) -> str:
@@ -161,11 +168,11 @@ def normalise_scope(scope: str) -> str:
     scope = "/" + scope.strip().strip("/")
     parts = scope.split("/")[1:]
     if scope != "/" and (len(parts) < 2 or parts[0].lower() != "subscriptions"):
-        raise InvalidInput(
+        raise InvalidRoleAssignmentScope(
             f"invalid role scope '{scope}'; a scope is '/', /subscriptions/<id>, "
             "/subscriptions/<id>/resourceGroups/<name>, or a resource id",
-            target="scope", code="InvalidRoleAssignmentScope",
-        )  # fmt: skip
+            target="scope",
+        )
     return scope
 
 

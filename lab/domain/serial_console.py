@@ -10,7 +10,17 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
-from lab.domain.errors import Conflict, InvalidInput, LabError
+from lab.domain.errors import (
+    ConsoleDisabled,
+    ConsoleNeedsBootDiagnostics,
+    InvalidInput,
+    InvalidStorageUri,
+    KeyBasedAuthenticationNotPermitted,
+    SerialPortDisabled,
+    StorageAccountNotFound,
+    StorageForbidden,
+    VmNotRunning,
+)
 from lab.domain.power import PowerState
 from lab.domain.storage_account import StorageAccount
 from lab.domain.vm import VmView
@@ -31,23 +41,6 @@ class SerialPort(BaseModel):
     parent_id: str
     name: str
     state: PortState = PortState.ENABLED
-
-
-class ConsolePrerequisiteFailed(LabError):
-    """The serial console cannot connect to this VM; the message says which rule failed."""
-
-    code = "SerialConsolePrerequisiteFailed"
-    status = 400
-
-
-class ConsoleDisabled(LabError):
-    code = "SerialConsoleDisabled"
-    status = 403
-
-
-class StorageForbidden(LabError):
-    code = "StorageAccountForbidden"
-    status = 403
 
 
 def check_port_name(port: str) -> None:
@@ -75,30 +68,30 @@ def check_connect(
         )
     bd = view.model.boot_diagnostics
     if not bd.enabled:
-        raise ConsolePrerequisiteFailed(
+        raise ConsoleNeedsBootDiagnostics(
             f"Azure Serial Console requires boot diagnostics to be enabled on '{name}'. Enable "
             "boot diagnostics (diagnosticsProfile.bootDiagnostics.enabled) and try again.",
-            code="BootDiagnosticsDisabled", target=name,
-        )  # fmt: skip
+            target=name,
+        )
     if bd.storage_uri is not None and bd.storage_uri.lower().startswith("http://"):
-        raise ConsolePrerequisiteFailed(
+        raise InvalidStorageUri(
             f"The boot diagnostics storage URI of '{name}' ({bd.storage_uri}) uses http; "
             "Azure Serial Console requires an https:// storage URI.",
-            code="InvalidStorageUri", target="storageUri",
-        )  # fmt: skip
+            target="storageUri",
+        )
     if view.power_state is not PowerState.RUNNING:
-        raise Conflict(
+        raise VmNotRunning(
             f"Azure Serial Console requires a virtual machine to be running; '{name}' is "
             f"{view.power_state.value}. Start the virtual machine and try again.",
-            code="VmNotRunning", target=name,
-        )  # fmt: skip
+            target=name,
+        )
     if account is None:
-        raise ConsolePrerequisiteFailed(
+        raise StorageAccountNotFound(
             f"The storage account '{bd.storage_account}' used for boot diagnostics on '{name}' "
             "could not be found. Verify that boot diagnostics is enabled for this VM and that "
             "the storage account exists.",
-            code="StorageAccountNotFound", target=bd.storage_account,
-        )  # fmt: skip
+            target=bd.storage_account,
+        )
     if account.firewall_on:
         raise StorageForbidden(
             f'A "Forbidden" response was encountered when accessing this VM\'s boot diagnostic '
@@ -107,15 +100,15 @@ def check_connect(
             target=account.name,
         )
     if not account.allow_shared_key_access:
-        raise StorageForbidden(
+        raise KeyBasedAuthenticationNotPermitted(
             f"Azure Serial Console cannot use the boot diagnostics storage account "
             f"'{account.name}': 'Allow storage account key access' is disabled "
             "(allowSharedKeyAccess is false). Enable it, or use managed storage.",
-            code="KeyBasedAuthenticationNotPermitted", target=account.name,
-        )  # fmt: skip
+            target=account.name,
+        )
     if port is not None and port.state is PortState.DISABLED:
-        raise Conflict(
+        raise SerialPortDisabled(
             f"Serial port '{port.name}' of '{name}' is disabled; enable it "
             '(PUT .../serialPorts/0 with {"properties": {"state": "enabled"}}).',
-            code="SerialPortDisabled", target=port.name,
-        )  # fmt: skip
+            target=port.name,
+        )

@@ -128,5 +128,5 @@ def resolve_size(size: str | VmSize) -> VmSize:
         return size
     row = lookup_size(size)
     if row is None:
-        raise InvalidInput(unknown_size_message(size), target="vmSize", code="InvalidParameter")
+        raise InvalidInput(unknown_size_message(size), target="vmSize")
     return VmSize(vcpus=row.vcpus, memory_mib=row.memory_mib)

@@ -8,7 +8,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from lab.console.broker import ConsoleBroker, SessionMode, Subscriber
-from lab.domain.errors import InvalidInput, StateError
+from lab.domain.errors import OperationNotSupported, StateError
 from lab.domain.guest_health import HangWarning
 from lab.domain.power import PowerState
 from lab.domain.sysrq import KEY_LEFTALT, KEY_SYSRQ, KEYCODES, parse_sysrq_keys
@@ -123,10 +123,9 @@ class ConsoleService:
         """Send a SysRq key or sequence; returns the keys sent."""
         _require_running(view, "sysrq")
         if view.model.os_type.lower() == "windows":
-            raise InvalidInput(
+            raise OperationNotSupported(
                 f"You can only send a SysRq to a Linux VM ('{view.identity.name}' is Windows).",
                 target=view.identity.name,
-                code="OperationNotSupported",
             )
         seq = parse_sysrq_keys(keys)
         domain = view.identity.domain_name

@@ -17,7 +17,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from lab.domain.errors import Conflict, InvalidInput, NotFound
+from lab.domain.errors import (
+    CodeExpired,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PrincipalNotFound,
+    RoleAssignmentExists,
+    RoleAssignmentNotFound,
+)
 from lab.domain.identity import (
     Principal,
     RoleAssignmentRecord,
@@ -64,8 +72,8 @@ class IdentityService:
         for p in self.principals():
             if ref.lower() in {p.object_id, p.name.lower(), (p.app_id or "").lower()}:
                 return p
-        raise NotFound(f"no user or service principal '{ref}' in the lab (`lab user ls`)",
-                       code="PrincipalNotFound", target=ref)  # fmt: skip
+        raise PrincipalNotFound(f"no user or service principal '{ref}' in the lab "
+                                "(`lab user ls`)", target=ref)  # fmt: skip
 
     def secret_ok(self, principal: Principal, secret: str) -> bool:
         """Whether `secret` is one of the principal's (its password, a client secret). A
@@ -190,8 +198,8 @@ class IdentityService:
         record = new_assignment(principal, role_name, scope)
         for existing in self.assignments(principal.object_id):
             if (existing.role, existing.scope.lower()) == (record.role, record.scope.lower()):
-                raise Conflict("The role assignment already exists.",
-                               code="RoleAssignmentExists", target=existing.name)  # fmt: skip
+                raise RoleAssignmentExists("The role assignment already exists.",
+                                           target=existing.name)  # fmt: skip
         assignments = self.state.read().get(_ASSIGNMENTS, {})
         assignments[record.name] = record.model_dump(mode="json")
         self.state.update(_ASSIGNMENTS, assignments)
@@ -214,8 +222,8 @@ class IdentityService:
                 and wanted_role in (None, r.role)
                 and wanted_scope in (None, r.scope.lower())]  # fmt: skip
         if not gone:
-            raise NotFound("no role assignment matches", code="RoleAssignmentNotFound",
-                           target=name or ref or role_name)  # fmt: skip
+            raise RoleAssignmentNotFound("no role assignment matches",
+                                         target=name or ref or role_name)  # fmt: skip
         assignments = self.state.read().get(_ASSIGNMENTS, {})
         for r in gone:
             assignments.pop(r.name, None)
@@ -278,6 +286,6 @@ class DeviceSignIns:
                 if flow.user_code == wanted and flow.state == "pending":
                     flow.principal_id = principal_id
                     return flow
-        raise NotFound(f"no sign-in waits for the code '{user_code}' (mistyped, or more than "
-                       f"{DEVICE_CODE_LIFETIME_S // 60} minutes old?)", code="CodeExpired",
-                       target="code")  # fmt: skip
+        raise CodeExpired(f"no sign-in waits for the code '{user_code}' (mistyped, or more "
+                          f"than {DEVICE_CODE_LIFETIME_S // 60} minutes old?)",
+                          target="code")  # fmt: skip

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lab.domain.errors import LabError, NotFound
+from lab.domain.errors import NotFound, SessionGone
 from lab.domain.serial_console import PORTS, PortState, SerialPort, check_connect, check_port_name
 from lab.domain.vm import VmView
 from lab.services.storage_accounts import StorageAccountService
@@ -22,11 +22,6 @@ from lab.storage.state import StateFile
 CONNECT_TTL_S = 60.0
 _DISABLED = "serialConsoleDisabled"
 _PORTS = "serialPorts"
-
-
-class SessionGone(LabError):
-    code = "SessionNotFound"
-    status = 404
 
 
 @dataclass

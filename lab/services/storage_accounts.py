@@ -6,7 +6,7 @@ from __future__ import annotations
 import builtins
 
 from lab.domain.boot_diagnostics import MANAGED_ACCOUNT
-from lab.domain.errors import Conflict
+from lab.domain.errors import StorageAccountAlreadyTaken
 from lab.domain.resource_ids import placed
 from lab.domain.storage_account import StorageAccount, managed_account
 from lab.domain.vm import VmView
@@ -42,10 +42,9 @@ class StorageAccountService:
             current.subscription_id.lower(),
             current.resource_group.lower(),
         ) != (account.subscription_id.lower(), account.resource_group.lower()):
-            raise Conflict(
-                f"The storage account named {account.name} is already taken.",
-                code="StorageAccountAlreadyTaken", target=account.name,
-            )  # fmt: skip
+            raise StorageAccountAlreadyTaken(
+                f"The storage account named {account.name} is already taken.", target=account.name
+            )
         accounts = self.state.read().get(_KEY, {})
         accounts[account.name.lower()] = account.model_dump()
         self.state.update(_KEY, accounts)

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from lab.domain.errors import Conflict, InvalidInput
+from lab.domain.errors import Conflict, InvalidInput, PropertyChangeNotAllowed
 from lab.domain.passwords import is_password_hash
 from lab.domain.power import TRANSITION, PowerOperation, PowerState, operation, require_state
 from lab.domain.vm import VmIdentity, VmModel, VmView
@@ -261,12 +261,12 @@ class VmService:
             changed = sorted(
                 k for k in VmModel.model_fields if getattr(model, k) != getattr(current, k)
             )
-            raise Conflict(
+            raise PropertyChangeNotAllowed(
                 f"Changing property {', '.join(changed)} of VM '{view.identity.name}' is not "
                 "allowed; only tags and diagnosticsProfile.bootDiagnostics.enabled can change. "
                 "Delete and recreate the VM to change the others.",
-                code="PropertyChangeNotAllowed", target=view.identity.name,
-            )  # fmt: skip
+                target=view.identity.name,
+            )
         spec = self._spec(view.identity, model, view.deallocated)
         self.ctx.hypervisor.set_metadata(view.identity.domain_name, metadata_element(spec))
         return self.refresh(view)

@@ -14,7 +14,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.domain.errors import InvalidInput, NotFound
+from lab.domain.errors import (
+    BlobNotFound,
+    InvalidInput,
+    InvalidRange,
+    InvalidResourceName,
+)
 from lab.domain.names import validate_blob_name
 
 _ACCOUNT = re.compile(r"^[a-z0-9]{3,24}$")
@@ -39,11 +44,11 @@ def check_blob_name(blob: str) -> None:
     container) and no leading '.' (the store's own temporary files)."""
     validate_blob_name(blob, target="blob")
     if "/" in blob or blob.startswith("."):
-        raise InvalidInput(
+        raise InvalidResourceName(
             f"The blob name {blob!r} is not allowed here: boot-diagnostics containers hold no "
             "'/' (virtual directories) and no names starting with '.'.",
-            target="blob", code="InvalidResourceName",
-        )  # fmt: skip
+            target="blob",
+        )
 
 
 class BlobStore:
@@ -54,10 +59,7 @@ class BlobStore:
         if not _ACCOUNT.fullmatch(account):
             raise InvalidInput(f"invalid storage account name {account!r}", target="account")
         if not _CONTAINER.fullmatch(container):
-            raise InvalidInput(
-                f"invalid container name {container!r}", target="container",
-                code="InvalidResourceName",
-            )  # fmt: skip
+            raise InvalidResourceName(f"invalid container name {container!r}", target="container")
         check_blob_name(blob)
         return self.root / account / container / blob
 
@@ -70,9 +72,8 @@ class BlobStore:
         try:
             return self.path(account, container, blob).stat().st_size
         except FileNotFoundError:
-            raise NotFound(
-                f"The specified blob does not exist: {account}/{container}/{blob}",
-                code="BlobNotFound",
+            raise BlobNotFound(
+                f"The specified blob does not exist: {account}/{container}/{blob}"
             ) from None
 
     def read(
@@ -86,17 +87,16 @@ class BlobStore:
                 if start < 0:
                     start = max(0, size + start)
                 if start > size:
-                    raise InvalidInput(
+                    raise InvalidRange(
                         f"start offset {start} is past the end of the blob ({size} bytes)",
-                        target="start", code="InvalidRange",
-                    )  # fmt: skip
+                        target="start",
+                    )
                 want = min(MAX_READ, size - start if length is None else max(0, length))
                 f.seek(start)
                 data = f.read(want)
         except FileNotFoundError:
-            raise NotFound(
-                f"The specified blob does not exist: {account}/{container}/{blob}",
-                code="BlobNotFound",
+            raise BlobNotFound(
+                f"The specified blob does not exist: {account}/{container}/{blob}"
             ) from None
         return BlobRange(data=data, start=start, next=start + len(data), size=size)
 

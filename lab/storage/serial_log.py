@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.domain.errors import InvalidInput
+from lab.domain.errors import InvalidRange
 from lab.storage.blobs import MAX_READ, BlobRange, write_atomic
 from lab.storage.state import load_cache
 
@@ -129,10 +129,8 @@ class RotatingLog:
         if start < 0:
             start = max(first, end + start)
         if start > end:
-            raise InvalidInput(
-                f"start offset {start} is past the end of the log ({end} bytes)",
-                target="start",
-                code="InvalidRange",
+            raise InvalidRange(
+                f"start offset {start} is past the end of the log ({end} bytes)", target="start"
             )
         start = max(start, first)
         want = min(MAX_READ, end - start if length is None else max(0, min(length, end - start)))

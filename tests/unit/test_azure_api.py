@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from lab.api.azure.app import create_azure_app
+from lab.api.azure.errors import SasRejected
 from lab.api.daemon.schemas import vm_json
 from lab.api.security.tokens import issue
 from lab.domain.storage_account import StorageAccount
@@ -294,9 +295,9 @@ def test_expired_sas_is_refused() -> None:
     q = dict(parse_qsl(sas.sign(STORAGE_KEY, "acct", "cont", "b.log", minutes=1)))
     sas.verify(STORAGE_KEY, "acct", "cont", "b.log", q)
     later = datetime.now(UTC) + timedelta(minutes=2)
-    with pytest.raises(sas.SasRejected, match="Signed expiry time"):
+    with pytest.raises(SasRejected, match="Signed expiry time"):
         sas.verify(STORAGE_KEY, "acct", "cont", "b.log", q, now=later)
-    with pytest.raises(sas.SasRejected, match="Signature did not match"):
+    with pytest.raises(SasRejected, match="Signature did not match"):
         sas.verify(STORAGE_KEY, "acct", "cont", "other.log", q)
 
 

@@ -327,11 +327,11 @@ def test_the_cli_exits_as_the_daemons_error_says_and_reports_local_file_errors(
     """A daemon `CorruptState` (a 500) makes `lab` exit 6, as its body's `exitCode` says, not
     1 as the status would; a file the CLI itself cannot write is a located error, not a
     traceback."""
-    from lab.api.daemon.app import daemon_error
+    from lab.api.errors import render
     from lab.domain.errors import CorruptState, LabError
     from lab.settings import get_settings
 
-    body = daemon_error(CorruptState("state/resources.json is damaged")).body
+    body = render(CorruptState("state/resources.json is damaged"), exit_code=True).body
     client = LabClient(Settings(data_dir=tmp_path))
     client._http = httpx.Client(base_url="http://lab", transport=httpx.MockTransport(
         lambda request: httpx.Response(500, content=body)))  # fmt: skip

@@ -20,7 +20,7 @@ from lab.api.azure import (
     vm_write,
     vmss,
 )
-from lab.api.azure.common import install_error_handling
+from lab.api.errors import install_error_handlers
 from lab.api.portal import device as portal_device
 from lab.api.portal import me as portal_me
 from lab.api.portal import scenarios as portal_scenarios
@@ -50,7 +50,7 @@ def create_azure_app(lab: Lab, token_key: bytes, storage_secret: bytes) -> FastA
     app.state.verifier = TokenVerifier(token_key, app.state.authority_keys, lab.identity.grants)
     app.state.storage_secret = storage_secret
     app.state.operations = {}
-    install_error_handling(app)
+    install_error_handlers(app, exit_code=False)
     routers = (metadata.router, authority.router, authorization.router, graph.router,
                compute.router,
                vm_write.router, vmss.router, operations.router, storage.router,

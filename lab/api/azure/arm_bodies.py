@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from lab.domain.errors import InvalidInput
+from lab.domain.errors import InvalidInput, StorageAccountNotFound
 from lab.domain.vm import VmModel
 from lab.services.lab import Lab
 
@@ -106,8 +106,8 @@ def _arm_target(loc: list[str], targets: Mapping[str, str]) -> str:
 def check_storage_account(lab: Lab, model: VmModel) -> None:
     bd = model.boot_diagnostics
     if bd.storage_uri is not None and lab.storage_accounts.get(bd.storage_account or "") is None:
-        raise InvalidInput(
+        raise StorageAccountNotFound(
             f"Storage account '{bd.storage_account}' not found. Ensure storage account is not "
             "deleted and belongs to the same Azure location as the VM.",
-            code="StorageAccountNotFound", target="properties.diagnosticsProfile",
-        )  # fmt: skip
+            target="properties.diagnosticsProfile",
+        )

@@ -15,7 +15,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from lab.api.azure.common import ApiVersion, Caller, lab_of, require_action
-from lab.domain.errors import InvalidInput, NotFound
+from lab.api.azure.errors import RoleDefinitionNotFound, UnsupportedQuery
+from lab.domain.errors import RoleAssignmentNotFound
 from lab.domain.identity import RoleAssignmentRecord
 from lab.domain.rbac import BUILTIN_ROLES, RoleDefinition, in_scope, normalise_scope
 from lab.domain.resource_ids import parse, subscription_id
@@ -77,9 +78,9 @@ async def list_assignments(
             wanted = (m.group(1) or m.group(2)).lower()
             records = [r for r in records if r.principal_id.lower() == wanted]
         else:
-            raise InvalidInput(f"The filter '{filter_}' is not supported. Use atScope(), "
-                               "principalId eq '<id>' or assignedTo('<id>').",
-                               code="UnsupportedQuery", target="$filter")  # fmt: skip
+            raise UnsupportedQuery(f"The filter '{filter_}' is not supported. Use atScope(), "
+                                   "principalId eq '<id>' or assignedTo('<id>').",
+                                   target="$filter")  # fmt: skip
     return {"value": [assignment_json(r, at) for r in records]}
 
 
@@ -92,8 +93,8 @@ async def get_assignment(
     for r in lab_of(request).identity.assignments():
         if r.name.lower() == name.lower() and r.scope.lower() == at.lower():
             return assignment_json(r, at)
-    raise NotFound(f"The role assignment '{name}' is not found.",
-                   code="RoleAssignmentNotFound", target=name)  # fmt: skip
+    raise RoleAssignmentNotFound(f"The role assignment '{name}' is not found.",
+                                 target=name)  # fmt: skip
 
 
 @router.get("/{scope:path}/providers/Microsoft.Authorization/roleDefinitions")
@@ -106,8 +107,8 @@ async def list_definitions(
     if filter_:
         m = _ROLE_NAME.match(filter_)
         if not m and "type eq" not in filter_.lower():
-            raise InvalidInput(f"The filter '{filter_}' is not supported. Use roleName eq "
-                               "'<name>'.", code="UnsupportedQuery", target="$filter")  # fmt: skip
+            raise UnsupportedQuery(f"The filter '{filter_}' is not supported. Use roleName eq "
+                                   "'<name>'.", target="$filter")  # fmt: skip
         if m:
             roles = [r for r in roles if r.name.lower() == m.group(1).lower()]
     return {"value": [definition_json(r, at) for r in roles]}
@@ -121,5 +122,5 @@ async def get_definition(scope: str, role_id: str, _v: ApiVersion,
     for r in BUILTIN_ROLES.values():
         if r.id == role_id.lower():
             return definition_json(r, at)
-    raise NotFound(f"The role definition '{role_id}' could not be found.",
-                   code="RoleDefinitionDoesNotExist", target=role_id)  # fmt: skip
+    raise RoleDefinitionNotFound(f"The role definition '{role_id}' could not be found.",
+                                 target=role_id)  # fmt: skip

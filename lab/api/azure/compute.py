@@ -22,7 +22,7 @@ from lab.api.azure.operations import start_operation
 from lab.api.security import sas
 from lab.api.security.tokens import Principal
 from lab.domain.boot_diagnostics import MANAGED_ACCOUNT
-from lab.domain.errors import Conflict, InvalidInput, NotFound
+from lab.domain.errors import BootDiagnosticsDisabled, InvalidInput, NotFound
 from lab.domain.guest_health import HangWarning
 from lab.domain.power import Operation, PowerState, arm_actions, by_arm_action, require_state
 from lab.domain.resource_ids import placed, vm_id
@@ -165,7 +165,7 @@ def _scale_set_filter(request: Request) -> str | None:
     if m is None:
         raise InvalidInput(f"The $filter '{raw}' is not supported on a VM list; the lab takes "
                            "'virtualMachineScaleSet/id' eq '<scale set id>'.",
-                           code="InvalidParameter", target="$filter")  # fmt: skip
+                           target="$filter")  # fmt: skip
     return m.group(1)
 
 
@@ -257,10 +257,10 @@ def boot_diagnostics_data(request: Request, view: VmView) -> dict[str, Any]:
     """The blob URIs of the serial log and screenshot, each with a read SAS."""
     minutes = _sas_minutes(request)
     if not view.model.boot_diagnostics.enabled:
-        raise Conflict(
+        raise BootDiagnosticsDisabled(
             f"Boot diagnostics is not enabled for virtual machine '{view.identity.name}'.",
-            code="BootDiagnosticsDisabled", target=view.identity.name,
-        )  # fmt: skip
+            target=view.identity.name,
+        )
     b = lab_of(request).ctx.boot_blobs(view.identity, view.model)
     secret: bytes = request.app.state.storage_secret
 

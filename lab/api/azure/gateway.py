@@ -28,8 +28,10 @@ from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field
 
 from lab.api.azure.common import Caller, lab_of, require_action
+from lab.api.azure.errors import AuthenticationFailed
 from lab.api.azure.serialconsole import CONNECT_ACTION, GATEWAY_PREFIX
-from lab.api.console_ws import Framing, deny, serve_console
+from lab.api.console_ws import Framing, refuse, serve_console
+from lab.api.errors import deny, websocket_close
 from lab.api.security.origin import require_same_origin
 from lab.api.security.tokens import verify
 from lab.console.broker import SessionMode
@@ -87,9 +89,7 @@ def _framing() -> Framing:
 
 
 async def _refuse(ws: WebSocket, exc: LabError) -> None:
-    with contextlib.suppress(RuntimeError, WebSocketDisconnect):  # the client may have gone
-        await ws.send_text(f"\r\n[serial console: {exc.message}]\r\n")
-        await ws.close(code=4000 + exc.status, reason=exc.code)
+    await refuse(ws, exc, _framing())
 
 
 @router.websocket(GATEWAY_PREFIX + "/{session_id}/client")
@@ -111,7 +111,10 @@ async def client(ws: WebSocket, session_id: str) -> None:
                                                                  TOKEN_TIMEOUT_S))
     except (TimeoutError, WebSocketDisconnect, KeyError):
         # KeyError: a binary frame where the token's text frame belongs.
-        await _close_quietly(ws, 4401, "no token")
+        # Closed without a word (4401): the client may have gone already.
+        no_token = AuthenticationFailed("No bearer token came where the token belongs.")
+        with contextlib.suppress(RuntimeError):
+            await ws.close(*websocket_close(no_token))
         return
     token = token.strip().removeprefix("Bearer ").strip()
     try:
@@ -140,11 +143,6 @@ async def client(ws: WebSocket, session_id: str) -> None:
                             not_input=token.encode() if in_url else None)  # fmt: skip
     finally:
         lab.serial_console.close(session)
-
-
-async def _close_quietly(ws: WebSocket, code: int, reason: str) -> None:
-    with contextlib.suppress(RuntimeError):  # the client has gone already: nothing to close
-        await ws.close(code=code, reason=reason)
 
 
 class AdminBody(BaseModel):

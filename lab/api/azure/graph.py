@@ -13,9 +13,9 @@ from pydantic import BaseModel
 
 from lab.api.azure.authority import graph_resource
 from lab.api.azure.common import lab_of
+from lab.api.azure.errors import RequestResourceNotFound
 from lab.api.security.tokens import Principal as Caller
 from lab.api.security.tokens import verify
-from lab.domain.errors import NotFound
 from lab.domain.identity import Principal
 
 router = APIRouter(prefix="/graph/v1.0", tags=["graph"])
@@ -55,6 +55,5 @@ async def get_by_ids(request: Request, body: IdsBody, _who: GraphCaller) -> dict
 async def me(request: Request, who: GraphCaller) -> dict[str, Any]:
     principal = lab_of(request).identity.get(who.object_id)
     if principal is None or principal.type != "User":
-        raise NotFound("/me is the signed-in user's; a service principal has none",
-                       code="Request_ResourceNotFound")  # fmt: skip
+        raise RequestResourceNotFound("/me is the signed-in user's; a service principal has none")
     return directory_object(principal)

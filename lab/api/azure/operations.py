@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 
 from lab.api.azure.common import ApiVersion, Caller, require_action
 from lab.api.security.tokens import Principal
-from lab.domain.errors import DiskFull, LabError, NotFound, disk_full
+from lab.domain.errors import LabError, NotFound, as_lab_error
 
 router = APIRouter()
 log = logging.getLogger(__name__)
@@ -62,15 +62,12 @@ def start_operation(
     async def run() -> None:
         try:
             await work
-        except LabError as exc:
-            op.error = exc
-        except OSError as exc:
-            op.error = disk_full(exc) or LabError(f"The operation failed: {exc}")
-            if not isinstance(op.error, DiskFull):
-                log.exception("operation %s failed", op.id)
         except Exception as exc:  # a bug must fail the operation, not pass for success
-            log.exception("operation %s failed", op.id)
-            op.error = LabError(f"The operation failed: {type(exc).__name__}: {exc}")
+            op.error = as_lab_error(exc)
+            if op.error is None:
+                log.exception("operation %s failed", op.id)
+                what = str(exc) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+                op.error = LabError(f"The operation failed: {what}")
         finally:
             op.ended = datetime.now(UTC).isoformat()
 

@@ -13,8 +13,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from lab.api.azure.common import ApiVersion, Caller, lab_of
+from lab.api.azure.errors import SubscriptionNotFound
 from lab.api.security.tokens import Principal
-from lab.domain.errors import NotFound
 from lab.domain.identity import TENANT_ID
 from lab.domain.resource_ids import group_id, parse, subscription_id
 from lab.services.lab import Lab
@@ -95,8 +95,8 @@ async def list_resource_groups(
     groups = _visible_groups(resources, principal)
     known = any(s.lower() == subscription.lower() for s, _g, _l, _r in resources)
     if not known:
-        raise NotFound(f"The subscription '{subscription}' could not be found.",
-                       code="SubscriptionNotFound", target=subscription)  # fmt: skip
+        raise SubscriptionNotFound(f"The subscription '{subscription}' could not be found.",
+                                   target=subscription)  # fmt: skip
     value = [
         {"id": group_id(subscription, name), "name": name, "location": location,
          "type": "Microsoft.Resources/resourceGroups",

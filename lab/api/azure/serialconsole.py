@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 
 from lab.api.azure.common import ApiVersion, Caller, lab_of, require_action
 from lab.api.azure.compute import find_vm
+from lab.api.azure.errors import SubscriptionNotFound
 from lab.api.security.tokens import Principal
 from lab.domain.errors import InvalidInput, NotFound
 from lab.domain.resource_ids import instance_id, vm_id
@@ -72,11 +73,8 @@ def _known_subscription(request: Request, subscription: str) -> JSONResponse | N
     known |= {a.subscription_id.lower() for a in lab.storage_accounts.list()}
     if subscription.lower() in known:
         return None
-    return JSONResponse(
-        {"code": "SubscriptionNotFound",
-         "message": f"The subscription '{subscription}' could not be found."},
-        status_code=404, headers={"x-ms-request-id": request.state.request_id},
-    )  # fmt: skip
+    err = SubscriptionNotFound(f"The subscription '{subscription}' could not be found.")
+    return JSONResponse({"code": err.code, "message": err.message}, status_code=err.status)
 
 
 def _console_services(subscription: str, default: str) -> str:

@@ -24,8 +24,19 @@ from lab.api.azure.common import (
     lab_of,
     require_action,
 )
+from lab.api.azure.errors import (
+    AuthorizationFailure,
+    ConditionNotMet,
+    InvalidValuesForRequestParameters,
+    SharedKeyRejected,
+    UnsatisfiableRange,
+)
 from lab.api.security import sas, shared_key
-from lab.domain.errors import InvalidInput, LabError
+from lab.domain.errors import (
+    BlobNotFound,
+    KeyBasedAuthenticationNotPermitted,
+    LabError,
+)
 from lab.domain.names import validate_blob_name, validate_storage_account_name
 from lab.domain.power import PowerState
 from lab.domain.resource_ids import storage_account_id
@@ -162,9 +173,9 @@ for _path in arm_paths(f"/providers/{_TYPE}"):
         account = _account_in(request, subscription, group, name)
         which = body.keyName.lower()
         if which not in shared_key.KEY_NAMES:
-            raise InvalidInput(f"keyName must be key1 or key2, not {body.keyName!r}",
-                               code="InvalidValuesForRequestParameters",
-                               target="keyName")  # fmt: skip
+            raise InvalidValuesForRequestParameters(
+                f"keyName must be key1 or key2, not {body.keyName!r}", target="keyName"
+            )
         generations = {**account.key_generations, which: account.key_generations.get(which, 0) + 1}
         account = lab_of(request).storage_accounts.put(
             account.model_copy(update={"key_generations": generations}))
@@ -188,10 +199,6 @@ def _keys_body(request: Request, account: StorageAccount) -> dict[str, Any]:
 
 
 # -- the blob endpoint ----------------------------------------------------------------------------
-
-
-class StorageError(LabError):
-    """An Azure Storage data-plane error (rendered as XML by `storage_error_response`)."""
 
 
 def storage_error_response(exc: LabError, request_id: str) -> Response:
@@ -218,13 +225,7 @@ async def _blob_owner(
             b.screenshot,
         ):
             return view, ("log" if blob == b.serial_log else "screenshot")
-    raise _storage_error(404, "BlobNotFound", "The specified blob does not exist.")
-
-
-def _storage_error(status: int, code: str, message: str) -> LabError:
-    err = StorageError(message, code=code)
-    err.status = status  # type: ignore[misc]
-    return err
+    raise BlobNotFound(_NO_BLOB)
 
 
 def _authorize(request: Request, account_name: str, container: str, blob: str) -> None:
@@ -240,14 +241,11 @@ def _authorize(request: Request, account_name: str, container: str, blob: str) -
                    dict(request.query_params))  # fmt: skip
     elif account is None:
         # The managed account has no keys anyone was given.
-        raise _storage_error(403, "AuthenticationFailed", "Server failed to authenticate the "
-                             "request: the managed boot-diagnostics account takes a SAS "
-                             "only.")  # fmt: skip
+        raise SharedKeyRejected("Server failed to authenticate the request: the managed "
+                                "boot-diagnostics account takes a SAS only.")  # fmt: skip
     elif not account.allow_shared_key_access:
-        raise _storage_error(
-            403,
-            "KeyBasedAuthenticationNotPermitted",
-            "Key based authentication is not permitted on this storage account.",
+        raise KeyBasedAuthenticationNotPermitted(
+            "Key based authentication is not permitted on this storage account."
         )
     else:
         raw_path = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
@@ -255,12 +253,12 @@ def _authorize(request: Request, account_name: str, container: str, blob: str) -
                           request.headers, account_name, raw_path.split("?", 1)[0],
                           request.url.query)  # fmt: skip
     if account is not None and account.firewall_on:
-        raise _storage_error(
-            403, "AuthorizationFailure", "This request is not authorized to perform this operation."
-        )
+        raise AuthorizationFailure("This request is not authorized to perform this operation.")
 
 
 _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
+_RANGE_PAST_END = "The range specified is invalid for the current size of the resource."
+_NO_BLOB = "The specified blob does not exist."
 
 
 def _requested_range(request: Request) -> tuple[int, int | None] | None:
@@ -270,10 +268,10 @@ def _requested_range(request: Request) -> tuple[int, int | None] | None:
         return None
     m = _RANGE.match(raw.strip())
     if not m:
-        raise _storage_error(416, "InvalidRange", f"The range specified is invalid: {raw!r}.")
+        raise UnsatisfiableRange(f"The range specified is invalid: {raw!r}.")
     first, last = int(m.group(1)), (int(m.group(2)) if m.group(2) else None)
     if last is not None and last < first:
-        raise _storage_error(416, "InvalidRange", f"The range specified is invalid: {raw!r}.")
+        raise UnsatisfiableRange(f"The range specified is invalid: {raw!r}.")
     return first, last
 
 
@@ -285,8 +283,7 @@ async def _blob_content(request: Request, view: VmView, kind: str, rng: tuple[in
         length = (rng[1] - first + 1) if rng and rng[1] is not None else None
         size = lab.boot_diagnostics.serial_log(view, 0, 0).size
         if rng and first >= size:
-            raise _storage_error(416, "InvalidRange", "The range specified is invalid for the "
-                                 "current size of the resource.")  # fmt: skip
+            raise UnsatisfiableRange(_RANGE_PAST_END)
         return lab.boot_diagnostics.serial_log(view, first, length), "text/plain"
     # The screenshot blob is refreshed on every read of a running VM.
     if view.power_state is PowerState.RUNNING:
@@ -295,11 +292,10 @@ async def _blob_content(request: Request, view: VmView, kind: str, rng: tuple[in
     try:
         data = lab.ctx.blobs.path(b.account, b.container, b.screenshot).read_bytes()
     except FileNotFoundError:
-        raise _storage_error(404, "BlobNotFound", "The specified blob does not exist.") from None
+        raise BlobNotFound(_NO_BLOB) from None
     first = rng[0] if rng else 0
     if rng and first >= len(data):
-        raise _storage_error(416, "InvalidRange", "The range specified is invalid for the "
-                             "current size of the resource.")  # fmt: skip
+        raise UnsatisfiableRange(_RANGE_PAST_END)
     end = len(data) if not rng or rng[1] is None else min(len(data), rng[1] + 1)
     return BlobRange(data[first:end], first, end, len(data)), "image/bmp"
 
@@ -348,10 +344,8 @@ async def get_blob(request: Request, account: str, container: str, blob: str) ->
     etag = f'"0x{part.size:X}"'  # the blobs only grow: the size identifies a version
     if_match = request.headers.get("if-match")
     if if_match and if_match not in ("*", etag):
-        err = _storage_error(
-            412,
-            "ConditionNotMet",
-            "The condition specified using HTTP conditional header(s) is not met.",
+        err = ConditionNotMet(
+            "The condition specified using HTTP conditional header(s) is not met."
         )
         return storage_error_response(err, request.state.request_id)
     headers = {

@@ -5,25 +5,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import json
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Request, WebSocket
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi import Depends, FastAPI, Query, WebSocket
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from lab import __version__
 from lab.api.app_state import lab_of
-from lab.api.console_ws import deny, serve_console
+from lab.api.console_ws import refuse, serve_console
 from lab.api.daemon import identity, scenarios
 from lab.api.daemon.schemas import reconcile_json, scale_set_json, vm_json
+from lab.api.errors import deny, install_error_handlers
 from lab.api.security.origin import refuse_every_origin
 from lab.console.broker import SessionMode
-from lab.domain.errors import InvalidInput, LabError, NotFound, disk_full
+from lab.domain.errors import InvalidInput, LabError, NotFound
 from lab.domain.power import PowerOperation, by_lab_action, lab_actions
 from lab.domain.scale_set import MAX_CAPACITY, ScaleSetModel
 from lab.domain.vm import VmView
@@ -77,36 +76,11 @@ def create_app(lab: Lab, on_ready: OnReady | None = None) -> FastAPI:
     app = FastAPI(title="Serial Console Lab daemon", version=__version__, lifespan=lifespan)
     app.state.lab = lab
 
-    @app.exception_handler(LabError)
-    async def lab_error(_request: Request, exc: LabError) -> JSONResponse:
-        return daemon_error(exc)
-
-    @app.exception_handler(OSError)
-    async def os_error(_request: Request, exc: OSError) -> JSONResponse:
-        err = disk_full(exc)
-        if err is None:
-            raise exc  # a bug, not bad luck: the server's 500
-        return daemon_error(err)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        # The lab's error shape (400, exit code 2 in the CLI), not FastAPI's 422 detail list.
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        err = InvalidInput(f"{where}: {first.get('msg', 'invalid request')}", target=where)
-        return daemon_error(err)
-
+    install_error_handlers(app, exit_code=True)
     _routes(app)
     app.include_router(scenarios.router)
     app.include_router(identity.router)
     return app
-
-
-def daemon_error(exc: LabError) -> JSONResponse:
-    """The daemon's error body: Azure's shape plus the CLI's exit code for it, so `lab` exits
-    as the error says (a damaged state file: 6), not as its HTTP status suggests."""
-    return JSONResponse({"error": {**exc.to_dict(), "exitCode": exc.exit_code}},
-                        status_code=exc.status)  # fmt: skip
 
 
 LabDep = Annotated[Lab, Depends(lab_of)]
@@ -288,8 +262,7 @@ def _routes(app: FastAPI) -> None:
         except LabError as exc:
             # Accept, then say why: a client sees the lab's message, not a bare 403.
             await ws.accept()
-            await ws.send_text(json.dumps({"type": "error", **exc.to_dict()}))
-            await ws.close(code=4000 + exc.status, reason=exc.code)
+            await refuse(ws, exc)
             return
         idle = lab.settings.idle_timeout_minutes * 60
         await ws.accept()

@@ -15,7 +15,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response
 
 from lab.api.app_state import lab_of
-from lab.domain.errors import LabError, NotFound
+from lab.api.azure.errors import PortalNotInstalled
+from lab.domain.errors import NotFound
 
 router = APIRouter(include_in_schema=False)
 PREFIX = "/_portal"
@@ -35,11 +36,6 @@ CSP = (
     "default-src 'self'; img-src 'self' blob: data:; style-src 'self' 'unsafe-inline'; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
-
-
-class PortalNotInstalled(LabError):
-    code = "PortalNotInstalled"
-    status = 503
 
 
 def _web_dir(request: Request) -> Path:

@@ -13,14 +13,9 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from lab.domain.errors import LabError
+from lab.api.azure.errors import OriginNotAllowed
 
 _DEFAULT_PORTS = {"https": 443, "http": 80, "wss": 443, "ws": 80}
-
-
-class OriginNotAllowed(LabError):
-    code = "OriginNotAllowed"
-    status = 403
 
 
 def _host_port(netloc: str, scheme: str) -> tuple[str, int] | None:

@@ -14,17 +14,10 @@ import hmac
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
-from lab.domain.errors import LabError
+from lab.api.azure.errors import AuthorizationPermissionMismatch, SasRejected
 
 SAS_VERSION = "2021-08-06"
 _TIME = "%Y-%m-%dT%H:%M:%SZ"
-
-
-class SasRejected(LabError):
-    """Azure Storage's 403 for a SAS it does not accept."""
-
-    code = "AuthenticationFailed"
-    status = 403
 
 
 def account_key(secret: bytes, account: str) -> bytes:
@@ -94,5 +87,5 @@ def verify(
         raise SasRejected(f"{generic} The SAS is not valid before {start:%Y-%m-%dT%H:%M:%SZ}.",
                           target="st")  # fmt: skip
     if "r" not in query["sp"]:
-        raise SasRejected("This request is not authorized to perform this operation using "
-                          "this permission.", code="AuthorizationPermissionMismatch")  # fmt: skip
+        raise AuthorizationPermissionMismatch("This request is not authorized to perform this "
+                                              "operation using this permission.")  # fmt: skip

@@ -20,17 +20,12 @@ import hmac
 from collections.abc import Mapping
 from urllib.parse import parse_qsl, unquote
 
-from lab.domain.errors import LabError
+from lab.api.azure.errors import SharedKeyRejected
 
 KEY_NAMES = ("key1", "key2")
 _STANDARD_HEADERS = ("content-encoding", "content-language", "content-length", "content-md5",
                      "content-type", "date", "if-modified-since", "if-match", "if-none-match",
                      "if-unmodified-since", "range")  # fmt: skip
-
-
-class SharedKeyRejected(LabError):
-    code = "AuthenticationFailed"
-    status = 403
 
 
 def account_key(secret: bytes, account: str, key_name: str, generation: int) -> str:

@@ -25,6 +25,11 @@ from typing import Any
 
 import jwt
 
+from lab.api.azure.errors import (
+    AuthenticationFailed,
+    ExpiredAuthenticationToken,
+    InvalidAuthenticationToken,
+)
 from lab.api.security.files import private_dir, private_file
 from lab.api.security.signing import KeySet
 from lab.domain.errors import InvalidInput, LabError
@@ -45,11 +50,6 @@ ISSUER = "https://serial-console-lab.local/"
 ROLES = ROLE_NAMES
 #: An authority token's principal -> its role assignments now, or None if it is gone.
 GrantsOf = Callable[[str], tuple[RoleAssignment, ...] | None]
-
-
-class AuthenticationFailed(LabError):
-    code = "InvalidAuthenticationToken"
-    status = 401
 
 
 @dataclass(frozen=True)
@@ -123,15 +123,13 @@ class TokenVerifier:
 
 def verify(key: bytes | TokenVerifier, authorization: str | None,
            audiences: Sequence[str] = AUDIENCES) -> Principal:  # fmt: skip
-    """The principal of an `Authorization: Bearer ...` header, or AuthenticationFailed.
+    """The principal of an `Authorization: Bearer ...` header, or AuthenticationFailed (ARM's
+    401, by its code: no token, an invalid one, an expired one).
     A bare key verifies lab tokens only (the CLI's own checks, unit tests). `audiences`: what
     an authority token may be for (the lab's Graph takes only its own)."""
     verifier = key if isinstance(key, TokenVerifier) else TokenVerifier(key)
     if not authorization or not authorization.lower().startswith("bearer "):
-        raise AuthenticationFailed(
-            "Authentication failed. The 'Authorization' header is missing.",
-            code="AuthenticationFailed",
-        )
+        raise AuthenticationFailed("Authentication failed. The 'Authorization' header is missing.")
     token = authorization[7:].strip()
     try:
         if jwt.get_unverified_header(token).get("alg") == "RS256":
@@ -141,17 +139,16 @@ def verify(key: bytes | TokenVerifier, authorization: str | None,
         claims = jwt.decode(token, verifier.lab_key, algorithms=["HS256"], audience=AUDIENCE,
                             issuer=ISSUER)  # fmt: skip
     except jwt.ExpiredSignatureError:
-        raise AuthenticationFailed(
-            "The access token expiry UTC time is earlier than current UTC time.",
-            code="ExpiredAuthenticationToken",
+        raise ExpiredAuthenticationToken(
+            "The access token expiry UTC time is earlier than current UTC time."
         ) from None
     except jwt.InvalidTokenError as exc:
-        raise AuthenticationFailed(f"The access token is invalid: {exc}.") from None
+        raise InvalidAuthenticationToken(f"The access token is invalid: {exc}.") from None
     try:
         assignments = tuple(_assignment(a) for a in claims["roles"])
         return Principal(str(claims["name"]), str(claims["oid"]), assignments)
     except (KeyError, TypeError, LabError) as exc:
-        raise AuthenticationFailed(f"The access token's claims are invalid: {exc}.") from None
+        raise InvalidAuthenticationToken(f"The access token's claims are invalid: {exc}.") from None
 
 
 def _verify_authority_token(verifier: TokenVerifier, token: str,
@@ -164,9 +161,9 @@ def _verify_authority_token(verifier: TokenVerifier, token: str,
                                             require=("exp", "iat", "oid", "iss"))  # fmt: skip
     grants = verifier.grants_of(str(claims["oid"]))
     if grants is None:
-        raise AuthenticationFailed(
+        raise InvalidAuthenticationToken(
             f"The principal '{claims.get('name', claims['oid'])}' of the access token no longer "
-            "exists in the lab.", code="InvalidAuthenticationToken")  # fmt: skip
+            "exists in the lab.")  # fmt: skip
     return Principal(str(claims.get("name") or claims.get("appid") or claims["oid"]),
                      str(claims["oid"]), grants)
 
