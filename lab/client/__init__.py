@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from lab.client.http import LabClient, RemoteError
+from lab.client.http import LabClient
 from lab.client.session import CommandFailed, ConsoleClosed, ConsoleSession, ConsoleTransport
+from lab.domain.errors import RemoteError
 from lab.settings import get_settings
 
 __all__ = [

@@ -15,37 +15,8 @@ from urllib.parse import urlencode
 import httpx
 from websockets.sync.client import ClientConnection, unix_connect
 
-from lab.domain.errors import DaemonUnavailable, LabError
+from lab.domain.errors import DaemonUnavailable, LabError, RemoteError
 from lab.settings import Settings
-
-_ERROR_TYPES: dict[int, type[LabError]] = {}
-
-
-def _error_type(status: int) -> type[LabError]:
-    if not _ERROR_TYPES:
-        from lab.domain import errors
-
-        for cls in (
-            errors.InvalidInput,
-            errors.NotFound,
-            errors.Conflict,
-            errors.HypervisorUnavailable,
-            errors.DiskFull,
-        ):
-            _ERROR_TYPES[cls.status] = cls
-    return _ERROR_TYPES.get(status, LabError)
-
-
-class RemoteError(LabError):
-    """An error the daemon answered with; it exits as the daemon's body says (its `exitCode`),
-    or, from an older daemon, as its HTTP status suggests."""
-
-    def __init__(self, status: int, code: str, message: str, target: str | None,
-                 exit_code: int | None = None) -> None:  # fmt: skip
-        super().__init__(message, target=target, code=code)
-        self.status = status  # type: ignore[misc]
-        self.exit_code = (exit_code if exit_code is not None  # type: ignore[misc]
-                          else _error_type(status).exit_code)  # fmt: skip
 
 
 class LabClient:

@@ -311,3 +311,18 @@ def as_lab_error(exc: BaseException) -> LabError | None:
         "some space in the lab's data dir (`df` shows it) and retry. Running VMs and their "
         "consoles keep working."
     )
+
+
+class RemoteError(LabError):
+    """An error the daemon answered with (rebuilt by the CLI's client from the body); it exits
+    as the daemon's body says (its `exitCode`), or, from an older daemon, as its HTTP status
+    suggests."""
+
+    def __init__(self, status: int, code: str, message: str, target: str | None,
+                 exit_code: int | None = None) -> None:  # fmt: skip
+        super().__init__(message, target=target, code=code)
+        self.status = status  # type: ignore[misc]
+        by_status = {c.status: c.exit_code
+                     for c in (InvalidInput, NotFound, Conflict, HypervisorUnavailable, DiskFull)}
+        self.exit_code = (exit_code if exit_code is not None  # type: ignore[misc]
+                          else by_status.get(status, LabError.exit_code))  # fmt: skip

@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from lab.client.http import RemoteError
+from lab.domain.errors import RemoteError
 from lab.hypervisor.base import PAUSED_ON_IO_ERROR
 from lab.settings import Settings
 from tests.integration.labharness import LabHarness, WsConsole, report_figures, tiny_vm_yaml
