@@ -86,7 +86,7 @@ def ensure_daemon(settings: Settings) -> LabClient:
         return c
     if daemon_starting(settings):
         return _wait_for_daemon(c, None, settings.data_dir / "daemon.log")
-    build_default_image(settings)
+    build_image(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     log_path = settings.data_dir / "daemon.log"
     with log_path.open("ab") as log:
@@ -124,7 +124,9 @@ def _wait_for_daemon(
     raise DaemonUnavailable(f"the lab daemon did not answer in time; see {log_path}")
 
 
-def build_default_image(settings: Settings, name: str = "tiny") -> None:
+def build_image(settings: Settings, name: str = "tiny") -> None:
+    """Build an image here, with a progress bar, rather than silently in the daemon (images
+    are built offline and cached outside the data dir, for every lab of this user)."""
     from lab.storage.images import ImageCache
 
     cache = ImageCache(settings.image_cache_dir, settings.images_dir)

@@ -10,12 +10,10 @@ import click
 from rich.table import Table
 
 from lab.cli import output
-from lab.cli.common import client, handle_errors
+from lab.cli.common import build_image, client, handle_errors
 from lab.client.checks import CHECK_SECONDS
 from lab.domain.scenario import Scenario
-from lab.services.scenarios import GROUP
 from lab.settings import get_settings
-from lab.storage.images import ImageCache
 
 
 @click.group()
@@ -50,24 +48,22 @@ def start(name: str, open_console: bool, vcpus: int | None) -> None:
     """Create the scenario's VM with its breaks applied, boot it, and show the ticket."""
     c = client()
     defn = Scenario.model_validate(c.json("GET", f"/v1/scenarios/{name}/definition"))
-    settings = get_settings()
-    # The base image is built here, with a progress bar, rather than silently in the daemon.
-    with output.progress_bar(f"image {defn.image}") as update:
-        ImageCache(settings.image_cache_dir, settings.images_dir).build(defn.image, progress=update)
+    build_image(get_settings(), defn.image)
     params = {} if vcpus is None else {"vcpus": vcpus}
     vm = c.json("POST", f"/v1/scenarios/{name}/start", params=params)
+    group = vm["resourceGroup"]
     output.out.print(
         f"[bold]{defn.title}[/bold] ({defn.level}, {defn.time_limit_minutes} min)\n\n"
         f"{defn.story.strip()}\n\n[bold]Objective:[/bold] {defn.objective.strip()}\n\n"
-        f"VM {vm['name']} (resource group {GROUP}) is booting. Console: "
-        f"`lab console {name} -g {GROUP}`; hints: `lab scenario hint {name}`; "
+        f"VM {vm['name']} (resource group {group}) is booting. Console: "
+        f"`lab console {name} -g {group}`; hints: `lab scenario hint {name}`; "
         f"when done: `lab scenario check {name}`.",
         highlight=False,
     )
     if open_console:
         from lab.cli.diagnostics import console
 
-        console.callback(name, GROUP, None, False, None)  # type: ignore[misc]
+        console.callback(name, group, None, False, None)  # type: ignore[misc]
 
 
 @scenario.command()

@@ -3,21 +3,15 @@
 On some hosts /dev/kvm opens and even runs firmware, but a Linux guest hangs right after the
 kernel decompresses. So the probe boots the tiny image's real kernel under KVM with
 `lab.probe=1` (its init prints `LAB-PROBE-OK` and powers off) and uses KVM only if that
-marker arrives in time. The verdict is cached per host kernel and guest kernel.
+marker arrives in time. The services cache the verdict (`lab.services.accel`).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import signal
 import subprocess
 from pathlib import Path
-
-# The verdict is a small cache file like the lab's state: written and read the same way.
-from lab.storage.blobs import write_atomic
-from lab.storage.state import load_cache
 
 PROBE_MARKER = b"LAB-PROBE-OK"
 PROBE_TIMEOUT_S = 20.0
@@ -50,19 +44,3 @@ def probe_kvm(kernel: Path, initrd: Path, *, qemu: str = "qemu-system-x86_64") -
         seen = stdout[-200:].decode(errors="replace")
         return False, f"the probe guest did not finish in {PROBE_TIMEOUT_S:.0f} s ({seen!r})"
     return False, (stderr or stdout)[-300:].decode(errors="replace").strip()
-
-
-def choose_accel(setting: str, kernel: Path, initrd: Path, cache_file: Path) -> tuple[str, str]:
-    """Return (domain type, why): "kvm" or "qemu". `setting` is auto|kvm|qemu."""
-    if setting in ("kvm", "qemu"):
-        return setting, f"forced by LAB_ACCEL={setting}"
-    key = f"{platform.release()}|{kernel.resolve()}"
-    cached = load_cache(cache_file, "the KVM probe's verdict")
-    if cached is not None and cached.get("key") == key and {"accel", "why"} <= cached.keys():
-        return str(cached["accel"]), str(cached["why"]) + " (cached)"
-    works, why = probe_kvm(kernel, initrd)
-    accel = "kvm" if works else "qemu"
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    verdict = {"key": key, "accel": accel, "why": why}
-    write_atomic(cache_file, json.dumps(verdict).encode())
-    return accel, why

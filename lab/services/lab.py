@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 from lab.domain.labfile import LabDefinition, parse_lab_definition
-from lab.hypervisor.accel import choose_accel
 from lab.hypervisor.base import DomainState, Hypervisor
+from lab.services.accel import choose_accel
 from lab.services.boot_diagnostics import BootDiagnosticsService
 from lab.services.console_keeper import ConsoleKeeper
 from lab.services.consoles import ConsoleService

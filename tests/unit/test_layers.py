@@ -1,7 +1,8 @@
 """The package layers, read from the source (every `import` in lab/**/*.py, including those inside
 functions and under TYPE_CHECKING), so a rule broken anywhere fails here:
 
-    lab.api, lab.cli -> lab.services -> lab.console -> lab.hypervisor -> lab.storage -> lab.domain
+    lab.api, lab.cli -> lab.services -> lab.console -> lab.hypervisor -> lab.domain
+                                         lab.console -> lab.storage -> lab.domain
     lab.client (scripts, CI, the CLI, the pytest plugin) -> lab.domain, lab.settings
 
 (a layer may skip the ones under it). The daemon (lab.services) runs a scenario's checks with
@@ -128,8 +129,9 @@ RULES = [
     ("lab.domain", [*UP, "lab.services", "lab.console", "lab.hypervisor", "lab.storage",
                     "lab.client", "lab.settings"], "pure models"),
     ("lab.storage", [*UP, "lab.services", "lab.console", "lab.hypervisor", "lab.client"],
-     "under the hypervisor"),
-    ("lab.hypervisor", [*UP, "lab.services", "lab.console", "lab.client"], "under the console"),
+     "under the console"),
+    ("lab.hypervisor", [*UP, "lab.services", "lab.console", "lab.client", "lab.storage"],
+     "under the console; the services join it to storage (e.g. the KVM verdict's cache)"),
     ("lab.console", [*UP, "lab.services", "lab.client"], "daemon-only; scripts use lab.client"),
     ("lab.services", [*UP, "lab.client.http"],
      "only lab.api knows HTTP; the daemon never calls itself"),

@@ -26,6 +26,7 @@ from lab.domain.storage_account import StorageAccount
 from lab.domain.vm import VmModel
 from lab.hypervisor import accel
 from lab.hypervisor.fake import FakeHypervisor
+from lab.services.accel import choose_accel
 from lab.services.lab import Lab
 from lab.settings import Settings
 from lab.storage import blobs
@@ -302,12 +303,12 @@ def test_a_damaged_kvm_verdict_is_set_aside_and_probed_again(
 
     monkeypatch.setattr(accel, "probe_kvm", probe)
     kernel, initrd = tmp_path / "vmlinuz", tmp_path / "initrd"
-    assert accel.choose_accel("auto", kernel, initrd, cache) == ("qemu", "no KVM here")
-    assert accel.choose_accel("auto", kernel, initrd, cache)[1].endswith("(cached)")
+    assert choose_accel("auto", kernel, initrd, cache) == ("qemu", "no KVM here")
+    assert choose_accel("auto", kernel, initrd, cache)[1].endswith("(cached)")
     assert len(probes) == 1
     cache.write_text(cache.read_text()[:15])
     with caplog.at_level(logging.WARNING):
-        assert accel.choose_accel("auto", kernel, initrd, cache) == ("qemu", "no KVM here")
+        assert choose_accel("auto", kernel, initrd, cache) == ("qemu", "no KVM here")
     assert len(probes) == 2
     assert f"{cache} is damaged" in caplog.text and "accel.json.corrupt" in caplog.text
     assert cache.with_name("accel.json.corrupt").is_file()
