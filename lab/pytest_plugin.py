@@ -23,6 +23,7 @@ import pytest
 
 from lab.client import ConsoleSession, connect
 from lab.domain.labfile import LabDefinition, VirtualMachineDef, parse_lab_definition
+from lab.domain.resource_ids import same
 from lab.settings import Settings
 
 
@@ -90,7 +91,7 @@ class Lab:
         if name is None:
             return LabVm(self, vms[0])
         for vm in vms:
-            if vm.name.lower() == name.lower():
+            if same(vm.name, name):
                 return LabVm(self, vm)
         raise pytest.UsageError(
             f"no VM '{name}' in the lab file; it has: {', '.join(v.name for v in vms)}"

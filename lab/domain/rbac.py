@@ -22,6 +22,7 @@ from lab.domain.errors import (
     RoleDefinitionDoesNotExist,
     RoleDefinitionLimitExceeded,
 )
+from lab.domain.resource_ids import same
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ def custom_role(
     name = name.strip()
     if not name:
         raise InvalidInput("a custom role needs a name", target="Name")
-    if any(known.lower() == name.lower() for known in ROLE_NAMES):
+    if any(same(known, name) for known in ROLE_NAMES):
         raise RoleDefinitionLimitExceeded(
             f"custom role name '{name}' is a built-in role's; choose another", target="Name"
         )
@@ -127,7 +128,7 @@ def custom_role(
 
 def role(name: str) -> RoleDefinition:
     for known in BUILTIN_ROLES.values():
-        if known.name.lower() == name.lower():
+        if same(known.name, name):
             return known
     raise RoleDefinitionDoesNotExist(
         f"unknown role '{name}'; the lab knows the built-in roles: {', '.join(ROLE_NAMES)}",

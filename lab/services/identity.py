@@ -37,6 +37,7 @@ from lab.domain.identity import (
     new_user,
 )
 from lab.domain.rbac import RoleAssignment, normalise_scope, role
+from lab.domain.resource_ids import same
 from lab.storage.state import StateFile
 
 _PRINCIPALS = "principals"
@@ -94,11 +95,11 @@ class IdentityService:
 
     def user(self, username: str) -> Principal | None:
         return next((p for p in self.principals()
-                     if p.type == "User" and p.name.lower() == username.lower()), None)  # fmt: skip
+                     if p.type == "User" and same(p.name, username)), None)  # fmt: skip
 
     def app(self, app_id: str) -> Principal | None:
         return next((p for p in self.principals()
-                     if (p.app_id or "").lower() == app_id.lower()), None)  # fmt: skip
+                     if same(p.app_id or "", app_id)), None)  # fmt: skip
 
     def _save(self, principal: Principal) -> Principal:
         principals = self.state.read().get(_PRINCIPALS, {})

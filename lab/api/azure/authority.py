@@ -30,6 +30,7 @@ from lab.api.azure.common import lab_of
 from lab.api.security.signing import KeySet
 from lab.api.security.tokens import AUDIENCES, issue_authority_token
 from lab.domain.identity import TENANT_ID, Principal
+from lab.domain.resource_ids import same
 
 router = APIRouter(tags=["authority"])
 
@@ -131,7 +132,7 @@ def _audience(request: Request, scope: str) -> str:
             resource = item[: -len(".default")]
             resource = resource[:-1] if resource.endswith("//") else resource
             for known in (*AUDIENCES, graph_resource(request)):
-                if resource.lower() == known.lower():
+                if same(resource, known):
                     return known
             raise OAuthError("invalid_resource", 500011,
                              f"The resource principal named {resource} was not found in the "

@@ -19,7 +19,7 @@ from lab.api.azure.errors import RoleDefinitionNotFound, UnsupportedQuery
 from lab.domain.errors import RoleAssignmentNotFound
 from lab.domain.identity import RoleAssignmentRecord
 from lab.domain.rbac import BUILTIN_ROLES, RoleDefinition, in_scope, normalise_scope
-from lab.domain.resource_ids import parse, subscription_id
+from lab.domain.resource_ids import parse, same, subscription_id
 
 router = APIRouter(tags=["authorization"])
 _NS = "Microsoft.Authorization"
@@ -91,7 +91,7 @@ async def get_assignment(
     at = _scope(scope)
     require_action(principal, _READ, at)
     for r in lab_of(request).identity.assignments():
-        if r.name.lower() == name.lower() and r.scope.lower() == at.lower():
+        if same(r.name, name) and same(r.scope, at):
             return assignment_json(r, at)
     raise RoleAssignmentNotFound(f"The role assignment '{name}' is not found.",
                                  target=name)  # fmt: skip
@@ -110,7 +110,7 @@ async def list_definitions(
             raise UnsupportedQuery(f"The filter '{filter_}' is not supported. Use roleName eq "
                                    "'<name>'.", target="$filter")  # fmt: skip
         if m:
-            roles = [r for r in roles if r.name.lower() == m.group(1).lower()]
+            roles = [r for r in roles if same(r.name, m.group(1))]
     return {"value": [definition_json(r, at) for r in roles]}
 
 

@@ -16,7 +16,7 @@ from lab.api.azure.common import ApiVersion, Caller, lab_of
 from lab.api.azure.errors import SubscriptionNotFound
 from lab.api.security.tokens import Principal
 from lab.domain.identity import TENANT_ID
-from lab.domain.resource_ids import group_id, parse, subscription_id
+from lab.domain.resource_ids import group_id, parse, same, subscription_id
 from lab.services.lab import Lab
 
 router = APIRouter()
@@ -93,7 +93,7 @@ async def list_resource_groups(
 ) -> JSONResponse:
     resources = await _resources(lab_of(request))
     groups = _visible_groups(resources, principal)
-    known = any(s.lower() == subscription.lower() for s, _g, _l, _r in resources)
+    known = any(same(s, subscription) for s, _g, _l, _r in resources)
     if not known:
         raise SubscriptionNotFound(f"The subscription '{subscription}' could not be found.",
                                    target=subscription)  # fmt: skip

@@ -20,7 +20,7 @@ from lab.api.azure.compute import find_vm
 from lab.api.azure.errors import SubscriptionNotFound
 from lab.api.security.tokens import Principal
 from lab.domain.errors import InvalidInput, NotFound
-from lab.domain.resource_ids import instance_id, vm_id
+from lab.domain.resource_ids import instance_id, same, vm_id
 from lab.domain.serial_console import PortState, SerialPort
 from lab.domain.vm import VmView
 
@@ -141,7 +141,7 @@ def port_resource(request: Request, port: SerialPort) -> dict[str, Any]:
 def _connection_state(request: Request, port: SerialPort) -> str:
     lab = lab_of(request)
     for view in lab.vms.machines():
-        if view.identity.resource_id.lower() == port.parent_id.lower():
+        if same(view.identity.resource_id, port.parent_id):
             broker = lab.consoles.existing(view.identity.domain_name)
             return "active" if broker is not None and broker.interactive else "inactive"
     return "inactive"
@@ -285,7 +285,7 @@ def list_subscription_ports(
     ports = [
         port
         for v in lab.vms.machines()
-        if v.identity.subscription_id.lower() == subscription.lower()
+        if same(v.identity.subscription_id, subscription)
         and principal.may(f"{PORT_TYPE}/read", v.identity.resource_id)
         for port in lab.serial_console.ports(v.identity.resource_id)
     ]

@@ -42,7 +42,7 @@ from lab.domain.errors import InvalidInput, NotFound
 from lab.domain.labfile import ScaleSetDef
 from lab.domain.power import arm_actions, by_arm_action, require_state
 from lab.domain.resource_ids import instance_id as instance_id_of
-from lab.domain.resource_ids import scale_set_id
+from lab.domain.resource_ids import same, scale_set_id
 from lab.domain.scale_set import ScaleSetModel
 from lab.domain.vm import VmView
 from lab.services.lab import Lab
@@ -335,7 +335,7 @@ async def _set_action(
 ) -> Response:  # fmt: skip
     power = by_arm_action(action)
     canonical = power.arm_action if power else next(
-        (a for a in _SET_ONLY if a.lower() == action.lower()), None)  # fmt: skip
+        (a for a in _SET_ONLY if same(a, action)), None)  # fmt: skip
     if canonical is None:
         raise NotFound(f"No action '{action}' on virtualMachineScaleSets; the lab serves: "
                        f"{', '.join((*arm_actions(), *_SET_ONLY))}.", target=action)  # fmt: skip

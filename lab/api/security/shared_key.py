@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from urllib.parse import parse_qsl, unquote
 
 from lab.api.azure.errors import SharedKeyRejected
+from lab.domain.resource_ids import same
 
 KEY_NAMES = ("key1", "key2")
 _STANDARD_HEADERS = ("content-encoding", "content-language", "content-length", "content-md5",
@@ -58,7 +59,7 @@ def verify(authorization: str, keys: list[str], method: str, headers: Mapping[st
     if scheme != "SharedKey" or not signature:
         raise SharedKeyRejected("Server failed to authenticate the request. The Authorization "
                                 "header must be 'SharedKey <account>:<signature>'.")  # fmt: skip
-    if name.lower() != account.lower():
+    if not same(name, account):
         raise SharedKeyRejected(f"Server failed to authenticate the request. The account "
                                 f"'{name}' of the Authorization header is not "
                                 f"'{account}'.")  # fmt: skip
