@@ -157,3 +157,17 @@ def test_the_daemon_reaches_only_the_clients_console_session() -> None:
 def test_find_cycle_finds_one() -> None:
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_a_vm_comes_to_be_only_through_create_from_definition() -> None:
+    """Every front end (lab file, ARM PUT, scenario, scale-set instance) creates a VM through
+    `VmService.create_from_definition`, where its password is hashed and its boot takes a slot;
+    nothing else in the package builds a `NewVm` or calls `VmService.create`."""
+    home = LAB / "services" / "vms.py"
+    elsewhere = sorted(
+        f"{p.relative_to(LAB.parent)}:{n}"
+        for p in LAB.rglob("*.py") if p != home
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if "NewVm(" in line or "vms.create(" in line
+    )  # fmt: skip
+    assert elsewhere == []
