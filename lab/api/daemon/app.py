@@ -91,15 +91,10 @@ SkipShutdown = Annotated[bool, Query(alias="skipShutdown")]
 
 
 
-def resolve_vm(lab: Lab, name: str, rg: str | None, instance_id: str | None) -> VmView:
-    """The target of a per-VM route (`Lookup.target`)."""
-    return lab.lookup.target(name, rg, instance_id)
-
-
 async def resolved_vm(lab: Lab, name: str, rg: str | None, instance_id: str | None) -> VmView:
-    """`resolve_vm` for an async route: its libvirt calls run in a thread (libvirtd can take
-    seconds while it starts other domains; on the event loop that froze every console)."""
-    return await asyncio.to_thread(resolve_vm, lab, name, rg, instance_id)
+    """The target of a per-VM route (`Lookup.target`), its libvirt calls in a thread (libvirtd
+    can take seconds while it starts other domains; on the event loop that froze every console)."""
+    return await asyncio.to_thread(lab.lookup.target, name, rg, instance_id)
 
 
 def power_operation(action: str) -> PowerOperation:
@@ -163,7 +158,7 @@ def _routes(app: FastAPI) -> None:
     def get_vm(
         lab: LabDep, name: str, rg: ResourceGroup = None, instance_id: InstanceId = None
     ) -> dict[str, Any]:
-        return vm_json(resolve_vm(lab, name, rg, instance_id))
+        return vm_json(lab.lookup.target(name, rg, instance_id))
 
     # Specific routes before the generic `{action}` one, which would swallow them.
     @app.post("/v1/vms/{name}/sysrq")
@@ -223,7 +218,7 @@ def _routes(app: FastAPI) -> None:
         lab: LabDep, name: str, rg: ResourceGroup = None, instance_id: InstanceId = None,
         start: int = 0, length: int | None = None,
     ) -> Response:  # fmt: skip
-        view = resolve_vm(lab, name, rg, instance_id)
+        view = lab.lookup.target(name, rg, instance_id)
         blob = lab.boot_diagnostics.serial_log(view, start, length)
         headers = {"X-Lab-Start": str(blob.start), "X-Lab-Next": str(blob.next),
                    "X-Lab-Size": str(blob.size)}  # fmt: skip
