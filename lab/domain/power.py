@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from lab.domain.errors import Conflict, StateError
+from lab.domain.resource_ids import same
 
 
 class PowerState(StrEnum):
@@ -51,6 +52,16 @@ class PowerOperation(StrEnum):
     DELETE = "delete"
 
 
+class Target(StrEnum):
+    """What an operation runs on."""
+
+    VM = "vm"
+    INSTANCE = "instance"
+
+
+BOTH = frozenset(Target)
+
+
 @dataclass(frozen=True)
 class Operation:
     """One power operation, everything every front end needs to know of it. A row of
@@ -74,6 +85,16 @@ class Operation:
     arm_action: str | None = None
     #: The serial-console gateway's admin command that runs it, if any.
     gateway_command: str | None = None
+    #: VMs, scale-set instances, or both (every operation today; a set's action runs it on
+    #: its instances).
+    applies_to: frozenset[Target] = BOTH
+
+    def rbac_action(self, resource_type: str) -> str:
+        """The RBAC action that allows it on `resource_type` (`Microsoft.Compute/virtualMachines`,
+        `.../virtualMachineScaleSets`, `.../virtualMachineScaleSets/virtualMachines`)."""
+        if self.arm_action is None:
+            raise ValueError(f"{self.op.value} is not an Azure action")
+        return f"{resource_type}/{self.arm_action}/action"
 
     @property
     def lab_action(self) -> str:
@@ -117,15 +138,15 @@ def operation(op: PowerOperation) -> Operation:
     return _BY_OP[op]
 
 
-def by_arm_action(action: str) -> Operation | None:
+def by_arm_action(action: str, target: Target = Target.VM) -> Operation | None:
     """The operation of an ARM action named in any case (`poweroff`, `Restart`), as ARM takes
-    them; None for no such action."""
-    return next((o for o in OPERATIONS if o.arm_action and o.arm_action.lower() ==
-                 action.lower()), None)  # fmt: skip
+    them, on `target`; None for no such action."""
+    return next((o for o in OPERATIONS if o.arm_action and target in o.applies_to
+                 and same(o.arm_action, action)), None)  # fmt: skip
 
 
-def arm_actions() -> list[str]:
-    return [o.arm_action for o in OPERATIONS if o.arm_action]
+def arm_actions(target: Target = Target.VM) -> list[str]:
+    return [o.arm_action for o in OPERATIONS if o.arm_action and target in o.applies_to]
 
 
 def by_lab_action(action: str) -> Operation | None:

@@ -24,8 +24,15 @@ from lab.api.security.tokens import Principal
 from lab.domain.boot_diagnostics import MANAGED_ACCOUNT
 from lab.domain.errors import BootDiagnosticsDisabled, InvalidInput, NotFound
 from lab.domain.guest_health import HangWarning
-from lab.domain.power import Operation, PowerState, arm_actions, by_arm_action, require_state
-from lab.domain.resource_ids import placed, vm_id
+from lab.domain.power import (
+    Operation,
+    PowerState,
+    Target,
+    arm_actions,
+    by_arm_action,
+    require_state,
+)
+from lab.domain.resource_ids import VMS, placed, vm_id
 from lab.domain.vm import VmView
 
 router = APIRouter()
@@ -117,7 +124,7 @@ def vm_resource(request: Request, view: VmView, *, expand: bool = False) -> dict
     }
 
 
-_READ = "Microsoft.Compute/virtualMachines/read"
+_READ = f"{VMS}/read"
 
 
 def wants_instance_view(request: Request) -> bool:
@@ -224,7 +231,7 @@ for _path in arm_paths("/providers/Microsoft.Compute/virtualMachines"):
         request: Request, subscription: str, group: str, name: str, _v: ApiVersion,
         principal: Caller,
     ) -> JSONResponse:  # fmt: skip
-        action = "Microsoft.Compute/virtualMachines/instanceView/read"
+        action = f"{VMS}/instanceView/read"
         view = await readable_vm(request, principal, subscription, group, name, action)
         return JSONResponse(instance_view(request, view))
 
@@ -233,7 +240,7 @@ for _path in arm_paths("/providers/Microsoft.Compute/virtualMachines"):
         request: Request, subscription: str, group: str, name: str, _v: ApiVersion,
         principal: Caller,
     ) -> dict[str, Any]:  # fmt: skip
-        action = "Microsoft.Compute/virtualMachines/retrieveBootDiagnosticsData/action"
+        action = f"{VMS}/retrieveBootDiagnosticsData/action"
         view = await readable_vm(request, principal, subscription, group, name, action)
         return boot_diagnostics_data(request, view)
 
@@ -274,13 +281,14 @@ def boot_diagnostics_data(request: Request, view: VmView) -> dict[str, Any]:
     }
 
 
-def arm_operation(action: str, resource: str) -> Operation:
+def arm_operation(action: str, target: Target) -> Operation:
     """The power operation of an ARM action named in any case, or a 404 naming the actions
-    the lab serves on `resource` ("virtualMachines", "a scale-set instance")."""
-    found = by_arm_action(action)
+    the lab serves on `target`."""
+    found = by_arm_action(action, target)
     if found is None:
-        raise NotFound(f"No action '{action}' on {resource}; the lab serves: "
-                       f"{', '.join(arm_actions())}.", target=action)  # fmt: skip
+        on = "virtualMachines" if target is Target.VM else "a scale-set instance"
+        raise NotFound(f"No action '{action}' on {on}; the lab serves: "
+                       f"{', '.join(arm_actions(target))}.", target=action)  # fmt: skip
     return found
 
 
@@ -300,7 +308,7 @@ for _path in arm_paths("/providers/Microsoft.Compute/virtualMachines/{name}/{act
         request: Request, subscription: str, group: str, name: str, action: str,
         _v: ApiVersion, principal: Caller,
     ) -> Response:  # fmt: skip
-        operation = arm_operation(action, "virtualMachines")
-        rbac = f"Microsoft.Compute/virtualMachines/{operation.arm_action}/action"
+        operation = arm_operation(action, Target.VM)
+        rbac = operation.rbac_action(VMS)
         view = await readable_vm(request, principal, subscription, group, name, rbac)
         return start_power_action(request, view, operation)

@@ -39,14 +39,14 @@ from lab.domain.errors import (
 )
 from lab.domain.names import validate_blob_name, validate_storage_account_name
 from lab.domain.power import PowerState
-from lab.domain.resource_ids import storage_account_id
+from lab.domain.resource_ids import STORAGE_ACCOUNTS, storage_account_id
 from lab.domain.storage_account import StorageAccount
 from lab.domain.vm import VmView
 from lab.storage.blobs import BlobRange
 
 router = APIRouter()
 blob_router = APIRouter()
-_TYPE = "Microsoft.Storage/storageAccounts"
+_TYPE = STORAGE_ACCOUNTS
 
 
 def account_resource(request: Request, account: StorageAccount) -> dict[str, Any]:

@@ -31,12 +31,12 @@ from lab.api.azure.operations import start_operation
 from lab.domain.definitions import boot_diagnostics_model, vm_model
 from lab.domain.errors import InvalidInput, NotFound
 from lab.domain.labfile import BootDiagnosticsDef, VirtualMachineDef
-from lab.domain.resource_ids import vm_id
+from lab.domain.resource_ids import VMS, vm_id
 from lab.domain.vm import BootDiagnosticsModel, VmModel, VmView
 from lab.services.lab import Lab
 
 router = APIRouter()
-_VMS = "Microsoft.Compute/virtualMachines"
+_VMS = VMS
 #: Where each lab-file field lives in an ARM VirtualMachine body (for error targets).
 _ARM_FIELD = {"name": "name", "size": "properties.hardwareProfile.vmSize", "tags": "tags",
               **arm_fields("properties")}  # fmt: skip

@@ -40,16 +40,16 @@ from lab.api.azure.operations import start_operation
 from lab.api.security.tokens import Principal
 from lab.domain.errors import InvalidInput, NotFound
 from lab.domain.labfile import ScaleSetDef
-from lab.domain.power import arm_actions, by_arm_action, require_state
+from lab.domain.power import Target, arm_actions, by_arm_action, require_state
+from lab.domain.resource_ids import SCALE_SETS, same, scale_set_id
 from lab.domain.resource_ids import instance_id as instance_id_of
-from lab.domain.resource_ids import same, scale_set_id
 from lab.domain.scale_set import ScaleSetModel
 from lab.domain.vm import VmView
 from lab.services.lab import Lab
 from lab.services.scale_sets import ScaleSetService
 
 router = APIRouter()
-SETS = "Microsoft.Compute/virtualMachineScaleSets"
+SETS = SCALE_SETS
 INSTANCES = f"{SETS}/virtualMachines"
 _WHERE = "properties.virtualMachineProfile"
 _ARM_FIELD = {
@@ -333,12 +333,13 @@ async def _set_action(
     request: Request, principal: Principal, subscription: str, group: str, name: str,
     action: str, body: InstanceIdsBody | None,
 ) -> Response:  # fmt: skip
-    power = by_arm_action(action)
+    power = by_arm_action(action, Target.INSTANCE)
     canonical = power.arm_action if power else next(
         (a for a in _SET_ONLY if same(a, action)), None)  # fmt: skip
     if canonical is None:
         raise NotFound(f"No action '{action}' on virtualMachineScaleSets; the lab serves: "
-                       f"{', '.join((*arm_actions(), *_SET_ONLY))}.", target=action)  # fmt: skip
+                       f"{', '.join((*arm_actions(Target.INSTANCE), *_SET_ONLY))}.",
+                       target=action)  # fmt: skip
     model = _authorized(request, principal, subscription, group, name,
                         f"{SETS}/{canonical}/action")  # fmt: skip
     lab = lab_of(request)
@@ -415,9 +416,9 @@ for _path in _INSTANCE_PATHS:
         request: Request, subscription: str, group: str, name: str, instance_id: str,
         action: str, _v: ApiVersion, principal: Caller,
     ) -> Response:  # fmt: skip
-        operation = arm_operation(action, "a scale-set instance")
+        operation = arm_operation(action, Target.INSTANCE)
         _model, view = await _instance(request, principal, subscription, group, name, instance_id,
-                                       f"{INSTANCES}/{operation.arm_action}/action")  # fmt: skip
+                                       operation.rbac_action(INSTANCES))  # fmt: skip
         return start_power_action(request, view, operation)
 
     @router.delete(_path + "/{instance_id}")

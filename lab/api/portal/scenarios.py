@@ -18,11 +18,11 @@ from fastapi import APIRouter, Request
 from lab.api.azure.common import Caller, lab_of, require_action
 from lab.api.azure.serialconsole import CONNECT_ACTION
 from lab.domain.labfile import DEFAULT_SUBSCRIPTION_ID
-from lab.domain.resource_ids import vm_id
+from lab.domain.resource_ids import VMS, vm_id
 from lab.services.scenarios import GROUP
 
 router = APIRouter(prefix="/_portal/api/scenarios", include_in_schema=False)
-_READ = "Microsoft.Compute/virtualMachines/read"
+_READ = f"{VMS}/read"
 
 
 def _vm_id(name: str) -> str:
