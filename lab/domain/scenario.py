@@ -194,6 +194,12 @@ class Scenario(_Model):
     #: prompt, and what it means: the checks then fail at once with that reason, instead of
     #: waiting for a prompt that never comes (the engine knows panics, emergency mode, ...).
     stuck: dict[str, str] = Field(default_factory=dict)
+    #: What the broken guest shows, as the scenario means it to be broken (a regular
+    #: expression): matched against its serial log since the boot and what its failed checks
+    #: saw (the engine's stuck reason, or a check command's output). A guest that failed the
+    #: checks for another reason (it never booted, a login failed) does not show it. The
+    #: scenario tests require one of every scenario in the repository.
+    broken_sign: str | None = None
     #: How long the checks wait for a login prompt. A scenario whose broken guest shows no
     #: sign of being stuck (no getty at all) sets a shorter one, so a check fails sooner.
     boot_timeout_seconds: int = Field(default=240, ge=30, le=1800)
@@ -208,6 +214,11 @@ class Scenario(_Model):
             raise ValueError(f"scenario name '{value}' must be 2-41 lower-case letters, digits "
                              "and '-', starting with a letter or digit")  # fmt: skip
         return value
+
+    @field_validator("broken_sign")
+    @classmethod
+    def _broken_sign(cls, value: str | None) -> str | None:
+        return None if value is None else _regex(value, "brokenSign")
 
     @field_validator("stuck")
     @classmethod

@@ -89,6 +89,18 @@ def test_late_viewer_gets_replay_then_live(it_lab: LabHarness) -> None:
     with it_lab.client.console("it1", mode="view", replay=500) as late:
         first = late.recv(timeout=10)
         assert first == it_lab.boot_log("it1", size - 500)[:500]
+        # Then live: bytes the guest prints only now, after the viewer connected, come on the
+        # same connection, and they continue the log exactly where the replay ended.
+        it_lab.cli("sysrq", "it1", "h")
+        live = bytearray()
+        deadline = time.monotonic() + 30
+        while b"sysrq: HELP" not in live:
+            assert time.monotonic() < deadline, f"no live output after the replay: {bytes(live)!r}"
+            with contextlib.suppress(TimeoutError):
+                message = late.recv(timeout=1)
+                if isinstance(message, bytes):
+                    live.extend(message)
+        assert bytes(live) == it_lab.boot_log("it1", size)[: len(live)]
 
 
 def test_interactive_takeover_keeps_the_guest_session(it_lab: LabHarness) -> None:
@@ -122,6 +134,19 @@ def test_sysrq_help_by_both_methods(it_lab: LabHarness, method: str) -> None:
 def test_sysrq_refused_when_not_running_and_bad_keys(it_lab: LabHarness) -> None:
     bad = it_lab.cli("sysrq", "it1", "h!", check=False)
     assert bad.returncode == 2 and "not SysRq keys" in bad.stderr
+    # A stopped VM: the lab refuses (409 OperationNotAllowed, the CLI's exit 4), and nothing
+    # reaches the guest. it3 is started again and back at its prompt for the tests after this.
+    it_lab.cli("vm", "stop", "it3", "--skip-shutdown")
+    try:
+        assert it_lab.vm("it3")["powerState"] == "stopped"
+        refused = it_lab.cli("sysrq", "it3", "h", check=False)
+        assert refused.returncode == 4, refused
+        assert "OperationNotAllowed" in refused.stderr, refused.stderr
+        assert "'sysrq' is not allowed on VM 'it3' while it is stopped" in refused.stderr
+    finally:
+        start = it_lab.log_size("it3")
+        it_lab.cli("vm", "start", "it3")
+        it_lab.wait_for_log("it3", rb"it3 login: ", start=start, timeout=120)
 
 
 def test_nmi_reaches_the_kernel_and_panics_with_unknown_nmi_panic(it_lab: LabHarness) -> None:

@@ -36,6 +36,11 @@ VIEWERS = 50
 STALLED = 10
 #: The issue's target for the keystroke round trip of the other VMs' consoles during the flood.
 RTT_TARGET_MS = 50.0
+#: What the median is held to: about 5x what it measures (p50 3.7-5.1 ms over 1,300-2,300 round
+#: trips, README "Load"; 5.09 ms on 2026-12-03, the machine shared with other guests), so a
+#: regression that doubles or triples it fails, while a 1.5x slower machine (7-8 ms) passes.
+#: The issue's 50 ms would pass a console ten times slower than this one.
+RTT_P50_BOUND_MS = 25.0
 FLEET = 20
 
 
@@ -84,20 +89,23 @@ def test_flood_with_50_viewers(load_lab: LoadHarness, request: pytest.FixtureReq
 FLOOD_RTT: list[float] = []
 
 
-#: A ceiling on the slow tail (README, Load): the other consoles must never stall.
+#: A ceiling on the slow tail (README, Load): the other consoles must never stall. About 5x
+#: the p95 measured on a quiet machine (11.5-30.6 ms); with other agents' guests on the same 2
+#: cores it measured 122.9 ms (2026-12-03), so it is not made tighter.
 RTT_P95_CEILING_MS = 150.0
 
 
 def test_other_consoles_round_trip_during_the_flood() -> None:
     if not FLOOD_RTT:
         pytest.skip("the flood test did not run")
-    # The issue's target, 50 ms, is asserted on the median of the ~2,000 round trips (4-5 ms);
-    # p95 measured 22-31 ms, but the flooding TCG guest, virtlogd, libvirtd, the daemon and the
-    # viewers saturate both cores, and p99 reaches 100-140 ms, so p95 gets a ceiling with room
-    # for a slower CI machine that still says the console never stalls. Both are printed by the
-    # flood test.
+    # The median of the ~2,000 round trips (4-5 ms) is held to 5x that, well inside the issue's
+    # 50 ms target; p95 measured 11-31 ms, but the flooding TCG guest, virtlogd, libvirtd, the
+    # daemon and the viewers saturate both cores, and p99 reaches 100-330 ms, so p95 gets a
+    # ceiling with room for a slower CI machine that still says the console never stalls. Both
+    # are printed by the flood test.
     line = rtt_line("round trip during the flood", FLOOD_RTT)
-    assert pct(FLOOD_RTT, 50) < RTT_TARGET_MS, line
+    assert RTT_P50_BOUND_MS < RTT_TARGET_MS
+    assert pct(FLOOD_RTT, 50) < RTT_P50_BOUND_MS, line
     assert pct(FLOOD_RTT, 95) < RTT_P95_CEILING_MS, line
 
 
@@ -122,10 +130,13 @@ def test_boot_log_rotates_within_its_cap_and_reads_by_offset_across(
 # -- 3. twenty VMs ------------------------------------------------------------------------------
 #: The API's answers while 20 TCG guests boot on 2 cores (and after): none may fail, and p99 and
 #: the slowest stay under these (ms). libvirtd, busy defining and starting the 20 domains, takes
-#: up to 2.6 s for a call that is otherwise sub-millisecond; the reconciler's calls now run in
-#: threads, so the event loop no longer stalls with them (measured after: p99 13-58 ms, max
-#: 0.2-1.7 s; README, Load). The bounds say the API never stops answering.
-API_P99_BOUND_MS = 2000.0
+#: up to 2.6 s for a call that is otherwise sub-millisecond; the reconciler's calls run in
+#: threads, so the event loop does not wait for them. Measured p99 13-101 ms (README, Load;
+#: 2026-12-03: daemon API 13.7 ms, Azure API 34.8 ms): the p99 bound is 5x the highest, so a
+#: libvirt call back on the event loop (p99 of seconds) fails it and a 1.5x slower machine does
+#: not. The slowest single answer measured 0.15-1.7 s (0.54 s on 2026-12-03); its bound is
+#: 3-5x that.
+API_P99_BOUND_MS = 500.0
 API_MAX_BOUND_MS = 5000.0
 
 

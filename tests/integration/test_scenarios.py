@@ -28,6 +28,7 @@ import pytest
 
 from lab.client import connect
 from lab.client.grub import MENU
+from lab.domain.scenario import Scenario, parse_scenario
 from lab.settings import REPO_ROOT, Settings
 from tests.integration.labharness import LabHarness, report_figures
 
@@ -178,6 +179,29 @@ def tail(path: Path, size: int = 3000) -> str:
     return text[-size:]
 
 
+#: Terminal control sequences, left out before a broken sign is looked for.
+_CONTROLS = re.compile(rb"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\r")
+
+
+def assert_broken_sign(lab: LabHarness, name: str, since: int, result: dict[str, Any],
+                       when: str) -> None:  # fmt: skip
+    """The checks failed because the guest is broken as the scenario means it (its
+    `brokenSign`, in its serial log since the boot at `since` or in what the checks saw), not
+    because it never booted or could not be reached."""
+    sign = parse_scenario_file(name).broken_sign
+    assert sign, f"{name}: scenario.yaml has no brokenSign"
+    log = _CONTROLS.sub(b"", lab.boot_log(name, since)).decode(errors="replace")
+    saw = "\n".join(r["saw"] for r in result["results"] if not r["passed"])
+    assert re.search(sign, f"{log}\n{saw}", re.MULTILINE), (
+        f"{name} {when}: the checks failed, but without the broken sign {sign!r}; they saw: "
+        f"{saw}\nthe serial log ends with:\n{log[-1500:]}")  # fmt: skip
+
+
+def parse_scenario_file(name: str) -> Scenario:
+    path = REPO_ROOT / "scenarios" / name / "scenario.yaml"
+    return parse_scenario(path.read_text(), name=name, source=str(path))
+
+
 def count_boots(lab: LabHarness, name: str) -> int:
     try:
         return len(re.findall(BOOTING, lab.boot_log(name)))
@@ -196,6 +220,7 @@ def run_scenario(lab: LabHarness, name: str) -> ScenarioRun:
         before = check(lab, name)
         run.phase("boot to the broken sign, check")
         assert not before["passed"], f"{name}: checks pass before any fix: {before['results']}"
+        assert_broken_sign(lab, name, 0, before, "at start")
         try:
             solve(lab, name, transcript)
         except Exception as exc:
@@ -213,6 +238,7 @@ def run_scenario(lab: LabHarness, name: str) -> ScenarioRun:
         again = check(lab, name)
         run.phase("reset, boot, check")
         assert not again["passed"], f"{name}: reset did not bring the broken state back"
+        assert_broken_sign(lab, name, since, again, "after the reset")
     finally:
         run.boots = count_boots(lab, name)
         lab.cli("scenario", "stop", name, check=False)

@@ -47,6 +47,7 @@ def test_every_scenario_in_the_repository_parses_and_has_a_solution() -> None:
         text = (REPO_ROOT / "scenarios" / name / "scenario.yaml").read_text()
         scenario = parse_scenario(text, name=name, source=f"{name}/scenario.yaml")
         assert scenario.checks and scenario.hints and scenario.story
+        assert scenario.broken_sign, f"{name}: no brokenSign (the scenario tests need it)"
         assert (REPO_ROOT / "scenarios" / name / "solution.py").is_file(), name
 
 
@@ -57,6 +58,7 @@ def test_every_scenario_in_the_repository_parses_and_has_a_solution() -> None:
         (MINIMAL.replace("level: beginner", "level: expert"), "level"),
         (MINIMAL + "breaks:\n  - {write: etc/x, content: y}\n", "absolute path"),
         (MINIMAL.replace('"true"}', '"true", expect: "("}'), "regular expression"),
+        (MINIMAL + "brokenSign: \"(\"\n", "brokenSign is not a regular expression"),
         ("- just a list\n", "mapping"),
         (MINIMAL + "stuck:\n  '(unclosed': a typo\n", "stuck pattern '(unclosed'"),
         (MINIMAL + "bootTimeoutSeconds: 5\n", "bootTimeoutSeconds"),

@@ -4,8 +4,10 @@ a custom role with only `serialPorts/connect/action`, and one custom role per ac
 checks (that action alone), each assigned at the subscription and at another resource group.
 
 The expected answer comes from `REQUIRED` below, written from Azure's operation names, not from
-the routes' code: a route that checks another action, or none, or looks the resource up before
-checking, fails here. Lists are checked by what they hold: the caller's readable items only.
+the routes' code, and from Azure's published built-in role definitions (`AZURE_BUILTIN_ROLES`,
+literal data here, not the lab's own role table): a route that checks another action, or none,
+or looks the resource up before checking, fails here. Lists are checked by what they hold: the
+caller's readable items only.
 """
 
 from __future__ import annotations
@@ -222,10 +224,127 @@ def test_every_route_is_in_the_matrix(tmp_path: Path, image_cache: Path) -> None
 
 # -- the matrix ----------------------------------------------------------------------------------
 
-ROLES: dict[str, RoleDefinition] = {
-    **{name: BUILTIN_ROLES[name] for name in
-       ("Reader", "Virtual Machine Contributor", "Contributor", "Owner")},
-    "Console Connect": custom_role("Console Connect", [CONNECT]),
+#: Azure's built-in role definitions as Azure publishes them (`az role definition list --name
+#: ...`; learn.microsoft.com, "Azure built-in roles"), written here as data and not taken from
+#: lab.domain.rbac: the matrix's expectations come from these. None of the four has DataActions.
+AZURE_BUILTIN_ROLES: dict[str, dict[str, Any]] = {
+    "Owner": {
+        "id": "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",
+        "Actions": ["*"],
+        "NotActions": [],
+        "DataActions": [], "NotDataActions": [],
+    },
+    "Contributor": {
+        "id": "b24988ac-6180-42a0-ab88-20f7382dd24c",
+        "Actions": ["*"],
+        "NotActions": [
+            "Microsoft.Authorization/*/Delete",
+            "Microsoft.Authorization/*/Write",
+            "Microsoft.Authorization/elevateAccess/Action",
+            "Microsoft.Blueprint/blueprintAssignments/write",
+            "Microsoft.Blueprint/blueprintAssignments/delete",
+            "Microsoft.Compute/galleries/share/action",
+            "Microsoft.Purview/consents/write",
+            "Microsoft.Purview/consents/delete",
+            "Microsoft.Resources/deploymentStacks/manageDenySetting/action",
+            "Microsoft.Subscription/cancel/action",
+            "Microsoft.Subscription/enable/action",
+        ],
+        "DataActions": [], "NotDataActions": [],
+    },
+    "Reader": {
+        "id": "acdd72a7-3385-48ef-bd42-f606fba81ae7",
+        "Actions": ["*/read"],
+        "NotActions": [],
+        "DataActions": [], "NotDataActions": [],
+    },
+    "Virtual Machine Contributor": {
+        "id": "9980e02c-c2be-4d73-94e8-173b1dc7cf3c",
+        "Actions": [
+            "Microsoft.Authorization/*/read",
+            "Microsoft.Compute/availabilitySets/*",
+            "Microsoft.Compute/locations/*",
+            "Microsoft.Compute/virtualMachines/*",
+            "Microsoft.Compute/virtualMachineScaleSets/*",
+            "Microsoft.Compute/cloudServices/*",
+            "Microsoft.Compute/disks/write",
+            "Microsoft.Compute/disks/read",
+            "Microsoft.Compute/disks/delete",
+            "Microsoft.Compute/hostgroups/write",
+            "Microsoft.Compute/hostgroups/hosts/write",
+            "Microsoft.DevTestLab/schedules/*",
+            "Microsoft.Insights/alertRules/*",
+            "Microsoft.Network/applicationGateways/backendAddressPools/join/action",
+            "Microsoft.Network/loadBalancers/backendAddressPools/join/action",
+            "Microsoft.Network/loadBalancers/inboundNatPools/join/action",
+            "Microsoft.Network/loadBalancers/inboundNatRules/join/action",
+            "Microsoft.Network/loadBalancers/probes/join/action",
+            "Microsoft.Network/loadBalancers/read",
+            "Microsoft.Network/locations/*",
+            "Microsoft.Network/networkInterfaces/*",
+            "Microsoft.Network/networkSecurityGroups/join/action",
+            "Microsoft.Network/networkSecurityGroups/read",
+            "Microsoft.Network/publicIPAddresses/join/action",
+            "Microsoft.Network/publicIPAddresses/read",
+            "Microsoft.Network/virtualNetworks/read",
+            "Microsoft.Network/virtualNetworks/subnets/join/action",
+            "Microsoft.RecoveryServices/locations/*",
+            "Microsoft.RecoveryServices/Vaults/backupFabrics/backupProtectionIntent/write",
+            "Microsoft.RecoveryServices/Vaults/backupFabrics/protectionContainers/protectedItems/*/read",
+            "Microsoft.RecoveryServices/Vaults/backupFabrics/protectionContainers/protectedItems/read",
+            "Microsoft.RecoveryServices/Vaults/backupFabrics/protectionContainers/protectedItems/write",
+            "Microsoft.RecoveryServices/Vaults/backupPolicies/read",
+            "Microsoft.RecoveryServices/Vaults/backupPolicies/write",
+            "Microsoft.RecoveryServices/Vaults/read",
+            "Microsoft.RecoveryServices/Vaults/usages/read",
+            "Microsoft.RecoveryServices/Vaults/write",
+            "Microsoft.ResourceHealth/availabilityStatuses/read",
+            "Microsoft.Resources/deployments/*",
+            "Microsoft.Resources/subscriptions/resourceGroups/read",
+            "Microsoft.SerialConsole/serialPorts/connect/action",
+            "Microsoft.SqlVirtualMachine/*",
+            "Microsoft.Storage/storageAccounts/listKeys/action",
+            "Microsoft.Storage/storageAccounts/read",
+            "Microsoft.Support/*",
+        ],
+        "NotActions": [],
+        "DataActions": [], "NotDataActions": [],
+    },
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Role:
+    """A role as the test sees it: a built-in one goes to the lab by name (the lab uses its own
+    table), a custom one with its actions; what it allows is worked out here, by Azure's rule."""
+
+    name: str
+    actions: tuple[str, ...]
+    not_actions: tuple[str, ...] = ()
+    custom: bool = False
+
+
+def _wildcard(pattern: str) -> re.Pattern[str]:
+    """Azure's action matching: case-insensitive, `*` any run of characters (`/` included)."""
+    return re.compile(".*".join(map(re.escape, pattern.split("*"))), re.IGNORECASE)
+
+
+def azure_allows(role: Role, action: str) -> bool:
+    def matches(patterns: tuple[str, ...]) -> bool:
+        return any(_wildcard(p).fullmatch(action) for p in patterns)
+
+    return matches(role.actions) and not matches(role.not_actions)
+
+
+def test_the_lab_knows_azures_built_in_roles_by_name_and_id() -> None:
+    assert {n: r.id for n, r in BUILTIN_ROLES.items()} == {
+        n: d["id"] for n, d in AZURE_BUILTIN_ROLES.items()}
+
+
+ROLES: dict[str, Role] = {
+    **{name: Role(name, tuple(d["Actions"]), tuple(d["NotActions"]))
+       for name, d in AZURE_BUILTIN_ROLES.items()},
+    "Console Connect": Role("Console Connect", (CONNECT,), custom=True),
 }  # fmt: skip
 ONE_ACTION = sorted({n.action for n in REQUIRED.values() if n.action} |
                     {a for n in REQUIRED.values() for a in n.lists})  # fmt: skip
@@ -242,12 +361,13 @@ def fresh_lab(root: Path, image_cache: Path) -> Lab:
     return Lab(settings, FakeHypervisor())
 
 
-def bearer(role: RoleDefinition, scope: str) -> dict[str, str]:
-    r: str | RoleDefinition = role if role.custom else role.name
+def bearer(role: Role, scope: str) -> dict[str, str]:
+    r: str | RoleDefinition = (custom_role(role.name, role.actions, role.not_actions)
+                               if role.custom else role.name)  # fmt: skip
     return {"Authorization": "Bearer " + issue(KEY, user="alice", roles=[(r, scope)])}
 
 
-OWNER = bearer(BUILTIN_ROLES["Owner"], "/")
+OWNER = bearer(ROLES["Owner"], "/")
 
 
 @dataclass
@@ -282,7 +402,7 @@ VALUES = {"subscription": SUBSCRIPTION, "group": "rg1", "instance_id": "0", "ins
           "port": "0", "namespace": C, "location": "westeurope", "default": "default",
           "command": "nmi", "account": "diag1", "container": "c", "blob": "b",
           "scope": f"subscriptions/{SUBSCRIPTION}/resourceGroups/rg1",
-          "role_id": BUILTIN_ROLES["Reader"].id}  # fmt: skip
+          "role_id": AZURE_BUILTIN_ROLES["Reader"]["id"]}  # fmt: skip
 
 
 def url_for(path: str, action: str, fx: Fixture) -> str:
@@ -312,10 +432,10 @@ def body_for(method: str, path: str) -> Any:
     return BODIES.get(method)
 
 
-def holds(role: RoleDefinition, scope: str, action: str, resource: str) -> bool:
+def holds(role: Role, scope: str, action: str, resource: str) -> bool:
     """Azure's rule: the role has the action, and the scope is the resource or above it."""
     rid, scope = resource.lower(), scope.lower()
-    return (rid == scope or rid.startswith(scope + "/")) and role.allows(action)
+    return (rid == scope or rid.startswith(scope + "/")) and azure_allows(role, action)
 
 
 def test_the_matrix(tmp_path: Path, image_cache: Path) -> None:
@@ -327,7 +447,7 @@ def test_the_matrix(tmp_path: Path, image_cache: Path) -> None:
     for i, ((label, role), scope) in enumerate(cases):
         lab = fresh_lab(tmp_path / str(i), image_cache)
         asyncio.run(_in_lab(lab, _one_role(label, role, scope, anonymous=i == 0), checked))
-    singles = {a: custom_role("Only One", [a]) for a in ONE_ACTION}
+    singles = {a: Role("Only One", (a,), custom=True) for a in ONE_ACTION}
     lab = fresh_lab(tmp_path / "singles", image_cache)
     asyncio.run(_in_lab(lab, _single_action_roles(singles), checked))
     print(f"\nRBAC matrix: {len(REQUIRED)} route entries x {len(cases)} role assignments "
@@ -352,7 +472,7 @@ async def _in_lab(lab: Lab, check: Check, counts: dict[str, int]) -> None:
         lab.consoles.close_all()
 
 
-def _one_role(label: str, role: RoleDefinition, scope: str, *, anonymous: bool) -> Check:
+def _one_role(label: str, role: Role, scope: str, *, anonymous: bool) -> Check:
     async def check(c: httpx.AsyncClient, fx: Fixture, counts: dict[str, int]) -> None:
         for key in ROUTES:
             await _check_route(c, fx, key, label, role, scope, counts, anonymous=anonymous)
@@ -360,7 +480,7 @@ def _one_role(label: str, role: RoleDefinition, scope: str, *, anonymous: bool) 
     return check
 
 
-def _single_action_roles(singles: dict[str, RoleDefinition]) -> Check:
+def _single_action_roles(singles: dict[str, Role]) -> Check:
     async def check(c: httpx.AsyncClient, fx: Fixture, counts: dict[str, int]) -> None:
         lists = [k for k in ROUTES if REQUIRED[k].lists]
         for action, role in singles.items():
@@ -377,7 +497,7 @@ def _single_action_roles(singles: dict[str, RoleDefinition]) -> Check:
 
 async def _check_route(
     c: httpx.AsyncClient, fx: Fixture, key: tuple[str, str, str], label: str,
-    role: RoleDefinition, scope: str, counts: dict[str, int], *, anonymous: bool = False,
+    role: Role, scope: str, counts: dict[str, int], *, anonymous: bool = False,
 ) -> None:  # fmt: skip
     method, path, action = key
     need = REQUIRED[key]
