@@ -46,6 +46,13 @@ def pick_vm(views: Iterable[VmView], subscription: str, group: str, name: str) -
     raise NotFound(not_found_message(VMS, name, group), target=name)
 
 
+def _named(views: Iterable[VmView], name: str,
+           group: str | None) -> builtins.list[tuple[str, VmView]]:  # fmt: skip
+    """The views of that name (in that group, if one is given), each with its group."""
+    return [(v.identity.resource_group, v) for v in views if same(v.identity.name, name)
+            and (group is None or same(v.identity.resource_group, group))]  # fmt: skip
+
+
 def _one(matches: builtins.list[tuple[str, T]], kind: str, name: str) -> T:
     """The one match of a lab name; several (in different groups) are refused with which."""
     if len(matches) > 1:
@@ -95,9 +102,7 @@ class Lookup:
     # -- the lab's names -------------------------------------------------------------------------
     def vm(self, name: str, group: str | None = None) -> VmView:
         """A VM by its name (scale-set instances are not VMs here; see `target`)."""
-        matches = [(v.identity.resource_group, v) for v in self.vms.list()
-                   if same(v.identity.name, name)
-                   and (group is None or same(v.identity.resource_group, group))]  # fmt: skip
+        matches = _named(self.vms.list(), name, group)
         if not matches:
             where = f" in resource group '{group}'" if group else ""
             raise NotFound(f"The Resource '{VMS}/{name}'{where} was not found. `lab ls` lists "
@@ -123,9 +128,8 @@ class Lookup:
         try:
             return self.vm(name, group)
         except NotFound as not_a_vm:
-            named = [(v.identity.resource_group, v) for v in self.vms.machines()
-                     if v.identity.is_instance and same(v.identity.name, name)
-                     and (group is None or same(v.identity.resource_group, group))]  # fmt: skip
+            named = _named((v for v in self.vms.machines() if v.identity.is_instance),
+                           name, group)  # fmt: skip
             if named:
                 return _one(named, "Instance name", name)
             try:

@@ -67,7 +67,7 @@ class VmService:
     ) -> None:
         self.ctx = ctx
         self.consoles = consoles
-        #: Every guest boot goes through these (`_booting`).
+        #: Every guest boot takes one of these (`_in_slot`).
         self.slots = slots or BootSlots()
         self._in_flight: dict[str, PowerOperation] = {}
         self._machines_shared = SharedCall(self.machines)
@@ -282,26 +282,24 @@ class VmService:
         """Start paused, attach the console broker, then let the CPUs run: no byte is missed."""
         hv = self.ctx.hypervisor
         domain = view.identity.domain_name
-        log = self.ctx.serial_log_path(view.identity, view.model)
 
         async def power_on() -> None:
             # Redefine first so the XML follows the current accelerator and lab version.
             await asyncio.to_thread(self._define, view.identity, view.model, deallocated=False)
             await asyncio.to_thread(hv.start, domain, paused=True)
-            await self.consoles.attach(domain, log)
+            await self.consoles.attach(domain, self.ctx.serial_log_path(view.identity, view.model))
             await asyncio.to_thread(hv.resume, domain)
 
-        await self.slots.boot(domain, log, power_on)
+        await self._in_slot(view, power_on)
 
     async def _booting(self, view: VmView, reboot: Callable[[str], None]) -> None:
         """An in-place reboot of a running guest (`reboot`: the hypervisor call), in a slot."""
-        domain = view.identity.domain_name
+        await self._in_slot(view, lambda: asyncio.to_thread(reboot, view.identity.domain_name))
+
+    async def _in_slot(self, view: VmView, power_on: Callable[[], Awaitable[None]]) -> None:
+        """Every boot of a guest goes through here: `power_on` runs in a boot slot."""
         log = self.ctx.serial_log_path(view.identity, view.model)
-
-        async def power_on() -> None:
-            await asyncio.to_thread(reboot, domain)
-
-        await self.slots.boot(domain, log, power_on)
+        await self.slots.boot(view.identity.domain_name, log, power_on)
 
     async def power_off(self, view: VmView, *, skip_shutdown: bool = False) -> VmView:
         async with self._operation(view, PowerOperation.POWER_OFF):
