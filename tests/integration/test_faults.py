@@ -411,3 +411,62 @@ def test_a_full_data_dir_refuses_writes_clearly_and_the_console_keeps_working(
     FIGURES.append("data dir full (64 MiB tmpfs): API writes 507 InsufficientStorage, `lab up` "
                    "exit 7, state and log untouched; the console kept working; a guest disk "
                    "write paused the VM (shown), resumed once there was space; the log went on")
+
+
+SEQ_LAB = """\
+subscriptionId: 11111111-2222-3333-4444-555555555555
+resourceGroups:
+  - name: seq-rg
+    virtualMachines:
+""" + tiny_vm_yaml("s1") + '        kernelArgs: "lab.seq=300"\n'
+
+
+@pytest.fixture
+def seq_lab(tmp_path: Path) -> Iterator[LabHarness]:
+    """A lab with one guest that prints SEQ 1..300 first thing, stopped after its first boot."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI and `make test` run as root)")
+    h = LabHarness(data_dir=tmp_path / "data", image_cache=Settings().image_cache_dir,
+                   idle_minutes=30)  # fmt: skip
+    try:
+        h.data_dir.mkdir()
+        h.start_daemon()
+        h.cli("up", str(h.write_lab("seq.yaml", SEQ_LAB)))
+        h.wait_for_log("s1", login_prompt("s1"), timeout=180)
+        h.cli("vm", "stop", "s1", "--skip-shutdown")
+        yield h
+    finally:
+        h.cleanup()
+
+
+def test_power_on_output_reaches_viewers_through_the_broker_when_virtlogd_cannot_log(
+    seq_lab: LabHarness,
+) -> None:
+    """The broker attaches to a paused guest before its CPUs run (VmService._power_on). Only
+    the chardev stream shows that: virtlogd logs QEMU's output whether or not anyone attached.
+    So the log's disk is full at power-on: virtlogd gives the log up at its first write, and
+    the log keeper hands viewers what the stream carried since the attach. With the CPUs let
+    run before the attach, the first SEQ lines are missing here (seen failing)."""
+    h = seq_lab
+    [log] = h.data_dir.rglob("*.serialconsole.log")
+    # A small empty disk in place of the log's directory, filled. The daemon is restarted
+    # around the swap so that its log offsets start from this disk, as they would on a disk
+    # that was full before the VM was ever started.
+    h.kill_daemon()
+    mnt = log.parent
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mnt)],
+                   check=True)  # fmt: skip
+    try:
+        fill(mnt)
+        h.start_daemon()
+        h.cli("vm", "start", "s1")
+        with h.client.console("s1", replay=0) as conn:
+            seen = WsConsole(conn).expect(rb"(?s)\A.*?SEQ 300\r?\n", timeout=60).group(0)
+        numbers = [int(n) for n in re.findall(rb"^SEQ (\d+)\r?$", seen, re.M)]
+        assert numbers == list(range(1, 301))
+        # They came from the stream: the disk was full, so the log itself holds none of them.
+        assert b"SEQ" not in (log.read_bytes() if log.exists() else b"")
+    finally:
+        h.cli("vm", "stop", "s1", "--skip-shutdown", check=False)
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+    FIGURES.append("serial log's disk full at power-on: viewers got SEQ 1..300 from the stream")
