@@ -10,7 +10,7 @@ import click
 
 from lab.api.security.tls import ensure_certificates
 from lab.api.security.tokens import ROLES, issue, signing_key
-from lab.cli import diagnostics, identity, images, output, scenario, vm, vmss
+from lab.cli import diagnostics, host, identity, images, output, scenario, vm, vmss
 from lab.cli.common import client, ensure_daemon, handle_errors
 from lab.client.http import LabClient
 from lab.domain.errors import InvalidInput, LabFileUnreadable
@@ -210,6 +210,7 @@ cli.add_command(identity.sp)
 cli.add_command(identity.role)
 cli.add_command(identity.auth)
 cli.add_command(vm.vm)
+cli.add_command(host.host)
 cli.add_command(vmss.vmss)
 cli.add_command(images.image)
 cli.add_command(diagnostics.boot_log)

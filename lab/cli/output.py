@@ -38,12 +38,18 @@ def _size(row: dict[str, Any]) -> str:
 
 def vm_table(vms: list[dict[str, Any]], actions: dict[str, str] | None = None) -> Table:
     table = Table(show_edge=False, pad_edge=False)
+    # The host only once there is more than one to be on.
+    hosts = any(vm.get("host", "local") != "local" for vm in vms)
     for col in ("NAME", "RESOURCE GROUP", "POWER STATE", "IMAGE", "SIZE", "VM ID"):
         table.add_column(col)
+    if hosts:
+        table.add_column("HOST")
     if actions:
         table.add_column("ACTION")
     for vm in vms:
         row = [vm["name"], vm["resourceGroup"], _state(vm), vm["image"], _size(vm), vm["vmId"]]
+        if hosts:
+            row.append(vm.get("host", "local"))
         if actions:
             row.append(actions.get(vm["vmId"], ""))
         table.add_row(*row)
@@ -119,3 +125,16 @@ def progress_bar(title: str) -> Iterator[Callable[[str, float], None]]:
             progress.update(task, description=f"{title}: {step}", completed=fraction)
 
         yield update
+
+
+def host_table(hosts: list[dict[str, Any]]) -> Table:
+    table = Table(show_edge=False, pad_edge=False)
+    for col in ("HOST", "STATE", "URI", "VMS", "VCPUS USED/MAX", "MEMORY MIB USED/MAX"):
+        table.add_column(col)
+    for h in hosts:
+        state = h["state"] + (f": {h['problem']}" if h.get("problem") else "")
+        table.add_row(h["name"], state, h["uri"], str(h["vms"]),
+                      f"{h['usedVcpus']}/{h['maxVcpus'] if h['maxVcpus'] is not None else '?'}",
+                      f"{h['usedMemoryMiB']}/"
+                      f"{h['maxMemoryMiB'] if h['maxMemoryMiB'] is not None else '?'}")  # fmt: skip
+    return table

@@ -96,8 +96,13 @@ class ConsoleBroker:
         *,
         replay_bytes: int = 64 * 1024,
         queue_limit: int = DEFAULT_QUEUE_LIMIT,
+        on_output: Callable[[], None] | None = None,
     ) -> None:
         self.vm = vm
+        #: For a guest on a remote host: its log is a copy the lab pulls from the host
+        #: (`log_mirror.py`); output on the stream asks for a pull at once. Such a log is
+        #: never taken over by the log keeper (the host's virtlogd writes the original).
+        self._on_output = on_output
         self.log_path = log_path
         self._open_console = open_console
         self.replay_bytes = replay_bytes
@@ -199,6 +204,9 @@ class ConsoleBroker:
 
     def _woken(self) -> None:
         self._wake_pending = False
+        if self._on_output is not None:
+            self._inbox.clear()
+            self._on_output()
         while self._inbox:
             # The keeper counts the stream against the log (or writes the log itself).
             self.log_keeper.on_stream(self._inbox.popleft())

@@ -35,6 +35,7 @@ def vm_model(vm: VirtualMachineDef | VmProfileDef, location: str) -> VmModel:
         tags=dict(vm.tags) if isinstance(vm, VirtualMachineDef) else {},
         location=location,
         size_name=vm.size_name,
+        host=vm.host if isinstance(vm, VirtualMachineDef) else None,
     )
 
 

@@ -239,6 +239,18 @@ class StorageAccountAlreadyTaken(Conflict):
     code = "StorageAccountAlreadyTaken"
 
 
+class AllocationFailed(Conflict):
+    """No host has room for the guest (Azure's code for exhausted capacity)."""
+
+    code = "AllocationFailed"
+
+
+class HostUnreachable(HypervisorUnavailable):
+    """A host's libvirtd cannot be reached; the message names the host and its URI."""
+
+    code = "HostUnreachable"
+
+
 class PropertyChangeNotAllowed(Conflict):
     code = "PropertyChangeNotAllowed"
 

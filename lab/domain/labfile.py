@@ -169,7 +169,6 @@ class StorageAccountDef(_LabModel):
         default_factory=NetworkRuleSetDef, description="{defaultAction: Allow|Deny}"
     )
     tags: Tags = _tags_field()
-
     @field_validator("name")
     @classmethod
     def _check_name(cls, value: str) -> str:
@@ -336,6 +335,11 @@ class VirtualMachineDef(_GuestDef):
         description="{enabled: true|false, storageUri: https://<account>.blob.core.windows.net/}",
     )
     tags: Tags = _tags_field()
+    host: str | None = Field(
+        default=None,
+        description="the name of the lab host the VM must run on (`lab host ls`); without it "
+        "the lab places the VM on the host with the most free capacity",
+    )
 
     _check_tags = field_validator("tags")(_check_tags)
 

@@ -51,6 +51,8 @@ class VmModel(BaseModel):
     size_name: str | None = None
     #: For a scale-set instance: the version of the set's model it runs.
     model_version: int = 0
+    #: The host the VM must run on (the lab file's `host:`); None: the lab places it.
+    host: str | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,8 @@ class VmView:
     #: A running guest whose kernel says it is hung (see `guest_health`).
     hang: HangWarning | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    #: The host the VM is on (`lab.domain.hosts.LOCAL` for the daemon's own libvirtd).
+    host: str = "local"
 
 
 def lab_id_for(data_dir: Path) -> str:

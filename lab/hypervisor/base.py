@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from lab.domain.hosts import LOCAL
 from lab.domain.vm import VmIdentity, VmModel
 
 
@@ -27,6 +28,11 @@ class DomainInfo:
     state: DomainState
     #: libvirt's reason for the state, in words ("destroyed", "crashed", "shutdown", ...).
     reason: str
+    #: The host that holds the domain (`HostRouter` sets it).
+    host: str = LOCAL
+    #: Why the host cannot be reached now ("" when it can): state and reason are then the last
+    #: ones seen.
+    unreachable: str = ""
 
 
 #: The reason of a domain QEMU paused because a write to one of its disks failed: with the

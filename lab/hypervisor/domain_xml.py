@@ -151,7 +151,9 @@ def metadata_element(spec: DomainSpec) -> str:
 
 def _metadata_xml(spec: DomainSpec, prefix: str = "lab:") -> str:
     ident = spec.identity
-    model_json = json.dumps(spec.model.model_dump(mode="json"), sort_keys=True)
+    # A pin only when there is one: the metadata of unpinned VMs is as it was before hosts.
+    unset = {"host"} if spec.model.host is None else None
+    model_json = json.dumps(spec.model.model_dump(mode="json", exclude=unset), sort_keys=True)
     allocation = "deallocated" if spec.deallocated else "allocated"
     fields = {
         "labId": ident.lab_id,

@@ -20,6 +20,10 @@ def ensure_event_loop() -> None:
         if _started:
             return
         libvirt.virEventRegisterDefaultImpl()
+        # libvirt prints every error to stderr besides raising it; the lab raises each one,
+        # with what it was doing, and a "not found" it expects (a file not made yet on a host)
+        # is no error at all.
+        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
         thread = threading.Thread(target=_run, name="libvirt-events", daemon=True)
         thread.start()
         _started = True

@@ -18,7 +18,8 @@ from typing import Any
 import libvirt
 import libvirt_qemu
 
-from lab.domain.errors import HypervisorError, HypervisorUnavailable, NotFound
+from lab.domain.errors import HostUnreachable, HypervisorError, HypervisorUnavailable, NotFound
+from lab.domain.hosts import LOCAL, HostSize
 from lab.domain.vm import DOMAIN_PREFIX, METADATA_NS, VmIdentity, VmModel
 from lab.hypervisor.base import PAUSED_ON_IO_ERROR, DomainInfo, DomainState, LifecycleCallback
 from lab.hypervisor.event_loop import ensure_event_loop
@@ -187,8 +188,10 @@ _HANGUP = libvirt.VIR_STREAM_EVENT_ERROR | libvirt.VIR_STREAM_EVENT_HANGUP
 
 
 class LibvirtHypervisor:
-    def __init__(self, uri: str, domain_type: str = "qemu") -> None:
+    def __init__(self, uri: str, domain_type: str = "qemu", host: str = LOCAL) -> None:
         self.uri = uri
+        #: The lab's name for this libvirtd (`local`, or the name given to `lab host add`).
+        self.host = host
         self._domain_type = domain_type
         self._conn: Any = None
         self._lock = threading.RLock()
@@ -220,10 +223,19 @@ class LibvirtHypervisor:
             try:
                 conn = libvirt.open(self.uri)
             except libvirt.libvirtError as exc:
-                raise HypervisorUnavailable(
-                    f"cannot connect to libvirt at {self.uri}: {exc.get_error_message()}. "
-                    "Is libvirtd running? (`make setup` starts it)"
-                ) from exc
+                if self.host == LOCAL:
+                    raise HypervisorUnavailable(
+                        f"cannot connect to libvirt at {self.uri}: {exc.get_error_message()}. "
+                        "Is libvirtd running? (`make setup` starts it)"
+                    ) from exc
+                raise HostUnreachable(
+                    f"host '{self.host}' ({self.uri}) cannot be reached: "
+                    f"{exc.get_error_message()}", target=self.host,
+                ) from exc  # fmt: skip
+            if self.host != LOCAL:
+                # A remote host that goes away is noticed within ~15 s even when idle; its
+                # streams and calls then fail at once rather than hang on a dead TCP link.
+                conn.setKeepAlive(5, 3)
             conn.domainEventRegisterAny(
                 None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._lifecycle_event, None
             )
@@ -235,6 +247,12 @@ class LibvirtHypervisor:
             self._forget_all()  # events may have been missed while disconnected
             self._conn = conn
             return conn
+
+    def size(self) -> HostSize:
+        """The host's cores and memory (`virNodeGetInfo`)."""
+        with self._call("reading the host's size"):
+            info = self.connection().getInfo()
+        return HostSize(cores=int(info[2]), memory_mib=int(info[1]))
 
     def _connection_closed(self, _conn: Any, reason: int, _opaque: object) -> None:
         # On libvirt's event thread. Every stream of the connection is dead: end them, so the
@@ -276,11 +294,13 @@ class LibvirtHypervisor:
             where = f" on domain '{name}'" if name else ""
             if code == libvirt.VIR_ERR_NO_DOMAIN:
                 raise NotFound(f"libvirt domain '{name}' does not exist") from exc
+            on = "" if self.host == LOCAL else f" on host '{self.host}' ({self.uri})"
             if code in (libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_ERR_RPC) or not self._alive():
-                raise HypervisorUnavailable(
-                    f"libvirt did not answer while {what}{where}: {exc.get_error_message()}"
+                unavailable = HypervisorUnavailable if self.host == LOCAL else HostUnreachable
+                raise unavailable(
+                    f"libvirt did not answer while {what}{where}{on}: {exc.get_error_message()}"
                 ) from exc
-            raise HypervisorError(f"{what}{where} failed: {exc.get_error_message()}") from exc
+            raise HypervisorError(f"{what}{where}{on} failed: {exc.get_error_message()}") from exc
 
     def _alive(self) -> bool:
         try:

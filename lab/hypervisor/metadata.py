@@ -38,3 +38,11 @@ def parse_metadata(xml: str) -> tuple[VmIdentity, VmModel, bool]:
     )
     model = VmModel.model_validate(json.loads(text("model")))
     return identity, model, text("allocation") == "deallocated"
+
+
+def domain_name_of(domain_xml: str) -> str:
+    """The `<name>` of a domain XML document."""
+    name = ET.fromstring(domain_xml).findtext("name")
+    if not name:
+        raise ValueError("the domain XML has no <name>")
+    return name

@@ -19,6 +19,7 @@ import logging
 import shutil
 
 from lab.domain.errors import HypervisorUnavailable, LabError
+from lab.domain.hosts import LOCAL
 from lab.domain.power import PowerState
 from lab.domain.vm import VmView
 from lab.hypervisor.base import PAUSED_ON_IO_ERROR
@@ -68,6 +69,8 @@ class ConsoleKeeper:
         attached = []
         for view in views:
             domain = view.identity.domain_name
+            if view.host != LOCAL and not self.vms.log_mirrors.tracked(domain):
+                self.vms.follow_log(view)  # adopted: its log copy goes on from where it stopped
             broker = self.consoles.existing(domain)
             # A VM in a power operation is the operation's business (it attaches when it
             # starts the domain); checked here, on the loop, right before attaching.

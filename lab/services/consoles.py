@@ -4,6 +4,7 @@ event loop; sessions with Azure's rules and an audit trail; SysRq and NMI as ope
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 
@@ -33,6 +34,9 @@ class ConsoleService:
         self.ctx = ctx
         self.audit = AuditLog(ctx.settings.data_dir / "audit.log")
         self._brokers: dict[str, ConsoleBroker] = {}
+        #: For a domain on a remote host, what to call when its console shows output (a pull
+        #: of its log copy: `log_mirror.py`); None for a local domain. Set by `Lab`.
+        self.remote_output: Callable[[str], Callable[[], None] | None] = lambda _domain: None
 
     # -- brokers ------------------------------------------------------------------------------
     def broker(self, domain: str, log_path: Path) -> ConsoleBroker:
@@ -51,6 +55,7 @@ class ConsoleService:
                 open_console,
                 replay_bytes=self.ctx.settings.replay_bytes,
                 queue_limit=self.ctx.settings.console_queue_limit,
+                on_output=self.remote_output(domain),
             )
             self._brokers[domain] = broker
         return broker

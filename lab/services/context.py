@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lab.domain.boot_diagnostics import MANAGED_ACCOUNT, BootDiagnosticsBlobs, blobs_for
 from lab.domain.vm import VmIdentity, VmModel, lab_id_for
-from lab.hypervisor.base import Hypervisor
+from lab.hypervisor.hosts import HostRouter
 from lab.settings import Settings
 from lab.storage.blobs import BlobStore
 from lab.storage.images import ImageCache
@@ -17,7 +17,8 @@ from lab.storage.images import ImageCache
 @dataclass
 class LabContext:
     settings: Settings
-    hypervisor: Hypervisor
+    #: Every host's libvirt, behind one interface (the local host alone, until hosts are added).
+    hypervisor: HostRouter
     images: ImageCache
     blobs: BlobStore
 

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
+from lab.domain.errors import LabError
+from lab.domain.hosts import LOCAL
 from lab.domain.labfile import LabDefinition, parse_lab_definition
 from lab.hypervisor.base import DomainState, Hypervisor
+from lab.hypervisor.hosts import HostRouter
 from lab.services.accel import choose_accel
 from lab.services.boot_diagnostics import BootDiagnosticsService
 from lab.services.console_keeper import ConsoleKeeper
 from lab.services.consoles import ConsoleService
 from lab.services.context import LabContext
+from lab.services.hosts import ConnectHost, HostService
 from lab.services.identity import DeviceSignIns, IdentityService
 from lab.services.lookup import Lookup
 from lab.services.reconcile import Reconciler
@@ -31,17 +36,22 @@ DEFAULT_IMAGE = "tiny"
 
 
 class Lab:
-    def __init__(self, settings: Settings, hypervisor: Hypervisor) -> None:
+    def __init__(
+        self, settings: Settings, hypervisor: Hypervisor, connect_host: ConnectHost | None = None
+    ) -> None:
         self.settings = settings
         for d in (settings.data_dir, settings.state_dir, settings.blob_dir, settings.disk_dir):
             d.mkdir(parents=True, exist_ok=True)
         images = ImageCache(settings.image_cache_dir, settings.images_dir)
-        self.ctx = LabContext(settings, hypervisor, images, BlobStore(settings.blob_dir))
+        router = HostRouter(hypervisor)
+        self.ctx = LabContext(settings, router, images, BlobStore(settings.blob_dir))
+        state = StateFile(settings.state_dir / "resources.json")
+        self.hosts = HostService(router, state, self.ctx.lab_id, connect_host)
         self.consoles = ConsoleService(self.ctx)
-        self.vms = VmService(self.ctx, self.consoles)
+        self.vms = VmService(self.ctx, self.consoles, hosts=self.hosts)
+        self.consoles.remote_output = self._remote_output
         self.console_keeper = ConsoleKeeper(self.vms, self.consoles)
         self.boot_diagnostics = BootDiagnosticsService(self.ctx)
-        state = StateFile(settings.state_dir / "resources.json")
         self.storage_accounts = StorageAccountService(state)
         self.identity = IdentityService(state)
         self.device_sign_ins = DeviceSignIns()
@@ -55,6 +65,7 @@ class Lab:
         # Now that every service declared its part: a damaged state file stops the lab here,
         # with what is wrong and how to recover, not at some later request.
         state.check()
+        self.hosts.start()
         self.accel_reason = ""
         hypervisor.on_lifecycle(self._on_lifecycle)
 
@@ -78,6 +89,17 @@ class Lab:
 
     def parse(self, text: str, source: str) -> LabDefinition:
         return parse_lab_definition(text, source=source, known_images=self.images.names())
+
+    def _remote_output(self, domain: str) -> Callable[[], None] | None:
+        # A guest on a remote host: its console's output asks for a pull of its log copy.
+        try:
+            host = self.ctx.hypervisor.host_of(domain)
+        except LabError:
+            return None
+        if host == LOCAL:
+            return None
+        mirrors = self.vms.log_mirrors
+        return lambda: mirrors.wake(domain)
 
     def _on_lifecycle(self, domain: str, state: DomainState, reason: str) -> None:
         # Runs on libvirt's event thread: only log; brokers notice the closed stream themselves.

@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from lab.domain.errors import Conflict, InvalidInput, PropertyChangeNotAllowed
+from lab.domain.hosts import LOCAL
 from lab.domain.passwords import is_password_hash
 from lab.domain.power import TRANSITION, PowerOperation, PowerState, operation, require_state
 from lab.domain.vm import VmIdentity, VmModel, VmView
@@ -25,6 +26,9 @@ from lab.hypervisor.domain_xml import DomainSpec, build_domain_xml, metadata_ele
 from lab.services.boot_slots import BootSlots
 from lab.services.consoles import ConsoleService
 from lab.services.context import LabContext
+from lab.services.host_staging import SERIAL_LOG, HostStaging, vm_file
+from lab.services.hosts import HostService
+from lab.services.log_mirror import LogMirror, LogMirrors
 from lab.services.shared_call import SharedCall
 from lab.storage.disks import create_overlay, reset_overlay
 from lab.storage.images import (
@@ -63,10 +67,15 @@ class NewVm:
 
 class VmService:
     def __init__(
-        self, ctx: LabContext, consoles: ConsoleService, slots: BootSlots | None = None
-    ) -> None:
+        self, ctx: LabContext, consoles: ConsoleService, slots: BootSlots | None = None,
+        hosts: HostService | None = None,
+    ) -> None:  # fmt: skip
         self.ctx = ctx
         self.consoles = consoles
+        #: Where guests go (None: the local host only, as in unit tests without hosts).
+        self.hosts = hosts
+        self.staging = HostStaging(ctx)
+        self.log_mirrors = LogMirrors()
         #: Every guest boot takes one of these (`_in_slot`).
         self.slots = slots or BootSlots()
         self._in_flight: dict[str, PowerOperation] = {}
@@ -104,8 +113,11 @@ class VmService:
         # A guest QEMU paused on a failed disk write is "running" (its process and console
         # are), but says why nothing moves.
         reason = info.reason if stopped or info.reason == PAUSED_ON_IO_ERROR else None
+        if info.unreachable:
+            reason = info.unreachable  # the state is the last one seen
         hang = None if stopped else self.consoles.hang_warning(info.name)
-        return VmView(info.identity, info.model, state, info.deallocated, reason, hang)
+        return VmView(info.identity, info.model, state, info.deallocated, reason, hang,
+                      host=info.host)  # fmt: skip
 
     def in_operation(self, domain: str) -> bool:
         return domain in self._in_flight
@@ -166,12 +178,18 @@ class VmService:
                 f"VM '{new.name}' already exists in resource group '{new.resource_group}'",
                 target=new.name,
             )
+        host = LOCAL
+        if self.hosts is not None:
+            what = f"VM '{new.name}'" if new.scale_set is None else (
+                f"instance {new.instance_id} of scale set '{new.scale_set}'")  # fmt: skip
+            host = await asyncio.to_thread(self.hosts.place, new.model, what=what)
         image = await self._write_guest_config(identity, new.model, new.admin_password_hash)
-        if image.disk:
+        if image.disk and host == LOCAL:
             image_dir = self.ctx.images.path(image)
             vm_dir = self.ctx.vm_dir(identity)
             await asyncio.to_thread(create_overlay, image_dir / image.disk, vm_dir / "disk.qcow2")
-        await asyncio.to_thread(self._define, identity, new.model, deallocated=False)
+        await asyncio.to_thread(self.staging.stage, identity, new.model, host)
+        await asyncio.to_thread(self._define, identity, new.model, deallocated=False, host=host)
         view = self._view(await asyncio.to_thread(self.ctx.hypervisor.domain,
                                                   identity.domain_name))  # fmt: skip
         if start:
@@ -213,36 +231,40 @@ class VmService:
         )
         return image
 
-    def _spec(self, identity: VmIdentity, model: VmModel, deallocated: bool) -> DomainSpec:
+    def _spec(
+        self, identity: VmIdentity, model: VmModel, deallocated: bool, host: str
+    ) -> DomainSpec:
         image = self.ctx.images.get(model.image)
-        image_dir = self.ctx.images.path(image)
-        vm_dir = self.ctx.vm_dir(identity)
         blobs = self.ctx.boot_blobs(identity, model)
         self.ctx.blobs.ensure_container(blobs.account, blobs.container)
         cmdline = " ".join(p for p in (image.cmdline, model.kernel_args) if p)
         disk_boot = image.boot == "disk"
+        paths = self.staging.paths(identity, model, host)
         return DomainSpec(
             identity=identity,
             model=model,
             uuid=identity.vm_id,
-            domain_type=self.ctx.hypervisor.accel(),
+            domain_type=self.ctx.hypervisor.accel_of(host),
             # A disk boot's kernel and command line are GRUB's business, inside the disk.
-            kernel="" if disk_boot else str(image_dir / image.kernel),
-            initrd="" if disk_boot else str(vm_dir / "initrd.img"),
+            kernel=paths.kernel,
+            initrd=paths.initrd,
             cmdline="" if disk_boot else cmdline,
-            disk=str(vm_dir / "disk.qcow2") if image.disk else None,
-            serial_log=str(self.ctx.serial_log_path(identity, model)),
+            disk=paths.disk,
+            serial_log=paths.serial_log,
             run_as=self.ctx.run_as,
             deallocated=deallocated,
             boot=image.boot,
-            config_disk=str(vm_dir / CONFIG_DISK_FILE) if disk_boot else None,
+            config_disk=paths.config_disk,
         )
 
-    def _define(self, identity: VmIdentity, model: VmModel, *, deallocated: bool) -> None:
-        self.ctx.hypervisor.define(build_domain_xml(self._spec(identity, model, deallocated)))
+    def _define(
+        self, identity: VmIdentity, model: VmModel, *, deallocated: bool, host: str
+    ) -> None:
+        spec = self._spec(identity, model, deallocated, host)
+        self.ctx.hypervisor.define(build_domain_xml(spec), host=host)
 
     def _set_allocation(self, view: VmView, deallocated: bool) -> None:
-        spec = self._spec(view.identity, view.model, deallocated)
+        spec = self._spec(view.identity, view.model, deallocated, view.host)
         self.ctx.hypervisor.set_metadata(view.identity.domain_name, metadata_element(spec))
 
     # -- update -------------------------------------------------------------------------------
@@ -251,6 +273,8 @@ class VmService:
         Anything else (image, size, user, where the serial log is kept) is fixed at create, as
         in Azure; changing it is refused with Azure's code."""
         current = view.model
+        if model.host is None:
+            model = model.model_copy(update={"host": current.host})  # an ARM PUT has no pin
         fixed = current.model_copy(
             update={"tags": model.tags, "boot_diagnostics": model.boot_diagnostics}
         )
@@ -267,7 +291,7 @@ class VmService:
                 "Delete and recreate the VM to change the others.",
                 target=view.identity.name,
             )
-        spec = self._spec(view.identity, model, view.deallocated)
+        spec = self._spec(view.identity, model, view.deallocated, view.host)
         self.ctx.hypervisor.set_metadata(view.identity.domain_name, metadata_element(spec))
         return self.refresh(view)
 
@@ -284,13 +308,27 @@ class VmService:
         domain = view.identity.domain_name
 
         async def power_on() -> None:
-            # Redefine first so the XML follows the current accelerator and lab version.
-            await asyncio.to_thread(self._define, view.identity, view.model, deallocated=False)
+            # Redefine first so the XML follows the current accelerator and lab version; a
+            # remote host gets any file it lacks (after a reinstall, or a cleaned data dir).
+            await asyncio.to_thread(self.staging.stage, view.identity, view.model, view.host)
+            await asyncio.to_thread(self._define, view.identity, view.model, deallocated=False,
+                                    host=view.host)  # fmt: skip
+            self.follow_log(view)
             await asyncio.to_thread(hv.start, domain, paused=True)
             await self.consoles.attach(domain, self.ctx.serial_log_path(view.identity, view.model))
             await asyncio.to_thread(hv.resume, domain)
 
         await self._in_slot(view, power_on)
+
+    def follow_log(self, view: VmView) -> None:
+        """A guest on a remote host: copy its serial log to the front (`log_mirror.py`)."""
+        files = self.staging.files(view.host)
+        if files is None:
+            self.log_mirrors.untrack(view.identity.domain_name)
+            return
+        local = self.ctx.serial_log_path(view.identity, view.model)
+        remote = vm_file(view.identity, SERIAL_LOG)
+        self.log_mirrors.track(view.identity.domain_name, LogMirror(files, remote, local))
 
     async def _booting(self, view: VmView, reboot: Callable[[str], None]) -> None:
         """An in-place reboot of a running guest (`reboot`: the hypervisor call), in a slot."""
@@ -373,11 +411,7 @@ class VmService:
             was_running = view.power_state is PowerState.RUNNING
             if was_running:
                 await self._stop(view, graceful=False)
-            image = self.ctx.images.get(view.model.image)
-            if image.disk:
-                base = self.ctx.images.path(image) / image.disk
-                overlay = self.ctx.vm_dir(view.identity) / "disk.qcow2"
-                await asyncio.to_thread(reset_overlay, base, overlay)
+            await asyncio.to_thread(self._fresh_disk, view.identity, view.model, view.host)
             if was_running:
                 await self._power_on(view)
         return await self._refreshed(view)
@@ -393,16 +427,22 @@ class VmService:
                 await self._stop(view, graceful=True)
             if model.image != view.model.image:
                 await self._write_guest_config(view.identity, model, admin_password_hash)
-                image = self.ctx.images.get(model.image)
-                if image.disk:
-                    base = self.ctx.images.path(image) / image.disk
-                    overlay = self.ctx.vm_dir(view.identity) / "disk.qcow2"
-                    await asyncio.to_thread(reset_overlay, base, overlay)
-            self._define(view.identity, model, deallocated=view.deallocated)
-            upgraded = VmView(view.identity, model, view.power_state, view.deallocated)
+                await asyncio.to_thread(self._fresh_disk, view.identity, model, view.host)
+            self._define(view.identity, model, deallocated=view.deallocated, host=view.host)
+            upgraded = VmView(view.identity, model, view.power_state, view.deallocated,
+                              host=view.host)  # fmt: skip
             if was_running:
                 await self._power_on(upgraded)
         return await self._refreshed(view)
+
+    def _fresh_disk(self, identity: VmIdentity, model: VmModel, host: str) -> None:
+        """Reimage's disk: a fresh overlay on the image (and, remote, its config again)."""
+        image = self.ctx.images.get(model.image)
+        if host != LOCAL:
+            self.staging.stage(identity, model, host, fresh_disk=True)
+        elif image.disk:
+            base = self.ctx.images.path(image) / image.disk
+            reset_overlay(base, self.ctx.vm_dir(identity) / "disk.qcow2")
 
     async def delete(self, view: VmView) -> None:
         """Delete the VM and its disks; the boot-diagnostics blobs are kept, as in Azure."""
@@ -410,7 +450,10 @@ class VmService:
             domain = view.identity.domain_name
             self.slots.release(domain)
             self.consoles.remove(domain, "the VM was deleted")
+            await self.log_mirrors.pull_now(domain)  # the blob keeps all the guest printed
+            self.log_mirrors.untrack(domain)
             await asyncio.to_thread(self.ctx.hypervisor.undefine, domain)
+            await asyncio.to_thread(self.staging.remove, view.identity, view.host)
             shutil.rmtree(self.ctx.vm_dir(view.identity), ignore_errors=True)
 
     async def perform(

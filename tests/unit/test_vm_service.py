@@ -112,7 +112,9 @@ def test_create_writes_the_vm_initrd_and_a_disk_overlay(lab: Lab, image_cache: P
         image = lab.images.get("tiny")
         assert info["format"] == "qcow2"
         assert info["backing-filename"] == str(lab.images.path(image) / "disk.qcow2")
-        xml = lab.ctx.hypervisor.xml(view.identity.domain_name)  # type: ignore[attr-defined]
+        xml = lab.ctx.hypervisor.driver("local").xml(  # type: ignore[attr-defined]
+            view.identity.domain_name
+        )
         assert f"<initrd>{vm_dir / 'initrd.img'}</initrd>" in xml
         assert "console=ttyS0,115200n8 panic=-1</cmdline>" in xml
 
@@ -580,13 +582,13 @@ def test_fake_define_keeps_the_live_config_of_a_running_domain(
     domain = _define(lab)
     hv.start(domain, paused=False)
     view = lab.lookup.vm("vm1")
-    spec = lab.vms._spec(view.identity, view.model, deallocated=True)
+    spec = lab.vms._spec(view.identity, view.model, deallocated=True, host="local")
     hv.define(build_domain_xml(spec))
     assert not hv.domain(domain).deallocated  # the persistent config changed, not the live one
     hv.destroy(domain)
     assert hv.domain(domain).deallocated
     # Another VM id under the same name is another domain: libvirt refuses it.
-    other = lab.vms._spec(replace(view.identity, vm_id="f" * 8), view.model, deallocated=False)
+    other = lab.vms._spec(replace(view.identity, vm_id="f" * 8), view.model, False, "local")
     with pytest.raises(HypervisorError, match="already exists"):
         hv.define(build_domain_xml(other))
 
@@ -595,7 +597,7 @@ def test_fake_set_metadata_takes_only_the_unprefixed_element(lab: Lab, hv: FakeH
     domain = _define(lab)
     hv.start(domain, paused=False)
     view = lab.lookup.vm("vm1")
-    spec = lab.vms._spec(view.identity, view.model, deallocated=True)
+    spec = lab.vms._spec(view.identity, view.model, deallocated=True, host="local")
     prefixed = build_domain_xml(spec).split("<metadata>")[1].split("</metadata>")[0].strip()
     with pytest.raises(HypervisorError, match="namespace"):
         hv.set_metadata(domain, prefixed)

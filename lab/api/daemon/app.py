@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from lab import __version__
 from lab.api.app_state import lab_of
 from lab.api.console_ws import refuse, serve_console
-from lab.api.daemon import identity, scenarios
+from lab.api.daemon import hosts, identity, scenarios
 from lab.api.daemon.schemas import reconcile_json, scale_set_json, vm_json
 from lab.api.errors import deny, install_error_handlers
 from lab.api.security.origin import refuse_every_origin
@@ -63,14 +63,16 @@ def create_app(lab: Lab, on_ready: OnReady | None = None) -> FastAPI:
         # a libvirtd restart under the daemon ends every chardev stream.
         await lab.console_keeper.check_once()
         keeper = asyncio.create_task(lab.console_keeper.run())
+        mirrors = asyncio.create_task(lab.vms.log_mirrors.run())
         if on_ready is not None:
             await on_ready(lab)
         try:
             yield
         finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
+            for task in (keeper, mirrors):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             lab.consoles.close_all()
 
     app = FastAPI(title="Serial Console Lab daemon", version=__version__, lifespan=lifespan)
@@ -80,6 +82,7 @@ def create_app(lab: Lab, on_ready: OnReady | None = None) -> FastAPI:
     _routes(app)
     app.include_router(scenarios.router)
     app.include_router(identity.router)
+    app.include_router(hosts.router)
     return app
 
 

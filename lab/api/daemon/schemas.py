@@ -34,6 +34,7 @@ def vm_json(view: VmView) -> dict[str, Any]:
         "adminUsername": model.admin_username,
         "bootDiagnostics": _boot_diagnostics_json(model.boot_diagnostics),
         "tags": model.tags,
+        "host": view.host,
     }
 
 

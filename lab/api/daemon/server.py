@@ -20,6 +20,7 @@ from lab.api.daemon.app import OnReady, create_app
 from lab.api.security.tls import ensure_certificates, server_context
 from lab.api.security.tokens import signing_key
 from lab.domain.errors import Conflict
+from lab.hypervisor.hosts import connect_libvirt_host
 from lab.hypervisor.libvirt_driver import LibvirtHypervisor
 from lab.services.lab import Lab
 from lab.settings import Settings
@@ -47,7 +48,7 @@ def daemon_lock(settings: Settings) -> Iterator[None]:
 
 
 def build_lab(settings: Settings) -> Lab:
-    lab = Lab(settings, LibvirtHypervisor(settings.libvirt_uri))
+    lab = Lab(settings, LibvirtHypervisor(settings.libvirt_uri), connect_libvirt_host)
     lab.images.build("tiny")  # a no-op in milliseconds when the cached build matches
     lab.choose_accel()
     return lab
