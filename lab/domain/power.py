@@ -123,6 +123,8 @@ OPERATIONS: tuple[Operation, ...] = (
               arm_action="reimage"),
     # Azure moves the VM to a new host and powers it on; on one host, a new QEMU process.
     Operation(PowerOperation.REDEPLOY, _AT_REST, PowerState.STARTING, "redeploy",
+              "redeploy", "Move to another host (the most free; the disk goes along) and power "
+              "on; with one host, or a VM pinned to its host, a new QEMU process.",
               arm_action="redeploy"),
     # Deleting has its own routes and verbs (HTTP DELETE, `lab vm delete`): no action name.
     Operation(PowerOperation.DELETE, _AT_REST, PowerState.STOPPING, "delete"),

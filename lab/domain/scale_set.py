@@ -53,6 +53,9 @@ class ScaleSetModel(BaseModel):
     computer_name_prefix: str
     #: The id the next instance gets (ids are never reused).
     next_instance_id: int = 0
+    #: Azure's `platformFaultDomainCount` (instance i is in fault domain i % count); None: one
+    #: per usable host, at most 5, counted when instances are placed.
+    platform_fault_domain_count: int | None = None
 
     @field_validator("admin_password_hash")
     @classmethod

@@ -14,6 +14,7 @@ read every VM's log the same way.
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from lab.domain.hosts import LOCAL
 from lab.domain.vm import VmIdentity, VmModel
 from lab.hypervisor.host_files import HostFiles
 from lab.services.context import LabContext
-from lab.storage.disks import create_overlay_on
+from lab.storage.disks import create_overlay_on, rebase_overlay
 from lab.storage.images import CONFIG_DISK_FILE, ImageManifest
 
 log = logging.getLogger(__name__)
@@ -90,10 +91,7 @@ class HostStaging:
         image = self.ctx.images.get(model.image)
         image_dir = self.ctx.images.path(image)
         vm_dir = self.ctx.vm_dir(identity)
-        for name in (image.kernel, image.disk):
-            if name and (image.boot == "kernel" or name == image.disk):
-                self._copy(files, image_dir / name, image_file(image, name), what=f"image "
-                           f"{image.name} ({name})", if_missing=True)  # fmt: skip
+        self.stage_image(image, files)
         config = CONFIG_DISK_FILE if image.boot == "disk" else INITRD
         self._copy(files, vm_dir / config, vm_file(identity, config),
                    what=f"the {config} of {identity.name}", if_missing=not fresh_disk)  # fmt: skip
@@ -104,6 +102,45 @@ class HostStaging:
                 create_overlay_on(image_dir / image.disk, backing, overlay)
                 self._copy(files, overlay, vm_file(identity, DISK),
                            what=f"a fresh disk overlay for {identity.name}")  # fmt: skip
+
+    def move_disk(self, identity: VmIdentity, model: VmModel, source: str, target: str) -> None:
+        """Take the VM's disk overlay (its writes) from `source` to `target`, re-pointed at
+        the target's copy of the image; the other files follow with `stage`."""
+        image = self.ctx.images.get(model.image)
+        if not image.disk:
+            return
+        vm_dir = self.ctx.vm_dir(identity)
+        local = vm_dir / DISK
+        moving = vm_dir / f"moving-{DISK}"
+        src = self.files(source)
+        if src is None:
+            shutil.copyfile(local, moving)
+        else:
+            name = vm_file(identity, DISK)
+            log.info("copying the disk of %s from host '%s'", identity.name, source)
+            with moving.open("wb") as f:
+                offset = 0
+                while chunk := src.read(name, offset, 4 * 2**20):
+                    f.write(chunk)
+                    offset += len(chunk)
+        dst = self.files(target)
+        base = (str(self.ctx.images.path(image) / image.disk) if dst is None
+                else dst.path(image_file(image, image.disk)))  # fmt: skip
+        if dst is not None:
+            self.stage_image(image, dst)
+        rebase_overlay(moving, base)
+        if dst is None:
+            moving.replace(local)
+        else:
+            self._copy(dst, moving, vm_file(identity, DISK), what=f"the disk of {identity.name}")
+            moving.unlink()
+
+    def stage_image(self, image: ImageManifest, files: HostFiles) -> None:
+        image_dir = self.ctx.images.path(image)
+        for name in (image.kernel if image.boot == "kernel" else "", image.disk):
+            if name:
+                self._copy(files, image_dir / name, image_file(image, name), if_missing=True,
+                           what=f"image {image.name} ({name})")  # fmt: skip
 
     def remove(self, identity: VmIdentity, host: str) -> None:
         """Delete the VM's files on a remote host (its serial log stays, as the blob does)."""

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 from lab.domain.errors import Conflict, HypervisorUnavailable, InvalidInput, NotFound
 from lab.domain.hosts import (
@@ -23,6 +24,7 @@ from lab.domain.hosts import (
     check_host_name,
     check_uri,
     place,
+    place_in_fault_domain,
 )
 from lab.domain.resource_ids import same
 from lab.domain.vm import VmModel
@@ -41,6 +43,23 @@ DEFAULT_HOST_DATA_DIR = "/var/lib/serial-console-lab"
 ConnectHost = Callable[[str, str, str], tuple[HostDriver, HostFiles]]
 
 
+@dataclass(frozen=True)
+class FaultDomain:
+    """A scale-set instance's fault domain (`index` of `count`), and its set (group, name)."""
+
+    index: int
+    count: int
+    scale_set: tuple[str, str]
+
+
+@dataclass(frozen=True)
+class _Pending:
+    host: str
+    vcpus: int
+    memory_mib: int
+    fault_domain: FaultDomain | None
+
+
 class HostService:
     def __init__(
         self, router: HostRouter, state: StateFile, lab_id: str,
@@ -51,6 +70,10 @@ class HostService:
         self.lab_id = lab_id
         self._connect = connect
         self._sizes: dict[str, HostSize] = {}
+        #: Guests placed but not defined yet (domain → where, size, fault domain): counted in
+        #: the loads, so guests placed at once (a scale set's) do not all pick the same host.
+        self._pending: dict[str, _Pending] = {}
+        self._placing = threading.Lock()
         state.section(_KEY, list[dict[str, object]], "the lab's hosts (libvirt URIs and limits)")
 
     def start(self) -> None:
@@ -105,23 +128,61 @@ class HostService:
             problem = self.router.problems.get(host.name, "")
             size = None if problem else self.size(host.name)
             mine = [i for i in infos if i.host == host.name and not i.deallocated]
+            defined = {i.name for i in infos}
+            pending = [p for d, p in self._pending.items() if p.host == host.name
+                       and d not in defined]  # fmt: skip
             loads.append(HostLoad(
                 host, size,
-                used_vcpus=sum(i.model.vcpus for i in mine),
-                used_memory_mib=sum(i.model.memory_mib for i in mine),
-                vms=sum(1 for i in infos if i.host == host.name),
+                used_vcpus=sum(i.model.vcpus for i in mine) + sum(p.vcpus for p in pending),
+                used_memory_mib=sum(i.model.memory_mib for i in mine)
+                + sum(p.memory_mib for p in pending),
+                vms=sum(1 for i in infos if i.host == host.name) + len(pending),
                 problem=problem or ("" if size else "no answer"),
             ))  # fmt: skip
         return loads
 
-    def place(self, model: VmModel, *, what: str, avoid: str | None = None) -> str:
-        """The host for a new guest of `model` (its `host` pin, else the most free)."""
-        if len(self.hosts()) == 1 and model.host in (None, LOCAL):
-            host = self.hosts()[0]
-            if not host.drained:
-                return LOCAL  # one host, not drained: nothing to weigh
-        return place(self.loads(), model.vcpus, model.memory_mib, pin=model.host, avoid=avoid,
-                     what=what)  # fmt: skip
+    def place(
+        self, model: VmModel, *, what: str, avoid: str | None = None, domain: str | None = None,
+        fault_domain: FaultDomain | None = None,
+    ) -> str:  # fmt: skip
+        """The host for a new guest of `model` (its `host` pin, else the most free; a scale
+        set's instance in its fault domain). With `domain`, the guest counts as placed there
+        until `settled(domain)`."""
+        hosts = self.hosts()
+        if len(hosts) == 1 and not hosts[0].drained and model.host in (None, LOCAL):
+            return LOCAL  # one host, not drained: nothing to weigh (and no libvirt call)
+        with self._placing:
+            infos = self.router.list_domains(self.lab_id)
+            loads = self.loads(infos)
+            if model.host is not None or fault_domain is None:
+                host = place(loads, model.vcpus, model.memory_mib, pin=model.host, avoid=avoid,
+                             what=what)  # fmt: skip
+            else:
+                host = place_in_fault_domain(
+                    loads, model.vcpus, model.memory_mib, fault_domain.index,
+                    fault_domain.count, self._siblings(infos, fault_domain), what=what,
+                )  # fmt: skip
+            if domain is not None:
+                self._pending[domain] = _Pending(host, model.vcpus, model.memory_mib,
+                                                 fault_domain)  # fmt: skip
+            return host
+
+    def settled(self, domain: str) -> None:
+        """The guest placed for `domain` is defined (or failed to be)."""
+        self._pending.pop(domain, None)
+
+    def _siblings(self, infos: list[DomainInfo], fd: FaultDomain) -> dict[str, int]:
+        """Host → the fault domain the scale set's instances there are in."""
+        siblings = {}
+        for i in infos:
+            ident = i.identity
+            key = (ident.resource_group.lower(), (ident.scale_set or "").lower())
+            if ident.scale_set is not None and key == fd.scale_set:
+                siblings[i.host] = int(ident.instance_id or 0) % fd.count
+        for p in self._pending.values():
+            if p.fault_domain is not None and p.fault_domain.scale_set == fd.scale_set:
+                siblings[p.host] = p.fault_domain.index
+        return siblings
 
     # -- changes ------------------------------------------------------------------------------
     async def add(

@@ -59,6 +59,10 @@ class LogMirror:
     def _set_remote_start(self, offset: int) -> None:
         write_atomic(self._meta, json.dumps({"remoteStart": offset}).encode())
 
+    def start_here(self) -> None:
+        """The host's log is new (the VM moved there): its first byte follows the copy's last."""
+        self._set_remote_start(self._local_size())
+
     def pull(self) -> int:
         """Copy what the host's log holds past the copy's end; returns the bytes copied."""
         copied = 0
@@ -146,7 +150,10 @@ class LogMirrors:
             self._wake.clear()
             for domain, mirror in list(self._mirrors.items()):
                 if "*" in woken or domain in woken:
-                    await asyncio.to_thread(self._pull, domain, mirror)
+                    try:
+                        await asyncio.to_thread(self._pull, domain, mirror)
+                    except Exception:  # the copies must outlive any one bad pull
+                        log.exception("copying the serial log of %s failed", domain)
 
     def _pull(self, domain: str, mirror: LogMirror) -> None:
         try:

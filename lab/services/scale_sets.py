@@ -21,6 +21,7 @@ from typing import Any
 
 from lab.domain.definitions import scale_set_model
 from lab.domain.errors import InvalidInput, NotFound
+from lab.domain.hosts import fault_domain_count
 from lab.domain.labfile import ScaleSetDef
 from lab.domain.power import PowerOperation
 from lab.domain.resource_ids import placed, same
@@ -34,6 +35,7 @@ from lab.domain.scale_set import (
     profile_changed,
 )
 from lab.domain.vm import VmView
+from lab.services.hosts import FaultDomain
 from lab.services.vms import VmService
 from lab.storage.images import hash_password
 from lab.storage.state import StateFile
@@ -213,9 +215,23 @@ class ScaleSetService:
             profile, password_hash=model.admin_password_hash, scale_set=model.name,
             instance_id=str(instance_id),
             computer_name=computer_name(model.computer_name_prefix, instance_id),
+            fault_domain=self._fault_domain(model, instance_id),
         )  # fmt: skip
         await self.vms.slots.booted(view.identity.domain_name)
         return view
+
+    def _fault_domain(self, model: ScaleSetModel, instance_id: int) -> FaultDomain | None:
+        """Instances go round the set's fault domains (one host each, where there are enough
+        hosts), as Azure spreads them over `platformFaultDomainCount`."""
+        count = self.fault_domain_count(model)
+        key = (model.resource_group.lower(), model.name.lower())
+        return FaultDomain(instance_id % count, count, key) if count > 1 else None
+
+    def fault_domain_count(self, model: ScaleSetModel) -> int:
+        if model.platform_fault_domain_count is not None:
+            return model.platform_fault_domain_count
+        hosts = self.vms.hosts
+        return fault_domain_count(None, hosts.loads()) if hosts is not None else 1
 
     # -- upgrade --------------------------------------------------------------------------------
     async def upgrade(self, model: ScaleSetModel, instance_ids: InstanceIds) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import dataclasses
 import shutil
 import time
 import uuid
@@ -27,7 +28,7 @@ from lab.services.boot_slots import BootSlots
 from lab.services.consoles import ConsoleService
 from lab.services.context import LabContext
 from lab.services.host_staging import SERIAL_LOG, HostStaging, vm_file
-from lab.services.hosts import HostService
+from lab.services.hosts import FaultDomain, HostService
 from lab.services.log_mirror import LogMirror, LogMirrors
 from lab.services.shared_call import SharedCall
 from lab.storage.disks import create_overlay, reset_overlay
@@ -142,6 +143,7 @@ class VmService:
         password: str | None = None, password_hash: str | None = None,
         scale_set: str | None = None, instance_id: str | None = None,
         computer_name: str | None = None, start: bool = True,
+        fault_domain: FaultDomain | None = None,
     ) -> VmView:  # fmt: skip
         """The one way a VM comes to be, whichever front end asks (a lab file, an ARM PUT, a
         scenario, a scale set's instance): its `model` from `lab.domain.definitions`, its admin
@@ -155,9 +157,11 @@ class VmService:
         new = NewVm(subscription_id, resource_group, name, model, password_hash,
                     scale_set=scale_set, instance_id=instance_id,
                     computer_name=computer_name)  # fmt: skip
-        return await self.create(new, start=start)
+        return await self.create(new, start=start, fault_domain=fault_domain)
 
-    async def create(self, new: NewVm, *, start: bool = True) -> VmView:
+    async def create(
+        self, new: NewVm, *, start: bool = True, fault_domain: FaultDomain | None = None
+    ) -> VmView:
         """`create_from_definition`'s last step, for a VM whose password is hashed already."""
         identity = VmIdentity(
             lab_id=self.ctx.lab_id,
@@ -182,14 +186,22 @@ class VmService:
         if self.hosts is not None:
             what = f"VM '{new.name}'" if new.scale_set is None else (
                 f"instance {new.instance_id} of scale set '{new.scale_set}'")  # fmt: skip
-            host = await asyncio.to_thread(self.hosts.place, new.model, what=what)
-        image = await self._write_guest_config(identity, new.model, new.admin_password_hash)
-        if image.disk and host == LOCAL:
-            image_dir = self.ctx.images.path(image)
-            vm_dir = self.ctx.vm_dir(identity)
-            await asyncio.to_thread(create_overlay, image_dir / image.disk, vm_dir / "disk.qcow2")
-        await asyncio.to_thread(self.staging.stage, identity, new.model, host)
-        await asyncio.to_thread(self._define, identity, new.model, deallocated=False, host=host)
+            host = await asyncio.to_thread(self.hosts.place, new.model, what=what,
+                                           domain=identity.domain_name,
+                                           fault_domain=fault_domain)  # fmt: skip
+        try:
+            image = await self._write_guest_config(identity, new.model, new.admin_password_hash)
+            if image.disk and host == LOCAL:
+                image_dir = self.ctx.images.path(image)
+                vm_dir = self.ctx.vm_dir(identity)
+                await asyncio.to_thread(create_overlay, image_dir / image.disk,
+                                        vm_dir / "disk.qcow2")  # fmt: skip
+            await asyncio.to_thread(self.staging.stage, identity, new.model, host)
+            await asyncio.to_thread(self._define, identity, new.model, deallocated=False,
+                                    host=host)  # fmt: skip
+        finally:
+            if self.hosts is not None:
+                self.hosts.settled(identity.domain_name)
         view = self._view(await asyncio.to_thread(self.ctx.hypervisor.domain,
                                                   identity.domain_name))  # fmt: skip
         if start:
@@ -383,9 +395,43 @@ class VmService:
         return await self._new_process(view, PowerOperation.POWER_CYCLE)
 
     async def redeploy(self, view: VmView) -> VmView:
-        """Azure's redeploy moves a VM to a new host and powers it on, from any state; with
-        one host, a new QEMU process."""
-        return await self._new_process(view, PowerOperation.REDEPLOY)
+        """Azure's redeploy moves a VM to a new host and powers it on, from any state: the
+        host with the most free capacity other than its own (its disk goes with it); with one
+        host, or a pinned VM, a new QEMU process on the same one."""
+        async with self._operation(view, PowerOperation.REDEPLOY):
+            if view.power_state is PowerState.RUNNING:
+                await self._stop(view, graceful=False)
+            target = view.host
+            if self.hosts is not None and view.model.host is None:
+                target = await asyncio.to_thread(
+                    self.hosts.place, view.model, what=f"VM '{view.identity.name}'",
+                    avoid=view.host,
+                )  # fmt: skip
+            if target != view.host:
+                await self._move(view, target)
+                view = dataclasses.replace(view, host=target)
+            await self._power_on(view)
+        return await self._refreshed(view)
+
+    async def _move(self, view: VmView, target: str) -> None:
+        """Take a stopped VM from its host to `target`: its log copied to here first, its
+        disk moved, its domain undefined there and defined on `target` by the power-on."""
+        domain = view.identity.domain_name
+        await self.log_mirrors.pull_now(domain)
+        self.log_mirrors.untrack(domain)
+        # Its broker reads the log the other way on the new host (a copy or virtlogd's file).
+        self.consoles.remove(domain, f"the VM moved to host '{target}'")
+        await asyncio.to_thread(self.staging.move_disk, view.identity, view.model, view.host,
+                                target)  # fmt: skip
+        await asyncio.to_thread(self.ctx.hypervisor.undefine, domain)
+        await asyncio.to_thread(self.staging.remove, view.identity, view.host)
+        files = self.staging.files(target)
+        if files is not None:
+            # A log the VM left there on an earlier stay is in the copy already.
+            remote = vm_file(view.identity, SERIAL_LOG)
+            await asyncio.to_thread(files.delete, remote)
+            local = self.ctx.serial_log_path(view.identity, view.model)
+            LogMirror(files, remote, local).start_here()
 
     async def _new_process(self, view: VmView, op: PowerOperation) -> VmView:
         async with self._operation(view, op):

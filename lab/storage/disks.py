@@ -41,3 +41,11 @@ def create_overlay_on(base: Path, backing_path: str, overlay: Path) -> None:
     if result.returncode != 0:
         raise ImageError(f"creating the disk overlay {overlay} failed: {result.stderr.strip()}")
     tmp.replace(overlay)
+
+
+def rebase_overlay(overlay: Path, backing_path: str) -> None:
+    """Point `overlay` at `backing_path`, the same image elsewhere (unsafe: not opened)."""
+    cmd = ["qemu-img", "rebase", "-u", "-F", "qcow2", "-b", backing_path, str(overlay)]
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise ImageError(f"re-pointing the disk {overlay} failed: {result.stderr.strip()}")
