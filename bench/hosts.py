@@ -68,6 +68,7 @@ from console import MAX_LOST, WsEcho, drain, measure_round_trips, pct, prepare_e
 
 from lab.client import connect
 from lab.domain.vm import DOMAIN_PREFIX, lab_id_for
+from lab.hypervisor.libvirt_driver import LibvirtConsole
 from tests.integration import testhosts
 from tests.integration.labharness import tiny_vm_yaml
 from tests.integration.testhosts import TestHost
@@ -564,6 +565,9 @@ def report(
     verdict = TARGETS.verdict("remote keystroke p99", diff[2] < 2.0 and lost["remote"] <= MAX_LOST)
     print(f"  target remote p99 - local p99 < 2 ms: {verdict} ({diff[2]:+.2f} ms; p99 ratio"
           f" remote/local {stats['remote'][2] / stats['local'][2]:.2f})")  # fmt: skip
+    print(f"  (a remote VM's viewers are fed from the copy, woken by output on the console stream,"
+          f" which the front drains every {LibvirtConsole.DRAIN_S * 1000:g} ms:"
+          " LibvirtConsole.DRAIN_S)")  # fmt: skip
     print()
     # 3. boot-log copy
     print(f"3. Boot-log copy: the guest prints `seq 1 {args.lines}`; from sending the command"

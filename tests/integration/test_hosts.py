@@ -21,6 +21,7 @@ import pytest
 
 from lab.settings import Settings
 from tests.integration.labharness import LabHarness, WsConsole, report_figures, tiny_vm_yaml
+from tests.integration.test_faults import arm_client
 from tests.integration.testhosts import TestHost, test_hosts
 
 pytestmark = [pytest.mark.integration, pytest.mark.hosts]
@@ -159,7 +160,20 @@ resourceGroups:
                                                 params={"includeInstances": "true"})
                      if v["scaleSet"] == "web"]  # fmt: skip
         hosts = sorted(str(v["host"]) for v in instances)
-        assert len(hosts) == 4 and set(hosts) == {"local", "h1", "h2"}, hosts
+        assert len(hosts) == 4 and set(hosts) == {"local", "h1", "h2"}, (
+            hosts, lab.cli("host", "ls").stdout, lab.daemon_log()[-3000:])
+        # The instance view says where: the host, and the fault domain (one host each).
+        arm = arm_client(lab)
+        fault_domains: dict[str, set[int]] = {}
+        for v in instances:
+            r = arm.get(f"/subscriptions/{SUB}/resourceGroups/hosts-rg/providers/Microsoft."
+                        f"Compute/virtualMachineScaleSets/web/virtualMachines/{v['instanceId']}"
+                        "/instanceView?api-version=2024-07-01")  # fmt: skip
+            assert r.status_code == 200, r.text
+            assert r.json()["hostId"] == v["host"]
+            fault_domains.setdefault(v["host"], set()).add(r.json()["platformFaultDomain"])
+        assert all(len(fds) == 1 for fds in fault_domains.values()), fault_domains
+        assert len(set().union(*fault_domains.values())) == 3
         FIGURES.append(f"scale set of 4: instances on {', '.join(hosts)}")
     finally:
         lab.cli("down", str(ss), check=False)

@@ -3,6 +3,7 @@ actions as long-running operations, and retrieveBootDiagnosticsData (SAS-signed 
 
 from __future__ import annotations
 
+import contextlib
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -22,7 +23,7 @@ from lab.api.azure.operations import start_operation
 from lab.api.security import sas
 from lab.api.security.tokens import Principal
 from lab.domain.boot_diagnostics import MANAGED_ACCOUNT
-from lab.domain.errors import BootDiagnosticsDisabled, InvalidInput, NotFound
+from lab.domain.errors import BootDiagnosticsDisabled, InvalidInput, LabError, NotFound
 from lab.domain.guest_health import HangWarning
 from lab.domain.power import (
     Operation,
@@ -65,6 +66,13 @@ def instance_view(request: Request, view: VmView) -> dict[str, Any]:
         )
     if view.hang is not None:
         result["vmHealth"] = vm_health(view.hang)
+    # Where the guest runs: the lab's host name (Azure has no field for a shared host's name).
+    result["hostId"] = view.host
+    if view.identity.scale_set is not None and view.identity.instance_id is not None:
+        with contextlib.suppress(LabError):
+            scale_set = lab.lookup.scale_set(view.identity.scale_set, view.identity.resource_group)
+            count = lab.scale_sets.fault_domain_count(scale_set)
+            result["platformFaultDomain"] = int(view.identity.instance_id) % count
     if model.boot_diagnostics.enabled and is_managed(model.boot_diagnostics.storage_account):
         # As Azure: managed storage's blobs are reached through retrieveBootDiagnosticsData's
         # SAS URIs only; the instance view names none (the Azure CLI relies on that).
