@@ -40,6 +40,12 @@ class HostFiles:
         self.data_dir = data_dir.rstrip("/")
         self.pool_name = "scl-" + hashlib.sha256(self.data_dir.encode()).hexdigest()[:12]
         self._lock = threading.Lock()
+        #: The pool and volume handles of the current connection: a pull of a log is then an
+        #: info call and a download, not five lookups besides (they go when the connection
+        #: does, or when a call on them fails).
+        self._conn: Any = None
+        self._pool_handle: Any = None
+        self._vols: dict[str, Any] = {}
 
     def path(self, name: str) -> str:
         """Where `name` is on the host (what the domain XML names)."""
@@ -49,28 +55,46 @@ class HostFiles:
     def _pool(self) -> Any:
         conn = self._connection()
         with self._lock:
-            try:
-                pool = conn.storagePoolLookupByName(self.pool_name)
-                if not pool.isActive():
-                    pool.create()
-                return pool
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_POOL:
-                    raise self._error("opening the lab's storage pool", exc) from exc
-            xml = (f"<pool type='dir'><name>{escape(self.pool_name)}</name>"
-                   f"<target><path>{escape(self.data_dir)}</path></target></pool>")  # fmt: skip
-            try:
-                # Transient: it is made again on the next call after libvirtd restarts.
-                return conn.storagePoolCreateXML(xml, libvirt.VIR_STORAGE_POOL_CREATE_WITH_BUILD)
-            except libvirt.libvirtError as exc:
-                raise self._error(f"making the data dir {self.data_dir} a storage pool",
-                                  exc) from exc  # fmt: skip
+            if conn is not self._conn:
+                self._conn, self._pool_handle, self._vols = conn, None, {}
+            if self._pool_handle is not None:
+                return self._pool_handle
+            self._pool_handle = self._open_pool(conn)
+            return self._pool_handle
+
+    def forget(self) -> None:
+        """Drop the handles (a call on them failed: the pool or a file may be gone)."""
+        with self._lock:
+            self._pool_handle, self._vols = None, {}
+
+    def _open_pool(self, conn: Any) -> Any:
+        try:
+            pool = conn.storagePoolLookupByName(self.pool_name)
+            if not pool.isActive():
+                pool.create()
+            return pool
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_POOL:
+                raise self._error("opening the lab's storage pool", exc) from exc
+        xml = (f"<pool type='dir'><name>{escape(self.pool_name)}</name>"
+               f"<target><path>{escape(self.data_dir)}</path></target></pool>")  # fmt: skip
+        try:
+            # Transient: it is made again on the next call after libvirtd restarts.
+            return conn.storagePoolCreateXML(xml, libvirt.VIR_STORAGE_POOL_CREATE_WITH_BUILD)
+        except libvirt.libvirtError as exc:
+            raise self._error(f"making the data dir {self.data_dir} a storage pool",
+                              exc) from exc  # fmt: skip
 
     def _volume(self, name: str, *, refresh: bool = True) -> Any | None:
         pool = self._pool()
+        cached = self._vols.get(name)
+        if cached is not None:
+            return cached
         for attempt in (0, 1):
             try:
-                return pool.storageVolLookupByName(name)
+                vol = pool.storageVolLookupByName(name)
+                self._vols[name] = vol
+                return vol
             except libvirt.libvirtError as exc:
                 if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
                     raise self._error(f"looking up {name}", exc) from exc
@@ -93,6 +117,7 @@ class HostFiles:
             # the file's own size (capacity would be a qcow2 image's virtual size).
             return int(vol.infoFlags(libvirt.VIR_STORAGE_VOL_GET_PHYSICAL)[2])
         except libvirt.libvirtError as exc:
+            self.forget()
             if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
                 return None
             raise self._error(f"reading the size of {name}", exc) from exc
@@ -106,6 +131,7 @@ class HostFiles:
             return self.path(name)
         pool = self._pool()
         vol = self._volume(name)
+        self.forget()  # the name's handle is replaced
         try:
             if vol is not None:
                 vol.delete(0)
@@ -145,11 +171,13 @@ class HostFiles:
                 chunks.append(data)
             stream.finish()
         except libvirt.libvirtError as exc:
+            self.forget()
             raise self._error(f"reading {self.path(name)} at {offset}", exc) from exc
         return b"".join(chunks)
 
     def delete(self, name: str) -> None:
         vol = self._volume(name)
+        self.forget()
         if vol is None:
             return
         try:

@@ -83,11 +83,16 @@ class LibvirtConsole:
     """
 
     DRAIN_S = 0.05
+    #: A remote host's console: its output is what wakes the copy of the guest's log (viewers
+    #: read that copy, see `log_mirror.py`), so a keystroke's echo waits for this drain.
+    REMOTE_DRAIN_S = 0.005
 
     def __init__(
-        self, stream: Any, on_data: Callable[[bytes], None], on_close: Callable[[], None]
-    ) -> None:
+        self, stream: Any, on_data: Callable[[bytes], None], on_close: Callable[[], None],
+        drain_s: float = DRAIN_S,
+    ) -> None:  # fmt: skip
         self._stream = stream
+        self._drain_s = drain_s
         self._on_data = on_data
         self._on_close = on_close
         self._pending = bytearray()
@@ -155,8 +160,9 @@ class LibvirtConsole:
             self._finish()
 
     def _drain(self) -> None:
-        """Take whatever libvirt's client has queued, every DRAIN_S, until the stream ends."""
-        while not self._stop.wait(self.DRAIN_S):
+        """Take whatever libvirt's client has queued, every drain interval, until the stream
+        ends."""
+        while not self._stop.wait(self._drain_s):
             while True:
                 with self._lock:
                     if self._closed:
@@ -421,7 +427,8 @@ class LibvirtHypervisor:
             stream = self.connection().newStream(libvirt.VIR_STREAM_NONBLOCK)
             # FORCE: take the console over from a stale client (a previous daemon, virsh).
             dom.openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
-            console = LibvirtConsole(stream, on_data, on_close)
+            drain = LibvirtConsole.DRAIN_S if self.host == LOCAL else LibvirtConsole.REMOTE_DRAIN_S
+            console = LibvirtConsole(stream, on_data, on_close, drain)
         self._consoles.add(console)
         return console
 

@@ -23,6 +23,7 @@ import asyncio
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 
 from lab.domain.errors import HypervisorUnavailable, LabError
@@ -43,6 +44,8 @@ class LogMirror:
         self.remote = remote
         self.local = local
         self._meta = local.with_name(f".{local.name}.mirror.json")
+        #: One pull at a time (the loop's and a `pull_now`), or both would append the same bytes.
+        self._lock = threading.Lock()
 
     def _local_size(self) -> int:
         try:
@@ -64,9 +67,15 @@ class LogMirror:
         self._set_remote_start(self._local_size())
 
     def pull(self) -> int:
-        """Copy what the host's log holds past the copy's end; returns the bytes copied."""
+        """Copy what the host's log holds past the copy's end, as far as the host's file
+        reached when asked (one size call, then reads: a flood does not keep one pull going);
+        returns the bytes copied."""
+        with self._lock:
+            return self._pull_locked()
+
+    def _pull_locked(self) -> int:
         copied = 0
-        while True:
+        for _ in range(2):  # a second look only after a rotation
             have = self._local_size()
             start = self._remote_start()
             size = self.files.size(self.remote)
@@ -79,12 +88,15 @@ class LogMirror:
                 self._set_remote_start(self._local_size())
                 log.info("the serial log %s rotated on host '%s'", self.remote, self.files.host)
                 continue
-            if start + size == have:
-                return copied
-            data = self.files.read(self.remote, have - start, min(READ_BYTES, start + size - have))
-            if not data:
-                return copied
-            copied += self._append(data)
+            while have < start + size:
+                data = self.files.read(self.remote, have - start,
+                                       min(READ_BYTES, start + size - have))  # fmt: skip
+                if not data:
+                    break
+                copied += self._append(data)
+                have += len(data)
+            break
+        return copied
 
     def _read_all(self, name: str, offset: int) -> bytes:
         chunks = []
@@ -148,12 +160,14 @@ class LogMirrors:
             except TimeoutError:
                 woken = {"*"}
             self._wake.clear()
-            for domain, mirror in list(self._mirrors.items()):
-                if "*" in woken or domain in woken:
-                    try:
-                        await asyncio.to_thread(self._pull, domain, mirror)
-                    except Exception:  # the copies must outlive any one bad pull
-                        log.exception("copying the serial log of %s failed", domain)
+            # Side by side: one guest's flood must not hold up another's echo.
+            due = [(d, m) for d, m in list(self._mirrors.items()) if "*" in woken or d in woken]
+            results = await asyncio.gather(
+                *(asyncio.to_thread(self._pull, d, m) for d, m in due), return_exceptions=True
+            )
+            for (domain, _m), result in zip(due, results, strict=True):
+                if isinstance(result, BaseException):  # the copies outlive any one bad pull
+                    log.error("copying the serial log of %s failed: %r", domain, result)
 
     def _pull(self, domain: str, mirror: LogMirror) -> None:
         try:
