@@ -596,8 +596,9 @@ def report(
     print(f"  target remote p99 - local p99 < 2 ms: {verdict} ({diff[2]:+.2f} ms; p99 ratio"
           f" remote/local {stats['remote'][2] / stats['local'][2]:.2f})")  # fmt: skip
     print(f"  (a remote VM's viewers are fed from the copy, woken by output on the console stream,"
-          f" which the front drains every {LibvirtConsole.DRAIN_S * 1000:g} ms:"
-          " LibvirtConsole.DRAIN_S)")  # fmt: skip
+          f" which the front drains every {LibvirtConsole.FAST_DRAIN_S * 1000:g} ms for"
+          f" {LibvirtConsole.FAST_AFTER_INPUT_S:g} s after a keystroke, every"
+          f" {LibvirtConsole.DRAIN_S * 1000:g} ms otherwise)")  # fmt: skip
     print()
     # 3. boot-log copy
     print(f"3. Boot-log copy: the guest prints `seq 1 {args.lines}`; from sending the command"

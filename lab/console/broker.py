@@ -103,6 +103,9 @@ class ConsoleBroker:
         #: (`log_mirror.py`); output on the stream asks for a pull at once. Such a log is
         #: never taken over by the log keeper (the host's virtlogd writes the original).
         self._on_output = on_output
+        #: Attaches in flight off the loop, and the keys typed meanwhile (sent once attached).
+        self._attaching = 0
+        self._queued_input = bytearray()
         self.log_path = log_path
         self._open_console = open_console
         self.replay_bytes = replay_bytes
@@ -146,9 +149,17 @@ class ConsoleBroker:
         and on the event loop that wait froze every console and request."""
         on_close = self._before_attach()
         generation = self._generation
-        stream = await asyncio.to_thread(self._open_console, self._wake, on_close)
+        self._attaching += 1
+        try:
+            stream = await asyncio.to_thread(self._open_console, self._wake, on_close)
+        except BaseException:
+            self._queued_input.clear()
+            raise
+        finally:
+            self._attaching -= 1
         if generation != self._generation:  # detached (or attached anew) meanwhile
             stream.close()
+            self._queued_input.clear()
             return
         self._attached(stream)
 
@@ -173,6 +184,9 @@ class ConsoleBroker:
     def _attached(self, stream: ConsoleStream) -> None:
         assert self._loop is not None
         self._stream = stream
+        if self._queued_input:
+            keys, self._queued_input = bytes(self._queued_input), bytearray()
+            stream.write(keys)
         self._tick = self._loop.call_later(_CHECK_S, self._check_log)
 
     def detach_chardev(self) -> None:
@@ -271,6 +285,12 @@ class ConsoleBroker:
     def write_admin(self, data: bytes) -> None:
         """Bytes to the chardev: a session's keys (through `write`), or an admin command's
         (the key after a serial BREAK)."""
+        if self._stream is None and self._attaching:
+            # The keeper is opening the chardev right now: a second open (FORCE) would take
+            # the console from the first, and the keys written to one of them would be lost
+            # (seen after a host's libvirtd restart, test_hosts.py). The keys wait for it.
+            self._queued_input += data
+            return
         if self._stream is None:
             # The VM may run with its chardev detached (libvirtd was restarted a moment ago
             # and the keeper has not been round yet): open it now rather than lose the keys.
