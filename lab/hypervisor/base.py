@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from lab.domain.hosts import LOCAL
+from lab.domain.hosts import LOCAL, HostSize
 from lab.domain.vm import VmIdentity, VmModel
 
 
@@ -57,6 +57,10 @@ LifecycleCallback = Callable[[str, DomainState, str], None]
 
 class Hypervisor(Protocol):
     def accel(self) -> str: ...
+
+    def size(self) -> HostSize:
+        """The host's cores and memory."""
+        ...
 
     def set_accel(self, domain_type: str) -> None:
         """Use `kvm` or `qemu` (TCG) for the domains defined from now on."""

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab.domain.errors import HypervisorError, HypervisorUnavailable, LabError, NotFound
+from lab.domain.hosts import HostSize
 from lab.domain.vm import DOMAIN_PREFIX, METADATA_NS
 from lab.hypervisor.base import PAUSED_ON_IO_ERROR, DomainInfo, DomainState, LifecycleCallback
 from lab.hypervisor.metadata import parse_metadata
@@ -122,6 +123,8 @@ class FakeHypervisor:
         self.failures: dict[str, LabError] = {}
         #: libvirtd is gone (see `libvirtd_down`).
         self.unavailable = False
+        #: What `size` answers (a small host, as this machine is).
+        self.host_size = HostSize(cores=2, memory_mib=8192)
 
     # -- test helpers -------------------------------------------------------------------------
     def set_ignore_acpi(self, name: str, ignore: bool = True) -> None:
@@ -206,6 +209,10 @@ class FakeHypervisor:
             return self._get(name).nmis
 
     # -- Hypervisor: queries ------------------------------------------------------------------
+    def size(self) -> HostSize:
+        self._check_available()
+        return self.host_size
+
     def accel(self) -> str:
         return self._domain_type
 

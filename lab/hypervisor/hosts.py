@@ -16,7 +16,7 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from lab.domain.errors import HostUnreachable, HypervisorError, HypervisorUnavailable, NotFound
-from lab.domain.hosts import LOCAL, HostSize
+from lab.domain.hosts import LOCAL
 from lab.hypervisor.base import ConsoleStream, DomainInfo, Hypervisor, LifecycleCallback
 from lab.hypervisor.host_files import HostFiles
 from lab.hypervisor.metadata import domain_name_of
@@ -25,12 +25,11 @@ log = logging.getLogger(__name__)
 
 
 class HostDriver(Hypervisor, Protocol):
-    """A hypervisor that is one host: it knows its name, URI and size."""
+    """A remote host's hypervisor: it knows its name and URI, and has a libvirt connection
+    (for its capabilities and its files)."""
 
     host: str
     uri: str
-
-    def size(self) -> HostSize: ...
 
     def connection(self) -> Any: ...
 
@@ -87,9 +86,7 @@ class HostRouter:
         for host, driver in list(self._hosts.items()):
             try:
                 driver.domain(name)
-            except NotFound:
-                continue
-            except HypervisorUnavailable:
+            except (NotFound, HypervisorUnavailable):
                 continue
             self._where[name] = host
             return host

@@ -109,12 +109,8 @@ class HostService:
     def size(self, name: str, *, fresh: bool = False) -> HostSize | None:
         """The host's size (cached once read; None while it cannot be reached)."""
         if fresh or name not in self._sizes:
-            driver = self.router.driver(name)
-            size = getattr(driver, "size", None)
-            if size is None:
-                return None
             try:
-                self._sizes[name] = size()
+                self._sizes[name] = self.router.driver(name).size()
             except HypervisorUnavailable:
                 return self._sizes.get(name) if not fresh else None
         return self._sizes[name]
@@ -124,11 +120,11 @@ class HostService:
         if infos is None:
             infos = self.router.list_domains(self.lab_id)
         loads = []
+        defined = {i.name for i in infos}
         for host in self.hosts():
             problem = self.router.problems.get(host.name, "")
             size = None if problem else self.size(host.name)
             mine = [i for i in infos if i.host == host.name and not i.deallocated]
-            defined = {i.name for i in infos}
             pending = [p for d, p in self._pending.items() if p.host == host.name
                        and d not in defined]  # fmt: skip
             loads.append(HostLoad(

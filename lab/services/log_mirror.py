@@ -8,9 +8,10 @@ stopped, so after a crash of the front or a broken link the copy goes on from th
 no duplicate. Everything that reads a log (the console broker, boot diagnostics, boot slots)
 reads the copy and need not know where the guest runs.
 
-A pull is woken by the guest's console stream (the broker sees output at once): a keystroke's
-echo waits for one read of the host's file, not for a poll. A slow poll (`POLL_S`) catches up
-what arrived without the stream (the front was down, the stream not yet attached).
+A pull is woken by output on the guest's console stream (drained every 5 ms for 2 s after a
+keystroke, `LibvirtConsole.FAST_DRAIN_S`): a keystroke's echo waits for that drain and one read
+of the host's file, not for the poll. A slow poll (`POLL_S`) catches up what arrived without
+the stream (the front was down, the stream not yet attached).
 
 virtlogd rotates a log at its `max_size` (the current file becomes `.0`). The copy remembers at
 which of its offsets the host's current file starts (`.<log>.mirror.json`); a current file
@@ -125,7 +126,7 @@ class LogMirrors:
     def __init__(self) -> None:
         self._mirrors: dict[str, LogMirror] = {}
         self._wake = asyncio.Event()
-        #: Domains whose console showed output since the last round (pulled first, alone).
+        #: Domains whose console showed output since the last round ("*": all), pulled next.
         self._woken: set[str] = set()
         self._problems: dict[str, str] = {}
 

@@ -231,7 +231,11 @@ class ScaleSetService:
         if model.platform_fault_domain_count is not None:
             return model.platform_fault_domain_count
         hosts = self.vms.hosts
-        return fault_domain_count(None, hosts.loads()) if hosts is not None else 1
+        if hosts is None:
+            return 1
+        # Which hosts can take guests, not what they hold: no domain listing (an RPC per
+        # host), as this runs on the event loop for every instance and instance view.
+        return fault_domain_count(None, hosts.loads(infos=[]))
 
     # -- upgrade --------------------------------------------------------------------------------
     async def upgrade(self, model: ScaleSetModel, instance_ids: InstanceIds) -> None:
