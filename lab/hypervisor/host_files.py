@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 
 #: Upload chunk (a libvirt stream message carries at most 256 KiB).
 _CHUNK = 256 * 1024
+
+#: How long a rescan waits for uploads into the pool to end.
+_BUSY_WAIT = 600.0
 
 Progress = Callable[[int, int], None]
 
@@ -100,11 +104,23 @@ class HostFiles:
                     raise self._error(f"looking up {name}", exc) from exc
             if attempt == 0 and refresh:
                 # A file someone else made (virtlogd's log) appears once the pool is rescanned.
-                try:
-                    pool.refresh(0)
-                except libvirt.libvirtError as exc:
-                    raise self._error("rescanning the data dir", exc) from exc
+                self._refresh(pool, "rescanning the data dir")
         return None
+
+    def _refresh(self, pool: Any, what: str) -> None:
+        """Rescan the pool. libvirt refuses while any upload into the pool runs ("has
+        asynchronous jobs running": another guest's image going to the same host), so wait
+        for that, as long as uploads may take."""
+        deadline = time.monotonic() + _BUSY_WAIT
+        while True:
+            try:
+                pool.refresh(0)
+                return
+            except libvirt.libvirtError as exc:
+                busy = "asynchronous jobs running" in (exc.get_error_message() or "")
+                if not busy or time.monotonic() > deadline:
+                    raise self._error(what, exc) from exc
+            time.sleep(0.05)
 
     # -- files ------------------------------------------------------------------------------
     def size(self, name: str) -> int | None:
@@ -188,8 +204,8 @@ class HostFiles:
 
     def names(self, prefix: str) -> list[str]:
         pool = self._pool()
+        self._refresh(pool, "listing the data dir")
         try:
-            pool.refresh(0)
             return sorted(n for n in pool.listVolumes() if n.startswith(prefix))
         except libvirt.libvirtError as exc:
             raise self._error("listing the data dir", exc) from exc
