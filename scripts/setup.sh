@@ -46,6 +46,9 @@ APT_PACKAGES=(
   # the web portal's browser tests: Debian's Chromium, driven headless by Playwright (which
   # downloads no browser of its own), and the font the portal's pages ask for
   chromium fonts-dejavu-core
+  # the multi-host tests' qemu+ssh:// test hosts run their own sshd in their namespaces; the
+  # machine's own ssh service is left off (/etc/ssh/sshd_not_to_be_run, below)
+  openssh-server
 )
 
 STEP="start"
@@ -97,6 +100,14 @@ done
 have_lists() { compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; }
 if ((${#missing[@]})); then
   say "apt: installing ${missing[*]}"
+  if [[ " ${missing[*]} " == *" openssh-server "* ]]; then
+    # Installing the package would start an ssh server on this machine; the lab only needs the
+    # binary. Debian's ssh service (init script and systemd unit) does not start while this
+    # file exists; remove it to run the machine's own sshd.
+    say "apt: openssh-server is for the test hosts only: its service stays off (/etc/ssh/sshd_not_to_be_run)"
+    as_root mkdir -p /etc/ssh
+    as_root touch /etc/ssh/sshd_not_to_be_run
+  fi
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
     "${missing[@]}"

@@ -135,7 +135,9 @@ def check_uri(uri: str) -> str:
     """A libvirt URI of a QEMU system daemon (`qemu+ssh://user@host/system`)."""
     scheme, sep, rest = uri.partition("://")
     driver, _, transport = scheme.partition("+")
-    if not sep or driver != "qemu" or not rest.rstrip("/").endswith("/system"):
+    # The path, without libvirt's parameters (`?keyfile=...&no_verify=1`).
+    path = rest.partition("?")[0]
+    if not sep or driver != "qemu" or not path.rstrip("/").endswith("/system"):
         raise InvalidInput(
             f"invalid host URI {uri!r}: give a libvirt URI of a QEMU system daemon, such as "
             "qemu+ssh://user@host/system or qemu+tls://host/system",

@@ -83,9 +83,11 @@ def multi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Multi]:
             for t in hosts:
                 # h2 with limits below its size: the refusal test fills it on paper.
                 limits = ["--max-memory-mib", str(H2_MEMORY_MIB)] if t.name == "h2" else []
-                added = lab.cli("host", "add", t.name, t.uri, "--data-dir", str(t.data_dir),
+                # h1 over qemu+tcp (the CLI warns: no authentication), h2 over qemu+ssh.
+                uri = t.ssh_uri if t.name == "h2" else t.uri
+                added = lab.cli("host", "add", t.name, uri, "--data-dir", str(t.data_dir),
                                 *limits)  # fmt: skip
-                assert "without authentication" in added.stderr  # qemu+tcp: the CLI warns
+                assert ("without authentication" in added.stderr) == (t.name == "h1")
             lab.cli("up", str(lab.write_lab("r.yaml", lab_yaml(pinned("r1", "h1")))))
             lab.wait_for_log("r1", rb"r1 login: ", timeout=180)
             yield Multi(lab, hosts)
@@ -110,6 +112,48 @@ def test_a_pinned_vm_runs_on_its_host_and_its_log_comes_the_remote_way(multi: Mu
     assert set(by_name) == {"local", "h1", "h2"}
     assert by_name["h1"]["vms"] == 1 and by_name["h1"]["usedVcpus"] == 1
     assert by_name["h1"]["state"] == "ready" and by_name["h1"]["usedMemoryMiB"] == 256
+
+
+def test_a_vm_on_a_host_added_over_ssh_boots_and_its_log_and_console_work(multi: Multi) -> None:
+    """h2 is reached over qemu+ssh (an sshd in its namespaces; libvirt runs `virt-ssh-helper`
+    there): the image goes there, the guest boots, its log comes back over the same ssh."""
+    lab, h2 = multi.lab, multi.h2
+    path = lab.write_lab("s.yaml", lab_yaml(pinned("s1", "h2")))
+    lab.cli("up", str(path))
+    try:
+        lab.wait_for_log("s1", rb"s1 login: ", timeout=180)
+        assert multi.host_of("s1") == "h2"
+        domain = str(lab.vm("s1")["domain"])
+        with lab.client.console("s1", replay=0) as conn:
+            c = WsConsole(conn)
+            shell(c)
+            c.send(b"echo over-$((6*7))-ssh\r")
+            c.expect(rb"over-42-ssh", timeout=30)
+        remote_log = subprocess.run(h2.nsenter("cat", f"{h2.data_dir}/{domain}--serial.log"),
+                                    capture_output=True, check=True).stdout  # fmt: skip
+        deadline = time.monotonic() + 10
+        while (served := lab.boot_log("s1")) != remote_log and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert served == remote_log and b"over-42-ssh" in served
+        accepted = (h2.ssh_dir / "sshd.log").read_text()
+        assert "Accepted publickey for root" in accepted  # it came over ssh
+    finally:
+        lab.cli("down", str(path), check=False)
+
+
+def test_a_host_whose_key_is_refused_is_not_added_and_says_why(
+    multi: Multi, tmp_path: Path
+) -> None:
+    h2 = multi.h2
+    stranger = tmp_path / "stranger"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)],
+                   check=True)  # fmt: skip
+    uri = h2.ssh_uri.replace(str(h2.ssh_dir / "client_key"), str(stranger))
+    r = multi.lab.cli("host", "add", "h9", uri, "--data-dir", str(h2.data_dir), check=False)
+    assert r.returncode == 5, r.stderr
+    assert "h9" in r.stderr and f"root@{h2.address}" in r.stderr, r.stderr
+    assert "Permission denied" in r.stderr, r.stderr  # what ssh said, not a bare "failed"
+    assert "h9" not in [h["name"] for h in multi.lab.client.json("GET", "/v1/hosts")]
 
 
 def test_console_sysrq_nmi_and_reset_on_a_remote_vm(multi: Multi) -> None:

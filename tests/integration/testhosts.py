@@ -2,7 +2,10 @@
 
 Each host is a libvirtd + virtlogd pair in its own network namespace and a private mount
 namespace (its own /run, /etc/libvirt, /var/lib/libvirt, /var/log/libvirt, /var/cache/libvirt),
-reached over `qemu+tcp://ADDRESS/system`. The recipe and its pitfalls are in
+reached over `qemu+tcp://ADDRESS/system` (`uri`) or `qemu+ssh://root@ADDRESS/system` (`ssh_uri`:
+an sshd of the host's own in its namespaces, with a host key and a client key made for the run,
+and the host key pinned in a known_hosts file of the run's, so nothing of the machine's own ssh
+setup is read or written). The recipe and its pitfalls are in
 /work/shared/reference/test-hosts.md.
 
 Addresses: host i (0-based) gets the /30 10.213.0.4i/30: 10.213.0.{4i+1} on the main side of
@@ -42,6 +45,8 @@ MAX_HOSTS = 64  # 10.213.0.0/24 cut into /30s
 DATA_DIR_PARENT = Path("/var/lib")
 DATA_DIR_PREFIX = "scl-testhost-"
 READY_TIMEOUT = 30.0
+#: The test hosts' sshd (package openssh-server; the machine's own ssh service stays off).
+SSHD = "/usr/sbin/sshd"
 
 _NETNS_RE = re.compile(rf"^{PREFIX}(\d+)-(\d+)$")
 _VETH_RE = re.compile(rf"^{PREFIX}(\d+)-(\d+)[hn]$")
@@ -82,6 +87,21 @@ class TestHost:
     @property
     def uri(self) -> str:
         return f"qemu+tcp://{self.address}/system"
+
+    @property
+    def ssh_uri(self) -> str:
+        """The host over ssh, as a real second machine is added: libvirt's ssh transport runs
+        `ssh` (here a wrapper that pins the run's known_hosts) and, on the host, libvirt's
+        `virt-ssh-helper` on the host's own libvirtd socket."""
+        if not (self.ssh_dir / "sshd.pid").exists():
+            raise TestHostError(f"test host {self.name}: no sshd runs (is openssh-server "
+                                "installed? `make setup` installs it)")  # fmt: skip
+        return (f"qemu+ssh://root@{self.address}/system?keyfile={self.ssh_dir / 'client_key'}"
+                f"&command={self.ssh_dir / 'ssh'}")  # fmt: skip
+
+    @property
+    def ssh_dir(self) -> Path:
+        return self.host_dir / "ssh"
 
     @property
     def veth_host(self) -> str:
@@ -321,9 +341,42 @@ def _prepare_dirs(h: TestHost) -> None:
     if Path("/var/cache/libvirt/qemu/capabilities").is_dir():
         subprocess.run(["cp", "-a", "/var/cache/libvirt/.", f"{h.host_dir / 'cache'}/"],
                        check=True)  # fmt: skip
+    if Path(SSHD).exists():
+        _prepare_ssh(h)
     h.data_dir.mkdir(mode=0o755)
     h.data_dir.chmod(0o755)
     h.private_data.chmod(0o755)
+
+
+def _prepare_ssh(h: TestHost) -> None:
+    """Keys, the sshd's config, and the front's side: a known_hosts with the host's key and an
+    `ssh` wrapper that reads only that (libvirt's `command=`: its ssh transport has no
+    known_hosts parameter of its own)."""
+    d = h.ssh_dir
+    d.mkdir(mode=0o700)
+    for key in ("host_key", "client_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"scl-{h.name}",
+                        "-f", str(d / key)], check=True, capture_output=True)  # fmt: skip
+    (d / "authorized_keys").write_text((d / "client_key.pub").read_text())
+    host_key = (d / "host_key.pub").read_text().split()
+    (d / "known_hosts").write_text(f"{h.address} {host_key[0]} {host_key[1]}\n")
+    (d / "sshd_config").write_text(f"""ListenAddress {h.address}
+HostKey {d / "host_key"}
+PidFile {d / "sshd.pid"}
+AuthorizedKeysFile {d / "authorized_keys"}
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+""")
+    wrapper = d / "ssh"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f"exec /usr/bin/ssh -F /dev/null -o UserKnownHostsFile={d / 'known_hosts'} "
+        "-o StrictHostKeyChecking=yes -o BatchMode=yes -o IdentitiesOnly=yes \"$@\"\n"
+    )
+    wrapper.chmod(0o700)
 
 
 def _make_network(h: TestHost) -> None:
@@ -350,6 +403,7 @@ mount --bind {q(str(d / "cache"))} /var/cache/libvirt
 mount --bind {q(str(h.private_data))} {q(str(h.data_dir))}
 /usr/sbin/virtlogd -d
 /usr/sbin/libvirtd -d --listen
+{_sshd_line(h)}
 exec sleep infinity
 """
     with (d / "setup.log").open("wb") as log:
@@ -370,6 +424,14 @@ exec sleep infinity
         if time.monotonic() > deadline:
             raise TestHostError(f"test host {h.name}: namespace setup hangs: {h._setup_log()}")
         time.sleep(0.02)
+
+
+def _sshd_line(h: TestHost) -> str:
+    if not (h.ssh_dir / "sshd_config").exists():
+        return ""
+    q = shlex.quote
+    config, log = q(str(h.ssh_dir / "sshd_config")), q(str(h.ssh_dir / "sshd.log"))
+    return f"mkdir -p /run/sshd && {SSHD} -f {config} -E {log}"
 
 
 def _ip(*args: str, check: bool = True) -> str:

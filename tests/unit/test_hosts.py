@@ -94,7 +94,10 @@ def test_fault_domains_take_a_host_each_while_there_are_hosts() -> None:
 
 def test_uris_must_name_a_qemu_system_daemon() -> None:
     assert check_uri("qemu+ssh://lab@box/system")
-    for bad in ("qemu+ssh://box/session", "xen://box/system", "box", "qemu+ftp://b/system"):
+    # libvirt's parameters, as the README shows them for a key of the user's choosing
+    assert check_uri("qemu+ssh://lab@box/system?keyfile=/root/.ssh/lab&no_verify=1")
+    for bad in ("qemu+ssh://box/session", "xen://box/system", "box", "qemu+ftp://b/system",
+                "qemu+ssh://box/session?x=/system"):
         with pytest.raises(InvalidInput, match="invalid host URI"):
             check_uri(bad)
 
