@@ -18,9 +18,10 @@ not show a speed-up. Every comparison is against an anchor measured in the same 
    cores) hold for all hosts together.
 2. Keystroke round trip, as bench/console.py measures it over the console websocket: the tty
    in `stty -icanon` under `cat >/dev/null`, one byte sent and timed until its echo comes back;
-   on a VM on h1 (echo: libvirt console stream over TCP, drained by the front, wakes the copy;
-   one pull of the host's log; the broker follows the copy) against a VM on the local host (the
-   broker follows virtlogd's log with inotify), --samples on each, alternating.
+   on a VM on h1 (echo: libvirt console stream over TCP, drained by the front, appended to the
+   log copy at once (checked against the host's file by the next pull); the broker follows the
+   copy with inotify) against a VM on the local host (the broker follows virtlogd's log with
+   inotify), --samples on each, alternating.
    Target: remote p99 - local p99 < 2 ms.
 3. Boot-log copy. The guest prints `seq 1 LINES` (about 4 MiB with the tty's CR) then an end
    marker, no viewer attached; timed from sending the command until the front's log
@@ -595,8 +596,9 @@ def report(
     verdict = TARGETS.verdict("remote keystroke p99", diff[2] < 2.0 and lost["remote"] <= MAX_LOST)
     print(f"  target remote p99 - local p99 < 2 ms: {verdict} ({diff[2]:+.2f} ms; p99 ratio"
           f" remote/local {stats['remote'][2] / stats['local'][2]:.2f})")  # fmt: skip
-    print(f"  (a remote VM's viewers are fed from the copy, woken by output on the console stream,"
-          f" which the front drains every {LibvirtConsole.FAST_DRAIN_S * 1000:g} ms for"
+    print(f"  (a remote VM's viewers follow its log copy, to which the front appends what the"
+          f" console stream brings (checked by the next pull of the host's file); it drains the"
+          f" stream every {LibvirtConsole.FAST_DRAIN_S * 1000:g} ms for"
           f" {LibvirtConsole.FAST_AFTER_INPUT_S:g} s after a keystroke, every"
           f" {LibvirtConsole.DRAIN_S * 1000:g} ms otherwise)")  # fmt: skip
     print()

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Protocol
 
 from lab.console.follower import LogFollower
 from lab.console.log_keeper import LogKeeper
@@ -87,6 +88,20 @@ class Subscriber:
 OpenConsole = Callable[[Callable[[bytes], None], Callable[[], None]], ConsoleStream]
 
 
+class RemoteLog(Protocol):
+    """A guest on a remote host: its log is a copy the lab keeps (`log_mirror.py`), told about
+    the console stream."""
+
+    def data(self, data: bytes) -> None:
+        """The stream's bytes, on its drain thread (the copy may take them at once)."""
+
+    def output(self) -> None:
+        """The stream showed output (on the event loop): compare the copy with the host's."""
+
+    def reset(self) -> None:
+        """The stream ended, or another is opening."""
+
+
 class ConsoleBroker:
     def __init__(
         self,
@@ -96,13 +111,13 @@ class ConsoleBroker:
         *,
         replay_bytes: int = 64 * 1024,
         queue_limit: int = DEFAULT_QUEUE_LIMIT,
-        on_output: Callable[[], None] | None = None,
+        remote_log: RemoteLog | None = None,
     ) -> None:
         self.vm = vm
-        #: For a guest on a remote host: its log is a copy the lab pulls from the host
-        #: (`log_mirror.py`); output on the stream asks for a pull at once. Such a log is
-        #: never taken over by the log keeper (the host's virtlogd writes the original).
-        self._on_output = on_output
+        #: For a guest on a remote host: its log is a copy the lab keeps (`log_mirror.py`),
+        #: fed from the stream and checked against the host's file. Such a log is never taken
+        #: over by the log keeper (the host's virtlogd writes the original).
+        self._remote_log = remote_log
         #: Attaches in flight off the loop, and the keys typed meanwhile (sent once attached).
         self._attaching = 0
         self._queued_input = bytearray()
@@ -178,6 +193,8 @@ class ConsoleBroker:
         self._follower.poll()
         self._inbox.clear()  # what the previous stream delivered was counted against it
         self.log_keeper.reset()
+        if self._remote_log is not None:
+            self._remote_log.reset()
         self.hang_watch.clear()  # a new QEMU process: a new boot
         return on_close
 
@@ -203,6 +220,8 @@ class ConsoleBroker:
 
     def _chardev_closed(self) -> None:
         self._stream = None
+        if self._remote_log is not None:
+            self._remote_log.reset()
         self._stop_tick()
         if self._follower:
             self._follower.poll()
@@ -211,6 +230,8 @@ class ConsoleBroker:
         # The pty stream saw output (called on the stream's drain thread): the log will have it
         # in a moment; look now rather than waiting for inotify. At most one look is queued at
         # a time, so a burst of output costs the event loop one look, not one per chunk.
+        if self._remote_log is not None:
+            self._remote_log.data(data)
         self._inbox.append(data)
         if self._loop and not self._wake_pending:
             self._wake_pending = True
@@ -218,9 +239,9 @@ class ConsoleBroker:
 
     def _woken(self) -> None:
         self._wake_pending = False
-        if self._on_output is not None:
+        if self._remote_log is not None:
             self._inbox.clear()
-            self._on_output()
+            self._remote_log.output()
         while self._inbox:
             # The keeper counts the stream against the log (or writes the log itself).
             self.log_keeper.on_stream(self._inbox.popleft())

@@ -84,11 +84,11 @@ class LibvirtConsole:
     """
 
     DRAIN_S = 0.05
-    #: A remote host's console for a while after a keystroke: its output is what wakes the
-    #: copy of the guest's log (viewers read that copy, see `log_mirror.py`), so the echo
-    #: waits for this drain. Idle, it drains every DRAIN_S like any (a thread waking every
-    #: 5 ms costs ~1.5 % of a core per console: 300 of them would take several cores).
-    FAST_DRAIN_S = 0.005
+    #: A remote host's console for a while after a keystroke: its output goes to the copy of
+    #: the guest's log that viewers follow (`log_mirror.py`), so the echo waits for this
+    #: drain. Idle, it drains every DRAIN_S like any: a thread waking every millisecond costs
+    #: several percent of a core, which a console being typed into may take, 300 idle ones not.
+    FAST_DRAIN_S = 0.001
     #: How long after a keystroke the console drains fast.
     FAST_AFTER_INPUT_S = 2.0
 

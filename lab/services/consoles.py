@@ -8,7 +8,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 
-from lab.console.broker import ConsoleBroker, SessionMode, Subscriber
+from lab.console.broker import ConsoleBroker, RemoteLog, SessionMode, Subscriber
 from lab.domain.errors import OperationNotSupported, StateError
 from lab.domain.guest_health import HangWarning
 from lab.domain.power import PowerState
@@ -34,9 +34,9 @@ class ConsoleService:
         self.ctx = ctx
         self.audit = AuditLog(ctx.settings.data_dir / "audit.log")
         self._brokers: dict[str, ConsoleBroker] = {}
-        #: For a domain on a remote host, what to call when its console shows output (a pull
-        #: of its log copy: `log_mirror.py`); None for a local domain. Set by `Lab`.
-        self.remote_output: Callable[[str], Callable[[], None] | None] = lambda _domain: None
+        #: For a domain on a remote host, its log copy's side of the console stream
+        #: (`log_mirror.py`); None for a local domain. Set by `Lab`.
+        self.remote_log: Callable[[str], RemoteLog | None] = lambda _domain: None
 
     # -- brokers ------------------------------------------------------------------------------
     def broker(self, domain: str, log_path: Path) -> ConsoleBroker:
@@ -55,7 +55,7 @@ class ConsoleService:
                 open_console,
                 replay_bytes=self.ctx.settings.replay_bytes,
                 queue_limit=self.ctx.settings.console_queue_limit,
-                on_output=self.remote_output(domain),
+                remote_log=self.remote_log(domain),
             )
             self._brokers[domain] = broker
         return broker

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
+from lab.console.broker import RemoteLog
 from lab.domain.errors import LabError
 from lab.domain.hosts import LOCAL
 from lab.domain.labfile import LabDefinition, parse_lab_definition
@@ -49,7 +49,7 @@ class Lab:
         self.hosts = HostService(router, state, self.ctx.lab_id, connect_host)
         self.consoles = ConsoleService(self.ctx)
         self.vms = VmService(self.ctx, self.consoles, hosts=self.hosts)
-        self.consoles.remote_output = self._remote_output
+        self.consoles.remote_log = self._remote_log
         self.console_keeper = ConsoleKeeper(self.vms, self.consoles)
         self.boot_diagnostics = BootDiagnosticsService(self.ctx)
         self.storage_accounts = StorageAccountService(state)
@@ -90,16 +90,15 @@ class Lab:
     def parse(self, text: str, source: str) -> LabDefinition:
         return parse_lab_definition(text, source=source, known_images=self.images.names())
 
-    def _remote_output(self, domain: str) -> Callable[[], None] | None:
-        # A guest on a remote host: its console's output asks for a pull of its log copy.
+    def _remote_log(self, domain: str) -> RemoteLog | None:
+        # A guest on a remote host: its console stream feeds its log copy.
         try:
             host = self.ctx.hypervisor.host_of(domain)
         except LabError:
             return None
         if host == LOCAL:
             return None
-        mirrors = self.vms.log_mirrors
-        return lambda: mirrors.wake(domain)
+        return self.vms.log_mirrors.tap(domain)
 
     def _on_lifecycle(self, domain: str, state: DomainState, reason: str) -> None:
         # Runs on libvirt's event thread: only log; brokers notice the closed stream themselves.

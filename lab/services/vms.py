@@ -328,6 +328,7 @@ class VmService:
             self.follow_log(view)
             await asyncio.to_thread(hv.start, domain, paused=True)
             await self.consoles.attach(domain, self.ctx.serial_log_path(view.identity, view.model))
+            await self.log_mirrors.align(domain)  # a remote guest's stream feeds its log copy
             await asyncio.to_thread(hv.resume, domain)
 
         await self._in_slot(view, power_on)

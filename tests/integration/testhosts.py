@@ -186,7 +186,13 @@ class TestHost:
         if pid is None:
             raise TestHostError(f"test host {self.name}: no libvirtd runs")
         os.kill(pid, signal.SIGKILL)
-        _wait_gone([pid], 10)
+        # Until it is reaped, not only dead: its console lock files (/run/lock/LCK..pts_N) name
+        # its pid, and libvirt takes a zombie's pid for a live holder. A real host's init reaps
+        # at once; this machine's PID 1 takes up to about 2 s, and a libvirtd started again
+        # meanwhile refused to open the guest's console ("is locked by lock file").
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def start_libvirtd(self) -> None:
         """Start libvirtd again in the host's namespaces; return once the URI answers."""
