@@ -120,13 +120,14 @@ class HostService:
         if infos is None:
             infos = self.router.list_domains(self.lab_id)
         loads = []
-        defined = {i.name for i in infos}
+        # A deallocated guest holds nothing, so its reservation counts until it is allocated.
+        allocated = {i.name for i in infos if not i.deallocated}
         for host in self.hosts():
             problem = self.router.problems.get(host.name, "")
             size = None if problem else self.size(host.name)
             mine = [i for i in infos if i.host == host.name and not i.deallocated]
             pending = [p for d, p in self._pending.items() if p.host == host.name
-                       and d not in defined]  # fmt: skip
+                       and d not in allocated]  # fmt: skip
             loads.append(HostLoad(
                 host, size,
                 used_vcpus=sum(i.model.vcpus for i in mine) + sum(p.vcpus for p in pending),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import dataclasses
+import logging
 import shutil
 import time
 import uuid
@@ -39,6 +40,8 @@ from lab.storage.images import (
     write_guest_config_disk,
     write_guest_config_initrd,
 )
+
+log = logging.getLogger(__name__)
 
 #: How often a waiting operation looks at the domain state.
 _POLL_S = 0.1
@@ -311,8 +314,31 @@ class VmService:
     async def start(self, view: VmView) -> VmView:
         async with self._operation(view, PowerOperation.START):
             if view.power_state is not PowerState.RUNNING:
-                await self._power_on(view)
+                if view.deallocated:
+                    view = await self._allocate(view)
+                try:
+                    await self._power_on(view)
+                finally:
+                    if self.hosts is not None:
+                        self.hosts.settled(view.identity.domain_name)
         return await self._refreshed(view)
+
+    async def _allocate(self, view: VmView) -> VmView:
+        """A deallocated VM gets a host again, as in Azure: placed like a new one (the most
+        free host; its pin, if it has one), so it may land on another (its disk goes along).
+        A scale set's instance stays in its fault domain's host."""
+        if self.hosts is None or view.model.host is not None or view.identity.is_instance:
+            return view
+        target = await asyncio.to_thread(
+            self.hosts.place, view.model, what=f"VM '{view.identity.name}'",
+            domain=view.identity.domain_name,
+        )  # fmt: skip
+        if target == view.host:
+            return view
+        log.info("VM %s was deallocated: it starts on host '%s' (it was on '%s')",
+                 view.identity.name, target, view.host)  # fmt: skip
+        await self._move(view, target)
+        return dataclasses.replace(view, host=target)
 
     async def _power_on(self, view: VmView) -> None:
         """Start paused, attach the console broker, then let the CPUs run: no byte is missed."""

@@ -56,6 +56,14 @@ def shell(c: WsConsole) -> None:
         c.expect(rb"\$ ")
 
 
+def run_in(lab: LabHarness, vm: str, command: str) -> str:
+    """Log in on the VM's console, run `command`; its exit status."""
+    with lab.client.console(vm, replay=0) as conn:
+        c = WsConsole(conn)
+        c.login()
+        return c.run(command)
+
+
 class Multi:
     def __init__(self, lab: LabHarness, hosts: list[TestHost]) -> None:
         self.lab = lab
@@ -292,27 +300,50 @@ def test_a_remote_libvirtd_killed_marks_its_vms_then_they_are_adopted(multi: Mul
     assert lab.boot_log("r1").count(BOOT) == boots, "adopted without a reboot"
 
 
+def moved_with_its_disk(multi: Multi, vm: str, verb: str) -> str:
+    """`lab vm VERB VM` puts the VM on another host, where it boots with the file left in its
+    home (`$HOME/mark`); the new host."""
+    lab = multi.lab
+    before, size = multi.host_of(vm), lab.log_size(vm)
+    lab.cli("vm", verb, vm)
+    after = multi.host_of(vm)
+    assert after != before
+    lab.wait_for_log(vm, f"{vm} login: ".encode(), start=size, timeout=120)
+    assert run_in(lab, vm, "grep -qx kept $HOME/mark") == "0"
+    return after
+
+
 def test_redeploy_moves_a_vm_with_its_disk(multi: Multi) -> None:
     lab = multi.lab
     # r1 is pinned (a pinned VM stays where it is pinned); m1 is not.
     lab.cli("up", str(lab.write_lab("m.yaml", lab_yaml(pinned("r1", "h1") +
                                                         tiny_vm_yaml("m1")))))  # fmt: skip
     lab.wait_for_log("m1", rb"m1 login: ", timeout=120)
-    with lab.client.console("m1", replay=0) as conn:
-        c = WsConsole(conn)
-        c.login()
-        assert c.run("echo kept > $HOME/mark; sync") == "0"
+    assert run_in(lab, "m1", "echo kept > $HOME/mark; sync") == "0"
     before = multi.host_of("m1")
-    size = lab.log_size("m1")
-    lab.cli("vm", "redeploy", "m1")
-    after = multi.host_of("m1")
-    assert after != before
-    lab.wait_for_log("m1", rb"m1 login: ", start=size, timeout=120)
-    with lab.client.console("m1", replay=0) as conn:
-        c = WsConsole(conn)
-        c.login()
-        assert c.run("grep -qx kept $HOME/mark") == "0"
+    after = moved_with_its_disk(multi, "m1", "redeploy")
     FIGURES.append(f"redeploy moved m1 from {before} to {after} with its disk")
+
+
+def test_a_deallocated_vm_starts_on_another_host_when_its_own_is_drained(multi: Multi) -> None:
+    """Azure's deallocate gives the host up; the next start is placed anew (a drained host
+    takes no new guests), and the VM's disk goes with it."""
+    lab = multi.lab
+    path = lab.write_lab("d.yaml", lab_yaml(tiny_vm_yaml("d1")))
+    lab.cli("up", str(path))
+    try:
+        lab.wait_for_log("d1", rb"d1 login: ", timeout=120)
+        assert run_in(lab, "d1", "echo kept > $HOME/mark; sync") == "0"
+        before = multi.host_of("d1")
+        lab.cli("vm", "deallocate", "d1")
+        lab.cli("host", "drain", before)
+        try:
+            after = moved_with_its_disk(multi, "d1", "start")
+        finally:
+            lab.cli("host", "undrain", before)
+        FIGURES.append(f"deallocate, then start with {before} drained: d1 moved to {after}")
+    finally:
+        lab.cli("down", str(path), check=False)
 
 
 def test_host_rm_refuses_while_vms_are_there_then_force_deletes_them(multi: Multi) -> None:
