@@ -129,47 +129,6 @@ class Snapshot:
 
 
 # -- test hosts ---------------------------------------------------------------------------------
-def make_test_hosts(n: int, base: Path) -> list[TestHost]:
-    """`testhosts.make_hosts(n, base)`, but on the highest free 10.213.0.x slots: the
-    integration tests' test hosts take slots 1..n and refuse to start on a slot in use, so a
-    bench taking those would fail a concurrent test run (or fail itself). The hosts are named
-    h1..hn for the lab all the same; the netns, veth and data-dir names keep testhosts' pattern
-    (prefix, slot, pid), so its sweep of a killed run's leftovers covers these too."""
-    testhosts.sweep_stale_test_hosts()
-    pid = os.getpid()
-    in_use = testhosts._addresses_in_use()
-    netns_in_use = set(testhosts._netns_list())
-    hosts: list[TestHost] = []
-    try:
-        for slot in range(testhosts.MAX_HOSTS, 0, -1):
-            if len(hosts) == n:
-                break
-            i = slot - 1
-            host = TestHost(
-                name=f"h{len(hosts) + 1}",
-                netns=f"{testhosts.PREFIX}{slot}-{pid}",
-                address=f"{testhosts.SUBNET}{4 * i + 2}",
-                peer_address=f"{testhosts.SUBNET}{4 * i + 1}",
-                host_dir=base / f"testhost-h{len(hosts) + 1}",
-                data_dir=testhosts.DATA_DIR_PARENT / f"{testhosts.DATA_DIR_PREFIX}h{slot}-{pid}",
-            )
-            if host.peer_address in in_use or host.netns in netns_in_use:
-                continue
-            hosts.append(host)
-            testhosts._prepare_dirs(host)
-            testhosts._make_network(host)
-            testhosts._start_daemons(host)
-        if len(hosts) < n:
-            raise RuntimeError(f"no {n} free test-host slots in {testhosts.SUBNET}0/24")
-        for h in hosts:
-            h.wait_until_answers()
-    except BaseException:
-        for h in hosts:
-            h.stop()
-        raise
-    return hosts
-
-
 # -- the lab ------------------------------------------------------------------------------------
 class HostsLab(benchlab.BenchLab):
     """The bench's daemon, its hosts and its labs; `close()` undoes all of it."""
@@ -183,7 +142,8 @@ class HostsLab(benchlab.BenchLab):
 
     def start_all(self, nhosts: int) -> list[Snapshot]:
         note(f"making {nhosts} test hosts")
-        self.hosts = make_test_hosts(nhosts, self.hosts_base)
+        # The highest free address slots: a concurrent test run keeps the lowest.
+        self.hosts = testhosts.make_hosts(nhosts, self.hosts_base, from_top=True)
         note(f"starting a daemon on {self.data_dir}")
         self.start_daemon()
         self.lab_up = True  # `close()` takes down whatever lab is up (`down()`)

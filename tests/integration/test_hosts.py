@@ -156,6 +156,44 @@ def test_a_vm_on_a_host_added_over_ssh_boots_and_its_log_and_console_work(multi:
         lab.cli("down", str(path), check=False)
 
 
+def test_viewers_takeover_screenshot_power_cycle_and_reimage_on_a_host_over_ssh(
+    multi: Multi,
+) -> None:
+    """What a local guest's console and power buttons do, on a guest of h2 (qemu+ssh): a
+    viewer with replay sees what the interactive session does, a second interactive session
+    takes over the same shell, the screenshot is a PNG, a power-cycle keeps the disk and a
+    reimage (a fresh overlay made on the front and copied there) resets it."""
+    lab = multi.lab
+    path = lab.write_lab("p.yaml", lab_yaml(pinned("p1", "h2")))
+    lab.cli("up", str(path))
+    try:
+        lab.wait_for_log("p1", rb"p1 login: ", timeout=180)
+        size = lab.log_size("p1")
+        with lab.client.console("p1", replay=0, user="alice") as first, \
+                lab.client.console("p1", mode="view", replay=64, user="eve") as viewer:  # fmt: skip
+            c = WsConsole(first)
+            c.login()
+            assert c.run("echo kept > $HOME/mark; sync") == "0"
+            assert c.run("export MARK=view-$((6*7)); echo $MARK") == "0"
+            WsConsole(viewer).expect(rb"view-42", timeout=30)  # the viewer sees it too
+            with lab.client.console("p1", replay=0, user="bob") as second:
+                taken = WsConsole(second)
+                taken.send(b"echo again-$MARK\r")
+                taken.expect(rb"again-view-42", timeout=30)  # the same shell, still logged in
+        assert b"again-view-42" in lab.boot_log("p1", size)
+        out = lab.data_dir / "p1.png"
+        lab.cli("screenshot", "p1", "-o", str(out))
+        assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        for verb, marked in (("power-cycle", "0"), ("reimage", "1")):
+            start = lab.log_size("p1")
+            lab.cli("vm", verb, "p1")
+            lab.wait_for_log("p1", rb"p1 login: ", start=start, timeout=120)
+            assert run_in(lab, "p1", "test -e $HOME/mark") == marked, verb
+        assert multi.host_of("p1") == "h2"
+    finally:
+        lab.cli("down", str(path), check=False)
+
+
 def test_a_host_whose_key_is_refused_is_not_added_and_says_why(
     multi: Multi, tmp_path: Path
 ) -> None:

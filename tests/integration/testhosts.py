@@ -241,14 +241,17 @@ class TestHost:
 # ----------------------------------------------------------------------------- public API
 
 
-def make_hosts(n: int, base_dir: Path) -> list[TestHost]:
+def make_hosts(n: int, base_dir: Path, *, from_top: bool = False) -> list[TestHost]:
     """Make `n` test hosts under `base_dir` and wait until each URI answers `virsh list`.
 
-    On failure the hosts made so far are stopped before the error is raised. Leftovers of a
-    killed earlier run are swept first (their 10.213.0.x addresses would clash)."""
+    The hosts take address slots 1..n, and refuse to start on a slot in use; `from_top`: the
+    highest free slots instead (a bench, so that a concurrent test run keeps its slots). They
+    are named h1..hn either way. On failure the hosts made so far are stopped before the error
+    is raised. Leftovers of a killed earlier run are swept first (their 10.213.0.x addresses
+    would clash)."""
     hosts: list[TestHost] = []
     try:
-        _start_hosts(n, Path(base_dir), hosts)
+        _start_hosts(n, Path(base_dir), hosts, from_top)
         for h in hosts:
             h.wait_until_answers()
     except BaseException:
@@ -298,7 +301,7 @@ def sweep_stale_test_hosts() -> None:
 # ----------------------------------------------------------------------------- internals
 
 
-def _start_hosts(n: int, base_dir: Path, hosts: list[TestHost]) -> None:
+def _start_hosts(n: int, base_dir: Path, hosts: list[TestHost], from_top: bool) -> None:
     if not 1 <= n <= MAX_HOSTS:
         raise ValueError(f"n must be 1..{MAX_HOSTS}, not {n}")
     for tool in ("ip", "unshare", "nsenter", "virsh"):
@@ -307,18 +310,22 @@ def _start_hosts(n: int, base_dir: Path, hosts: list[TestHost]) -> None:
     sweep_stale_test_hosts()
     pid = os.getpid()
     in_use = _addresses_in_use()
-    for i in range(n):
-        name = f"h{i + 1}"
-        netns = f"{PREFIX}{i + 1}-{pid}"
+    for slot in range(MAX_HOSTS, 0, -1) if from_top else range(1, n + 1):
+        if len(hosts) == n:
+            break
+        name = f"h{len(hosts) + 1}"
+        netns = f"{PREFIX}{slot}-{pid}"
         host = TestHost(
             name=name,
             netns=netns,
-            address=f"{SUBNET}{4 * i + 2}",
-            peer_address=f"{SUBNET}{4 * i + 1}",
+            address=f"{SUBNET}{4 * slot - 2}",
+            peer_address=f"{SUBNET}{4 * slot - 3}",
             host_dir=base_dir / f"testhost-{name}",
-            data_dir=DATA_DIR_PARENT / f"{DATA_DIR_PREFIX}{name}-{pid}",
+            data_dir=DATA_DIR_PARENT / f"{DATA_DIR_PREFIX}h{slot}-{pid}",
         )
         if host.peer_address in in_use or netns in _netns_list():
+            if from_top:
+                continue
             raise TestHostError(
                 f"test host {name}: {host.peer_address} or netns {netns} is already in use "
                 "(another run of the test hosts?)"
@@ -327,6 +334,8 @@ def _start_hosts(n: int, base_dir: Path, hosts: list[TestHost]) -> None:
         _prepare_dirs(host)
         _make_network(host)
         _start_daemons(host)
+    if len(hosts) < n:
+        raise TestHostError(f"no {n} free test-host slots in {SUBNET}0/24")
 
 
 def _prepare_dirs(h: TestHost) -> None:
