@@ -325,8 +325,8 @@ class VmService:
 
     async def _allocate(self, view: VmView) -> VmView:
         """A deallocated VM gets a host again, as in Azure: placed like a new one (the most
-        free host; its pin, if it has one), so it may land on another (its disk goes along).
-        A scale set's instance stays in its fault domain's host."""
+        free host), so it may land on another (its disk goes along). A pinned VM stays on its
+        host, and a scale set's instance on its fault domain's."""
         if self.hosts is None or view.model.host is not None or view.identity.is_instance:
             return view
         target = await asyncio.to_thread(
