@@ -79,6 +79,15 @@ class Multi:
         return subprocess.run(host.nsenter("cat", f"{host.data_dir}/{domain}--serial.log"),
                               capture_output=True, check=True).stdout  # fmt: skip
 
+    def both_logs(self, vm: str, timeout: float = 10) -> tuple[bytes, bytes]:
+        """(the front's copy, the host's file) once they are the same, or at `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remote, served = self.remote_log(vm), self.lab.boot_log(vm)
+            if served == remote or time.monotonic() > deadline:
+                return served, remote
+            time.sleep(0.2)
+
 
 @pytest.fixture(scope="module", autouse=True)
 def figures(request: pytest.FixtureRequest) -> Iterator[None]:
@@ -117,8 +126,7 @@ def test_a_pinned_vm_runs_on_its_host_and_its_log_comes_the_remote_way(multi: Mu
     assert domain in h1.virsh("list", "--name")
     # The front cannot see the host's files: the log it serves came over libvirt.
     assert not any(Path(h1.data_dir).iterdir())
-    remote_log = subprocess.run(h1.nsenter("cat", f"{h1.data_dir}/{domain}--serial.log"),
-                                capture_output=True, check=True).stdout  # fmt: skip
+    remote_log = multi.remote_log("r1")
     served = lab.boot_log("r1")
     assert b"r1 login: " in remote_log
     assert served == remote_log  # at `login:` the guest prints nothing more
@@ -138,17 +146,12 @@ def test_a_vm_on_a_host_added_over_ssh_boots_and_its_log_and_console_work(multi:
     try:
         lab.wait_for_log("s1", rb"s1 login: ", timeout=180)
         assert multi.host_of("s1") == "h2"
-        domain = str(lab.vm("s1")["domain"])
         with lab.client.console("s1", replay=0) as conn:
             c = WsConsole(conn)
             shell(c)
             c.send(b"echo over-$((6*7))-ssh\r")
             c.expect(rb"over-42-ssh", timeout=30)
-        remote_log = subprocess.run(h2.nsenter("cat", f"{h2.data_dir}/{domain}--serial.log"),
-                                    capture_output=True, check=True).stdout  # fmt: skip
-        deadline = time.monotonic() + 10
-        while (served := lab.boot_log("s1")) != remote_log and time.monotonic() < deadline:
-            time.sleep(0.2)
+        served, remote_log = multi.both_logs("s1")
         assert served == remote_log and b"over-42-ssh" in served
         accepted = (h2.ssh_dir / "sshd.log").read_text()
         assert "Accepted publickey for root" in accepted  # it came over ssh
@@ -230,11 +233,7 @@ def test_console_sysrq_nmi_and_reset_on_a_remote_vm(multi: Multi) -> None:
     assert lab.boot_log("r1").count(BOOT) == boots + 1
     # Since its power-on r1's console stream has fed its log copy (viewers see an echo before
     # the host's file is read): byte for byte what the host's virtlogd wrote, none taken back.
-    remote = multi.remote_log("r1")
-    deadline = time.monotonic() + 10
-    while (served := lab.boot_log("r1")) != remote and time.monotonic() < deadline:
-        time.sleep(0.2)
-        remote = multi.remote_log("r1")
+    served, remote = multi.both_logs("r1")
     assert served == remote
     assert "log does not have" not in lab.daemon_log()
 
