@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     token_lifetime_minutes: float = 60.0
     #: Minutes of keyboard silence after which an interactive console session is closed.
     idle_timeout_minutes: float = 20.0
+    #: Capacity admission of scenario starts (`lab/services/admission.py`): guests booting
+    #: at once (0: one per core), the memory ceiling as a share of what the hosts offer
+    #: guests, and how many starts may wait in the queue before more are refused.
+    admission_booting: int = 0
+    admission_memory_percent: float = 90.0
+    admission_queue_max: int = 100
 
     @property
     def socket_path(self) -> Path:

@@ -10,7 +10,7 @@ import click
 
 from lab.api.security.tls import ensure_certificates
 from lab.api.security.tokens import ROLES, issue, signing_key
-from lab.cli import diagnostics, host, identity, images, output, scenario, vm, vmss
+from lab.cli import classroom, diagnostics, host, identity, images, output, scenario, vm, vmss
 from lab.cli.common import client, ensure_daemon, handle_errors
 from lab.client.http import LabClient
 from lab.domain.errors import InvalidInput, LabFileUnreadable
@@ -205,6 +205,7 @@ def endpoints() -> None:
 
 
 cli.add_command(scenario.scenario)
+cli.add_command(classroom.classroom)
 cli.add_command(identity.user)
 cli.add_command(identity.sp)
 cli.add_command(identity.role)

@@ -21,6 +21,15 @@ def scenario() -> None:
     """Broken-boot training scenarios (scenarios/<name>/scenario.yaml)."""
 
 
+#: `--user U`: trainee U's own copy of the scenario (in their resource group), not the lab's.
+user_option = click.option("--user", "user", default=None, metavar="USER",
+                           help="Work on trainee USER's copy (in their resource group).")
+
+
+def _who(user: str | None, **params: Any) -> dict[str, Any]:
+    return {**({"user": user} if user else {}), **params}
+
+
 @scenario.command("ls")
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
@@ -43,21 +52,24 @@ def ls(as_json: bool) -> None:
               help="Open the serial console once the VM is booting.")  # fmt: skip
 @click.option("--vcpus", type=click.IntRange(1, 8), default=None,
               help="vCPUs of the VM (default: the scenario's own, usually 2).")  # fmt: skip
+@user_option
 @handle_errors
-def start(name: str, open_console: bool, vcpus: int | None) -> None:
+def start(name: str, open_console: bool, vcpus: int | None, user: str | None) -> None:
     """Create the scenario's VM with its breaks applied, boot it, and show the ticket."""
     c = client()
     defn = Scenario.model_validate(c.json("GET", f"/v1/scenarios/{name}/definition"))
     build_image(get_settings(), defn.image)
-    params = {} if vcpus is None else {"vcpus": vcpus}
-    vm = c.json("POST", f"/v1/scenarios/{name}/start", params=params)
+    params = _who(user, **({} if vcpus is None else {"vcpus": vcpus}))
+    # A full lab queues the start (capacity admission): wait as long as the queue takes.
+    vm = c.json("POST", f"/v1/scenarios/{name}/start", params=params, timeout=3600)
     group = vm["resourceGroup"]
+    also = f" --user {user}" if user else ""
     output.out.print(
         f"[bold]{defn.title}[/bold] ({defn.level}, {defn.time_limit_minutes} min)\n\n"
         f"{defn.story.strip()}\n\n[bold]Objective:[/bold] {defn.objective.strip()}\n\n"
         f"VM {vm['name']} (resource group {group}) is booting. Console: "
-        f"`lab console {name} -g {group}`; hints: `lab scenario hint {name}`; "
-        f"when done: `lab scenario check {name}`.",
+        f"`lab console {name} -g {group}`; hints: `lab scenario hint {name}{also}`; "
+        f"when done: `lab scenario check {name}{also}`.",
         highlight=False,
     )
     if open_console:
@@ -69,12 +81,15 @@ def start(name: str, open_console: bool, vcpus: int | None) -> None:
 @scenario.command()
 @click.argument("name", required=False)
 @click.option("--json", "as_json", is_flag=True)
+@user_option
 @handle_errors
-def status(name: str | None, as_json: bool) -> None:
+def status(name: str | None, as_json: bool, user: str | None) -> None:
     """Where a scenario stands (or every started one)."""
     c = client()
-    names = [name] if name else [r["name"] for r in c.json("GET", "/v1/scenarios") if r["started"]]
-    states = [c.json("GET", f"/v1/scenarios/{n}") for n in names]
+    params = _who(user)
+    names = [name] if name else [r["name"] for r in c.json("GET", "/v1/scenarios", params=params)
+                                 if r["started"]]  # fmt: skip
+    states = [c.json("GET", f"/v1/scenarios/{n}", params=params) for n in names]
     if as_json:
         output.print_json(states)
         return
@@ -91,10 +106,11 @@ def status(name: str | None, as_json: bool) -> None:
 
 @scenario.command()
 @click.argument("name")
+@user_option
 @handle_errors
-def hint(name: str) -> None:
+def hint(name: str, user: str | None) -> None:
     """Reveal the next hint."""
-    h = client().json("POST", f"/v1/scenarios/{name}/hint")
+    h = client().json("POST", f"/v1/scenarios/{name}/hint", params=_who(user))
     output.out.print(f"hint {h['number']} of {h['of']}: {h['hint']}", highlight=False)
 
 
@@ -104,13 +120,14 @@ def hint(name: str) -> None:
 @click.option("--boot-timeout", type=float, default=None,
               help="How long to wait for a login prompt [default: the scenario's, 240 s "
                    "for most].")  # fmt: skip
+@user_option
 @handle_errors
-def check(name: str, as_json: bool, boot_timeout: float | None) -> None:
+def check(name: str, as_json: bool, boot_timeout: float | None, user: str | None) -> None:
     """Run the scenario's checks in the guest, over its serial console."""
     c = client()
     defn = Scenario.model_validate(c.json("GET", f"/v1/scenarios/{name}/definition"))
     wait = defn.boot_timeout_seconds if boot_timeout is None else boot_timeout
-    params = {} if boot_timeout is None else {"bootTimeout": boot_timeout}
+    params = _who(user, **({} if boot_timeout is None else {"bootTimeout": boot_timeout}))
     # The daemon runs them (over the VM's console broker): up to the boot wait, then each check.
     body = c.json("POST", f"/v1/scenarios/{name}/check", params=params,
                   timeout=wait + CHECK_SECONDS * len(defn.checks) + 60)  # fmt: skip
@@ -132,28 +149,32 @@ def check(name: str, as_json: bool, boot_timeout: float | None) -> None:
 
 @scenario.command()
 @click.argument("name")
+@user_option
 @handle_errors
-def reset(name: str) -> None:
+def reset(name: str, user: str | None) -> None:
     """Start over: the VM's disk goes back to the broken state and it boots again."""
-    client().json("POST", f"/v1/scenarios/{name}/reset")
+    client().json("POST", f"/v1/scenarios/{name}/reset", params=_who(user))
     output.out.print(f"{name}: reset to its broken state and booting.")
 
 
 @scenario.command()
 @click.argument("name")
+@user_option
 @handle_errors
-def stop(name: str) -> None:
+def stop(name: str, user: str | None) -> None:
     """End the scenario: its VM is deleted (results are kept)."""
-    client().json("POST", f"/v1/scenarios/{name}/stop")
+    client().json("POST", f"/v1/scenarios/{name}/stop", params=_who(user))
     output.out.print(f"{name}: stopped.")
 
 
 @scenario.command()
 @click.option("--json", "as_json", is_flag=True)
+@user_option
 @handle_errors
-def report(as_json: bool) -> None:
+def report(as_json: bool, user: str | None) -> None:
     """Every attempt: time taken, hints used, checks passed."""
-    attempts: list[dict[str, Any]] = client().json("GET", "/v1/scenarios/report")
+    attempts: list[dict[str, Any]] = client().json("GET", "/v1/scenarios/report",
+                                                   params=_who(user))  # fmt: skip
     if as_json:
         output.print_json(attempts)
         return

@@ -143,6 +143,8 @@ class Check(_Model):
     command: str = Field(min_length=1)
     expect: str = ""
     status: int = 0
+    #: False: run as the logged-in user instead (images without sudo, such as `tiny`).
+    as_root: bool = True
 
     @field_validator("expect")
     @classmethod

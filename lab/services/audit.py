@@ -1,4 +1,5 @@
-"""The console audit log: who connected to which VM's console, when, and what they did.
+"""The audit log: who signed in, who connected to which VM's console, when, and what they did
+there and in their scenarios (start, hint, check, reset, an instructor watching).
 
 One JSON object a line in `<data dir>/audit.log`, appended and flushed per event (Azure records
 console access in the VM's boot-diagnostics logs; ours is one file for the whole lab).
@@ -22,9 +23,10 @@ class AuditLog:
         self.path = path
         self._lock = threading.Lock()
 
-    def record(self, event: str, *, vm: str, user: str, **detail: Any) -> None:
+    def record(self, event: str, *, user: str, vm: str | None = None, **detail: Any) -> None:
+        """One event; `vm` for those about a VM (a sign-in is not)."""
         entry = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"), "event": event,
-                 "vm": vm, "user": user, **detail}  # fmt: skip
+                 "user": user, **({} if vm is None else {"vm": vm}), **detail}  # fmt: skip
         line = json.dumps(entry, sort_keys=True) + "\n"
         try:
             with self._lock, self.path.open("ab+") as f:
@@ -41,10 +43,10 @@ class AuditLog:
             log.warning("cannot write the audit log %s (%s): %s", self.path, exc.strerror,
                         line.strip())  # fmt: skip
 
-    def entries(self) -> list[dict[str, Any]]:
-        """Every entry, oldest first. Entries stand alone, so a damaged line (an append cut
-        short when the lab died, a bad edit) does not hide the others: it is left out, and a
-        warning names the file and line."""
+    def entries(self, user: str | None = None) -> list[dict[str, Any]]:
+        """Every entry (or a user's), oldest first. Entries stand alone, so a damaged line (an
+        append cut short when the lab died, a bad edit) does not hide the others: it is left
+        out, and a warning names the file and line."""
         try:
             text = self.path.read_bytes().decode(errors="replace")
         except FileNotFoundError:
@@ -61,5 +63,6 @@ class AuditLog:
                 log.warning("%s:%d: damaged audit entry left out (%s): %.80r",
                             self.path, number, exc, line)  # fmt: skip
                 continue
-            entries.append(entry)
+            if user is None or str(entry.get("user", "")).lower() == user.lower():
+                entries.append(entry)
         return entries

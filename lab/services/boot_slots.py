@@ -18,6 +18,7 @@ keeps that one slot.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import time
@@ -42,6 +43,7 @@ class _Hold:
     log: Path
     start: int
     ended: asyncio.Event = field(default_factory=asyncio.Event)
+    since: float = field(default_factory=time.monotonic)
     watcher: asyncio.Task[None] | None = None
 
 
@@ -53,6 +55,8 @@ class BootSlots:
         self.timeout = timeout
         self._free = asyncio.Semaphore(self.size)
         self._held: dict[str, _Hold] = {}
+        #: How long the last boots held their slot (seconds): what a queue's estimate uses.
+        self.recent: collections.deque[float] = collections.deque(maxlen=20)
 
     @property
     def booting(self) -> list[str]:
@@ -89,6 +93,8 @@ class BootSlots:
             await hold.ended.wait()
 
     def _end(self, hold: _Hold) -> None:
+        if not hold.ended.is_set():
+            self.recent.append(time.monotonic() - hold.since)
         hold.ended.set()
         if hold.watcher is not None and hold.watcher is not asyncio.current_task():
             hold.watcher.cancel()

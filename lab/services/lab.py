@@ -11,7 +11,9 @@ from lab.domain.labfile import LabDefinition, parse_lab_definition
 from lab.hypervisor.base import DomainState, Hypervisor
 from lab.hypervisor.hosts import HostRouter
 from lab.services.accel import choose_accel
+from lab.services.admission import Admission, Capacity
 from lab.services.boot_diagnostics import BootDiagnosticsService
+from lab.services.classes import ClassService
 from lab.services.console_keeper import ConsoleKeeper
 from lab.services.consoles import ConsoleService
 from lab.services.context import LabContext
@@ -58,8 +60,15 @@ class Lab:
         self.serial_console = SerialConsoleService(state, self.storage_accounts)
         self.scale_sets = ScaleSetService(self.vms, state)
         self.lookup = Lookup(self.vms, self.scale_sets, self.storage_accounts)
-        self.scenarios = ScenarioService(self.ctx, self.vms, state)
+        self.admission = Admission(self.vms.slots, self._capacity,
+                                   max_booting=settings.admission_booting,
+                                   memory_percent=settings.admission_memory_percent,
+                                   queue_max=settings.admission_queue_max)  # fmt: skip
+        self.scenarios = ScenarioService(self.ctx, self.vms, state, self.admission)
         self.scenario_checks = ScenarioChecker(self.scenarios, self.consoles)
+        self.classes = ClassService(state, self.identity, self.scenarios, self.vms,
+                                    settings.data_dir / "classes",
+                                    queued=self.admission.position)  # fmt: skip
         self.reconciler = Reconciler(self.vms, self.storage_accounts, self.scale_sets,
                                      self.identity)
         # Now that every service declared its part: a damaged state file stops the lab here,
@@ -86,6 +95,12 @@ class Lab:
         self.ctx.hypervisor.set_accel(accel)
         self.accel_reason = why
         return accel
+
+    def _capacity(self) -> Capacity:
+        """The reachable hosts' memory for guests, and what their guests hold (blocking)."""
+        loads = [load for load in self.hosts.loads() if load.reachable]
+        return Capacity(sum(load.used_memory_mib for load in loads),
+                        sum(load.max_memory_mib for load in loads))
 
     def parse(self, text: str, source: str) -> LabDefinition:
         return parse_lab_definition(text, source=source, known_images=self.images.names())

@@ -21,7 +21,7 @@ from lab.console.broker import Chunk, ConsoleBroker, SessionMode, Subscriber
 from lab.domain.errors import Conflict
 from lab.domain.scenario import CheckResult
 from lab.services.consoles import ConsoleService
-from lab.services.scenarios import ScenarioService
+from lab.services.scenarios import GROUP, ScenarioService
 
 #: Who the audit log and a displaced console user see connecting.
 CHECK_USER = "scenario-check"
@@ -79,22 +79,23 @@ class ScenarioChecker:
     def __init__(self, scenarios: ScenarioService, consoles: ConsoleService) -> None:
         self.scenarios = scenarios
         self.consoles = consoles
-        # One check at a time per scenario: two would type into the same console.
-        self._running: set[str] = set()
+        # One check at a time per scenario VM: two would type into the same console.
+        self._running: set[tuple[str, str]] = set()
 
-    async def check(self, name: str, boot_timeout: float | None = None,
+    async def check(self, name: str, boot_timeout: float | None = None, group: str = GROUP,
                     ) -> tuple[list[CheckResult], dict[str, Any]]:  # fmt: skip
         """(every check's result, the attempt with the results recorded). `boot_timeout`: how
         long to wait for a login prompt (default: the scenario's)."""
         scenario = self.scenarios.get(name)
-        view = await self.scenarios.vm_now(name)
+        view = await self.scenarios.vm_now(name, group)
         if view is None:
             raise Conflict(f"Scenario '{name}' is not started, so there is nothing to check.",
                            target=name)  # fmt: skip
-        if name in self._running:
+        key = (group.lower(), name)
+        if key in self._running:
             raise Conflict(f"The checks of scenario '{name}' are already running; wait for "
                            "their results.", target=name)  # fmt: skip
-        self._running.add(name)
+        self._running.add(key)
         try:
             # Interactive, as the CLI's check is: a trainee's console session is taken over
             # (and told so), and the guest's shell state is shared, as in Azure.
@@ -110,5 +111,5 @@ class ScenarioChecker:
                 session.close()
                 self.consoles.close_session(view, broker, sub, "the checks finished")
         finally:
-            self._running.discard(name)
-        return results, self.scenarios.record_checks(name, results)
+            self._running.discard(key)
+        return results, self.scenarios.record_checks(name, results, group)

@@ -16,6 +16,8 @@ from lab.domain.errors import ImageError, InvalidInput
 
 #: Where the root partition starts in the lab's Debian disks (sector 2048).
 PARTITION_OFFSET = 1024 * 1024
+#: ext4's magic number, 56 bytes into its superblock, which starts 1024 bytes into the fs.
+_EXT_MAGIC_AT, _EXT_MAGIC = 1024 + 56, b"\x53\xef"
 _FILE_TYPE = 0o100000
 _TYPES = {"regular": _FILE_TYPE, "symlink": 0o120000, "directory": 0o040000}
 
@@ -133,12 +135,20 @@ def edit_disk(base: Path, out: Path, edit: Callable[[RootFs], None]) -> None:
     with tempfile.TemporaryDirectory(prefix="lab-diskedit-", dir=out.parent) as tmp:
         raw = Path(tmp) / "disk.raw"
         _run(["qemu-img", "convert", "-O", "raw", str(base), str(raw)])
-        fs = RootFs(raw)
+        fs = RootFs(raw, fs_offset(raw))
         try:
             edit(fs)
         finally:
             fs.close()
         _run(["qemu-img", "convert", "-O", "qcow2", str(raw), str(out)])
+
+
+def fs_offset(raw: Path) -> int:
+    """Where the file system starts: at byte 0 on a disk that is one file system (the tiny
+    image's data disk), else in the Debian disks' first partition."""
+    with raw.open("rb") as f:
+        f.seek(_EXT_MAGIC_AT)
+        return 0 if f.read(2) == _EXT_MAGIC else PARTITION_OFFSET
 
 
 def _run(args: list[str]) -> None:

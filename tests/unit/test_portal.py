@@ -121,7 +121,7 @@ def test_vm_list_with_status_only(portal_lab: Lab) -> None:
     serve(portal_lab, body, new_vm("vm1", "rg1"))
 
 
-SCN = "/_portal/api/scenarios/broken"
+SCN = "/_portal/api/scenarios/scenarios/broken"
 SCN_VM = (
     "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/scenarios/providers/"
     "Microsoft.Compute/virtualMachines/broken"
@@ -152,8 +152,14 @@ def test_scenario_panel_routes(portal_lab: Lab) -> None:
         # Someone else's VM only: not even the ticket.
         other = token(("Contributor", f"/subscriptions/{SUBSCRIPTION}"))
         assert (await c.get(SCN, headers=other)).status_code == 403
-        assert (await c.get("/_portal/api/scenarios", headers=other)).json() == {"value": []}
-        r = await c.get("/_portal/api/scenarios/nope", headers=OWNER)
+        # The catalogue lists every scenario, but says nothing of a VM the caller may not read.
+        listed = (await c.get("/_portal/api/scenarios", headers=other)).json()
+        assert listed["group"] == "scenarios"
+        assert [s["name"] for s in listed["value"]] == ["broken"]
+        assert "started" not in listed["value"][0]
+        mine = (await c.get("/_portal/api/scenarios", headers=OWNER)).json()["value"][0]
+        assert (mine["started"], mine["done"], mine["queue"]) == (False, False, None)
+        r = await c.get("/_portal/api/scenarios/scenarios/nope", headers=OWNER)
         assert r.status_code == 404 and "broken" in r.json()["error"]["message"]
 
     serve(portal_lab, body)

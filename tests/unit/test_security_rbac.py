@@ -42,6 +42,7 @@ C, S, SC = "Microsoft.Compute", "Microsoft.Storage", "Microsoft.SerialConsole"
 VMS, SETS = f"{C}/virtualMachines", f"{C}/virtualMachineScaleSets"
 INST = f"{SETS}/virtualMachines"
 CONNECT = f"{SC}/serialPorts/connect/action"
+LAB_OWNER = "Microsoft.Authorization/roleAssignments/write"
 POWER = ("start", "powerOff", "restart", "deallocate", "reimage", "redeploy")
 
 
@@ -172,9 +173,20 @@ REQUIRED: dict[tuple[str, str, str], Need] = {
     # (the list shows started scenarios only; its filtering is tested in test_portal.py)
     ("GET", "/_portal/api/scenarios", ""): ANY_TOKEN,
     ("GET", "/_portal/api/me", ""): ANY_TOKEN,
-    ("GET", "/_portal/api/scenarios/{name}", ""): Need(f"{VMS}/read"),
-    ("POST", "/_portal/api/scenarios/{name}/hint", ""): Need(CONNECT),
-    ("POST", "/_portal/api/scenarios/{name}/check", ""): Need(CONNECT),
+    ("GET", "/_portal/api/scenarios/{group}/{name}", ""): Need(f"{VMS}/read"),
+    ("POST", "/_portal/api/scenarios/{group}/{name}/start", ""): Need(f"{VMS}/write"),
+    ("POST", "/_portal/api/scenarios/{group}/{name}/hint", ""): Need(CONNECT),
+    ("POST", "/_portal/api/scenarios/{group}/{name}/check", ""): Need(CONNECT),
+    ("POST", "/_portal/api/scenarios/{group}/{name}/reset", ""): Need(f"{VMS}/reimage/action"),
+    ("POST", "/_portal/api/scenarios/{group}/{name}/stop", ""): Need(f"{VMS}/delete"),
+    # the instructor's routes: a class's instructors (tests/unit/test_classes.py), or the lab's
+    # owner, who may write role assignments on the lab's subscription
+    ("GET", "/_portal/api/classes", ""): ANY_TOKEN,
+    ("GET", "/_portal/api/classes/{name}", ""): Need(LAB_OWNER),
+    ("GET", "/_portal/api/classes/{name}/events", ""): Need(LAB_OWNER),
+    ("GET", "/_portal/api/classes/{name}/results.json", ""): Need(LAB_OWNER),
+    ("GET", "/_portal/api/classes/{name}/results.csv", ""): Need(LAB_OWNER),
+    ("WS", "/_portal/api/watch/{group}/{name}", ""): Need(CONNECT),
 }  # fmt: skip
 
 _ABBREV = {"{RG}": "/subscriptions/{subscription}/resourceGroups/{group}", "{VMS}": VMS,
@@ -412,6 +424,8 @@ def url_for(path: str, action: str, fx: Fixture) -> str:
         name = "diag1"
     if path.startswith("/_portal/api/scenarios/"):
         name = "broken"
+    if path.startswith("/_portal/api/classes/"):
+        name = "c1"
     values = {**VALUES, "name": name, "action": action, "operation_id": fx.operation_id,
               "session_id": fx.session_id}  # fmt: skip
     return path.format_map(values) + (f"?{V}" if not path.startswith("/_") else "")
@@ -522,7 +536,9 @@ async def _check_route(
         if resource.startswith("/n/connector/"):
             resource = f"{RG1}/providers/{VMS}/vm1"  # the session's VM
         if resource.startswith("/_portal/api/scenarios/"):
-            resource = vm_resource_id(DEFAULT_SUBSCRIPTION_ID, "scenarios", "broken")
+            resource = vm_resource_id(DEFAULT_SUBSCRIPTION_ID, "rg1", "broken")
+        if resource.startswith("/_portal/api/classes/"):
+            resource = f"/subscriptions/{DEFAULT_SUBSCRIPTION_ID}"
         if holds(role, scope, need.action, resource):
             assert not refused, f"{where}: refused: {r.text[:300]}"
             counts["allowed"] += 1

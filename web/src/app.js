@@ -2,12 +2,16 @@
 // header, notices and the confirmation dialog. Each page is its own module.
 
 import { ApiError, call, signInWithPassword, token } from "./api.js";
+import { renderCatalogue } from "./catalogue.js";
+import { renderClass, renderClasses } from "./classroom.js";
 import { renderResources } from "./resources.js";
 import { el, errorText, notify, setCrumbs } from "./ui.js";
 import { renderVm } from "./vm.js";
+import { renderWatch } from "./watch.js";
 
 const main = document.getElementById("main");
 let leaveCurrentPage = null; // what the current page must stop (polling, a websocket)
+let me = null; // who the token names (GET /_portal/api/me), read once per sign-in
 
 function renderWho() {
   const who = document.getElementById("who");
@@ -17,19 +21,29 @@ function renderWho() {
   }
   const user = el("span", { id: "user" }, token.user() || "signed in");
   const roles = el("span", { id: "roles", class: "muted" });
+  const links = el("nav", { class: "links", "aria-label": "Pages" },
+    el("a", { href: "#/resources", id: "nav-resources" }, "Resources"), " ",
+    el("a", { href: "#/scenarios", id: "nav-scenarios" }, "Scenarios"));
   who.replaceChildren(
-    user, roles,
+    links, user, roles,
     el("button", { class: "secondary", type: "button", onclick: signOut }, "Sign out"),
   );
   // Who the API says this is, and the roles it holds now (they can change while signed in).
-  call("GET", "/_portal/api/me").then((me) => {
-    user.textContent = me.name;
-    roles.textContent = me.roleAssignments.map((r) => `${r.role} at ${r.scope}`).join("; ");
+  call("GET", "/_portal/api/me").then((found) => {
+    me = found;
+    user.textContent = found.name;
+    if (found.traineeOf) roles.textContent = `trainee of class ${found.traineeOf}`;
+    else if (found.instructs.length) roles.textContent = `instructor of ${found.instructs.join(", ")}`;
+    else roles.textContent = found.roleAssignments.map((r) => `${r.role} at ${r.scope}`).join("; ");
+    if (found.instructs.length) {
+      links.append(" ", el("a", { href: "#/classes", id: "nav-classes" }, "Classes"));
+    }
   }).catch(() => {});
 }
 
 function signOut() {
   token.clear();
+  me = null;
   location.hash = "#/";
   route();
 }
@@ -116,6 +130,8 @@ export function route() {
   }
   const hash = decodeURIComponent(location.hash.slice(1) || "/");
   const vm = hash.match(/^\/vm(\/subscriptions\/.+?)(?:\/-\/(\w+))?$/);
+  const classPage = hash.match(/^\/class\/([^/]+)$/);
+  const watch = hash.match(/^\/watch\/([^/]+)\/([^/]+)$/);
   const onAuthFailure = (err) => {
     // An expired or refused token: back to sign-in with the API's own words.
     if (err instanceof ApiError && err.status === 401) {
@@ -127,9 +143,21 @@ export function route() {
     return false;
   };
   const context = { main, onAuthFailure };
-  leaveCurrentPage = vm
-    ? renderVm(context, vm[1], vm[2] || "overview")
-    : renderResources(context);
+  if (vm) leaveCurrentPage = renderVm(context, vm[1], vm[2] || "overview");
+  else if (hash === "/scenarios") leaveCurrentPage = renderCatalogue(context);
+  else if (hash === "/classes") leaveCurrentPage = renderClasses(context);
+  else if (classPage) leaveCurrentPage = renderClass(context, classPage[1]);
+  else if (watch) leaveCurrentPage = renderWatch(context, watch[1], watch[2]);
+  else if (hash === "/") {
+    // Home: a trainee's is their catalogue; everyone else's the resource list.
+    const home = (found) => {
+      if (location.hash.slice(1) && location.hash !== "#/") return;
+      if (found && found.traineeOf) location.hash = "#/scenarios";
+      else leaveCurrentPage = renderResources(context);
+    };
+    if (me) home(me);
+    else call("GET", "/_portal/api/me").then((found) => { me = found; home(found); }, () => home(null));
+  } else leaveCurrentPage = renderResources(context);
 }
 
 window.addEventListener("hashchange", route);

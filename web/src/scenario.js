@@ -1,10 +1,11 @@
 // The trainee's scenario panel, beside a scenario VM's pages: the ticket (story and
-// objective), a timer against the time limit, hints one at a time on request, and "Check my
+// objective), a timer against the time limit, hints one at a time on request, "Check my
 // fix", which runs the scenario's checks in the guest (server-side, over the serial console)
-// and shows each check's result and what it saw.
+// and shows each check's result and what it saw, reset (with a confirmation), and the report
+// once it is solved.
 
 import { call } from "./api.js";
-import { el, errorText } from "./ui.js";
+import { confirmAction, el, errorText } from "./ui.js";
 
 function clock(seconds) {
   const s = Math.max(0, Math.floor(seconds));
@@ -18,10 +19,20 @@ function resultList(results) {
       el("div", { class: "saw" }, r.saw))));
 }
 
-export function renderScenario(aside, name, { onAuthFailure }) {
-  const base = `/_portal/api/scenarios/${encodeURIComponent(name)}`;
+function report(s) {
+  const minutes = s.seconds ? (s.seconds / 60).toFixed(1) : "?";
+  return el("div", { class: "report", id: "scenario-report" },
+    el("h3", {}, "Report"),
+    el("p", {}, `Solved in ${minutes} minutes, with ${s.hints.shown.length} of ${s.hints.total} ` +
+      `hints and ${s.resets} reset(s).`));
+}
+
+export function renderScenario(aside, group, name, { onAuthFailure }) {
+  const base = `/_portal/api/scenarios/${encodeURIComponent(group)}/${encodeURIComponent(name)}`;
   let ticker = null;
   aside.hidden = false;
+  // The panel takes width from the console beside it: the terminal fits itself again.
+  window.dispatchEvent(new Event("resize"));
   aside.replaceChildren(el("p", { class: "muted" }, "Loading the scenario..."));
 
   function render(s) {
@@ -70,7 +81,11 @@ export function renderScenario(aside, name, { onAuthFailure }) {
         const r = await call("POST", `${base}/check`);
         results.replaceChildren(resultList(r.results));
         checkStatus.textContent = r.passed ? "Every check passed: well done." : "Not fixed yet: see the failed checks.";
-        if (r.solvedAt) s.solvedAt = r.solvedAt;
+        if (r.solvedAt) {
+          s.solvedAt = r.solvedAt;
+          s.seconds = r.seconds;
+          reportBox.replaceChildren(report(s));
+        }
         tick();
       } catch (err) {
         checkStatus.textContent = errorText(err);
@@ -79,6 +94,25 @@ export function renderScenario(aside, name, { onAuthFailure }) {
         window.dispatchEvent(new CustomEvent("lab-console-reconnect"));
       }
     } }, "Check my fix");
+    const reportBox = el("div", {}, s.solvedAt ? report(s) : null);
+    const resetButton = el("button", { type: "button", id: "scenario-reset", class: "danger", onclick: async () => {
+      const ok = await confirmAction("Reset the scenario",
+        "Start over: the VM's disk goes back to its broken state and the VM boots again. " +
+        "Everything you changed in it is lost.", "Reset");
+      if (!ok) return;
+      resetButton.disabled = true;
+      checkStatus.textContent = "Resetting: the VM boots again from its broken disk...";
+      try {
+        const fresh = await call("POST", `${base}/reset`);
+        s.resets = fresh.resets;
+        checkStatus.textContent = "Reset: the VM is booting from its broken disk again.";
+      } catch (err) {
+        checkStatus.textContent = errorText(err);
+      } finally {
+        resetButton.disabled = false;
+        window.dispatchEvent(new CustomEvent("lab-console-reconnect"));
+      }
+    } }, "Reset the scenario");
     hintLabel();
     tick();
     ticker = setInterval(tick, 1000);
@@ -93,7 +127,9 @@ export function renderScenario(aside, name, { onAuthFailure }) {
       el("h3", {}, "Hints"),
       hints, hintButton,
       el("h3", {}, "Your fix"),
-      checkButton, checkStatus, results,
+      checkButton, checkStatus, results, reportBox,
+      el("h3", {}, "Start over"),
+      resetButton,
     );
   }
 

@@ -125,7 +125,7 @@ export function renderVm({ main, onAuthFailure }, resourceId, tab) {
         );
         showTab(vm);
         const scenario = (vm.tags || {}).scenario;
-        if (scenario) leaveScenario = renderScenario(aside, scenario, { onAuthFailure });
+        if (scenario) leaveScenario = renderScenario(aside, ids.group, scenario, { onAuthFailure });
       } else {
         const badge = header.querySelector("#header-state");
         badge.textContent = state;

@@ -295,11 +295,28 @@ async def token(request: Request) -> JSONResponse:
                              f"unsupported grant type '{grant}'.")  # fmt: skip
         audience = _requested_audience(request, form)
         # Secrets are checked with scrypt (about 50 ms): off the event loop.
-        principal = await asyncio.to_thread(_GRANTS[grant], request, form)
+        try:
+            principal = await asyncio.to_thread(_GRANTS[grant], request, form)
+        except OAuthError:
+            _audit_sign_in(request, grant, form, None)
+            raise
+        _audit_sign_in(request, grant, form, principal)
         return _token_response(request, principal, audience, form, user_flow=grant !=
                                "client_credentials")  # fmt: skip
     except OAuthError as exc:
         return exc.response()
+
+
+def _audit_sign_in(request: Request, grant: str, form: dict[str, str],
+                   principal: Principal | None) -> None:  # fmt: skip
+    """Sign-ins go to the audit log, refused ones too (a refresh is not a sign-in). Never the
+    secret: the grant, the client, and who it was (or claimed to be)."""
+    if grant == "refresh_token":
+        return
+    who = principal.name if principal else form.get("username") or form.get("client_id", "")
+    lab_of(request).consoles.audit.record("sign-in" if principal else "sign-in-refused",
+                                          user=who, grant=grant,
+                                          client=form.get("client_id", ""))  # fmt: skip
 
 
 def _token_response(request: Request, principal: Principal, audience: str,

@@ -33,7 +33,7 @@ from lab.api.azure.serialconsole import CONNECT_ACTION, GATEWAY_PREFIX
 from lab.api.console_ws import Framing, refuse, serve_console
 from lab.api.errors import deny, websocket_close
 from lab.api.security.origin import require_same_origin
-from lab.api.security.tokens import verify
+from lab.api.security.tokens import Principal, verify
 from lab.console.broker import SessionMode
 from lab.domain.errors import InvalidInput, LabError, NotFound
 from lab.domain.power import OPERATIONS
@@ -76,7 +76,7 @@ class _Utf8Output:
             await ws.send_text(text)
 
 
-def _framing() -> Framing:
+def utf8_framing() -> Framing:
     output = _Utf8Output()
 
     async def closed(ws: WebSocket, reason: str) -> None:
@@ -89,18 +89,20 @@ def _framing() -> Framing:
 
 
 async def _refuse(ws: WebSocket, exc: LabError) -> None:
-    await refuse(ws, exc, _framing())
+    await refuse(ws, exc, utf8_framing())
 
 
-@router.websocket(GATEWAY_PREFIX + "/{session_id}/client")
-async def client(ws: WebSocket, session_id: str) -> None:
-    lab = lab_of(ws)
+async def accept_with_token(ws: WebSocket) -> tuple[Principal, str, bool] | None:
+    """The gateway's handshake, for every console websocket of the portal's origin: check the
+    origin, accept, speak first, read the bearer token (the first text frame, or `?authorization=`
+    from older clients) and verify it. Returns (the caller, the token, whether it came in the
+    URL), or None when the connection was refused and closed."""
     try:
         require_same_origin(ws.headers.get("origin"), ws.headers.get("host"),
                             ws.url.scheme, "The serial console gateway")  # fmt: skip
     except LabError as exc:
         await deny(ws, exc)
-        return
+        return None
     await ws.accept()
     await ws.send_text(FIRST_FRAME)
     # Older extensions pass the token in the URL (`?authorization=`); the current one sends it
@@ -115,13 +117,23 @@ async def client(ws: WebSocket, session_id: str) -> None:
         no_token = AuthenticationFailed("No bearer token came where the token belongs.")
         with contextlib.suppress(RuntimeError):
             await ws.close(*websocket_close(no_token))
-        return
+        return None
     token = token.strip().removeprefix("Bearer ").strip()
     try:
         principal = verify(ws.app.state.verifier, f"Bearer {token}")
     except LabError as exc:
         await _refuse(ws, exc)
+        return None
+    return principal, token, bool(in_url)
+
+
+@router.websocket(GATEWAY_PREFIX + "/{session_id}/client")
+async def client(ws: WebSocket, session_id: str) -> None:
+    lab = lab_of(ws)
+    accepted = await accept_with_token(ws)
+    if accepted is None:
         return
+    principal, token, in_url = accepted
     try:
         session = lab.serial_console.open(session_id, principal.object_id)
     except LabError as exc:
@@ -139,7 +151,7 @@ async def client(ws: WebSocket, session_id: str) -> None:
             await _refuse(ws, exc)
             return
         idle = lab.settings.idle_timeout_minutes * 60
-        await serve_console(ws, lab.consoles, view, broker, sub, idle, _framing(),
+        await serve_console(ws, lab.consoles, view, broker, sub, idle, utf8_framing(),
                             not_input=token.encode() if in_url else None)  # fmt: skip
     finally:
         lab.serial_console.close(session)

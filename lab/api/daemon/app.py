@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from lab import __version__
 from lab.api.app_state import lab_of
 from lab.api.console_ws import refuse, serve_console
-from lab.api.daemon import hosts, identity, scenarios
+from lab.api.daemon import classes, hosts, identity, scenarios
 from lab.api.daemon.schemas import reconcile_json, scale_set_json, vm_json
 from lab.api.errors import deny, install_error_handlers
 from lab.api.security.origin import refuse_every_origin
@@ -81,6 +81,7 @@ def create_app(lab: Lab, on_ready: OnReady | None = None) -> FastAPI:
     install_error_handlers(app, exit_code=True)
     _routes(app)
     app.include_router(scenarios.router)
+    app.include_router(classes.router)
     app.include_router(identity.router)
     app.include_router(hosts.router)
     return app
@@ -182,8 +183,8 @@ def _routes(app: FastAPI) -> None:
         return {"status": "sent"}
 
     @app.get("/v1/audit")
-    def audit(lab: LabDep) -> list[dict[str, Any]]:
-        return lab.consoles.audit.entries()
+    def audit(lab: LabDep, user: str | None = None) -> list[dict[str, Any]]:
+        return lab.consoles.audit.entries(user)
 
     @app.post("/v1/vms/{name}/{action}")
     async def vm_action(
