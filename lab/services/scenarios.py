@@ -16,6 +16,7 @@ import builtins
 import contextlib
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -111,6 +112,8 @@ class ScenarioService:
         self._starting: set[str] = set()
         #: Why the last start of `<group>/<name>` failed, for starts nobody waited on.
         self.start_errors: dict[str, str] = {}
+        self._prepare_lock = threading.Lock()
+        self._prepare_locks: dict[str, threading.Lock] = {}
         #: Called with a group whenever one of its attempts changes (the instructor's live
         #: table listens); called on the event loop or a worker thread, so they must not block.
         self.listeners: list[Callable[[str], None]] = []
@@ -146,7 +149,14 @@ class ScenarioService:
 
     def prepare(self, scenario: Scenario) -> str:
         """The scenario's image (built once): its base image with the breaks applied. The base
-        must be built (`lab scenario start` builds it first, with progress)."""
+        must be built (`lab scenario start` builds it first, with progress). A class starting
+        the same scenario at once waits for one build, not one each."""
+        with self._prepare_lock:
+            lock = self._prepare_locks.setdefault(scenario.name, threading.Lock())
+        with lock:
+            return self._prepare(scenario)
+
+    def _prepare(self, scenario: Scenario) -> str:
         self.ctx.images.get(scenario.image)
         key = hashlib.sha256(scenario.model_dump_json(include={"breaks"}).encode()).hexdigest()
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +30,9 @@ from lab.services.admission import Admission, Capacity
 from lab.services.boot_slots import BootSlots
 from lab.services.lab import Lab
 from lab.settings import Settings
-from tests.unit.fakelab import run
+from lab.storage.images import ImageCache
+from lab.storage.images.derived import derive
+from tests.unit.fakelab import make_image, run
 from tests.unit.test_azure_api import STORAGE_KEY, TOKEN_KEY
 from tests.unit.test_scenarios import MINIMAL
 
@@ -169,6 +174,8 @@ def test_trainees_work_on_their_own_copies_and_the_instructor_follows(class_lab:
             for path in ("", "/events", "/results.csv", "/results.json"):
                 r = await c.get(f"{API}/classes/c1{path}", headers=ann)
                 assert r.status_code == 403, path
+            r = await c.delete(f"{API}/classes/c1", headers=ann)
+            assert r.status_code == 403 and lab.classes.get("c1")
             # The Azure API too: bob sees his own VM only, and not ann's by id.
             vms = f"/subscriptions/{DEFAULT_SUBSCRIPTION_ID}/providers/Microsoft.Compute/" \
                   "virtualMachines?api-version=2024-07-01"
@@ -197,11 +204,15 @@ def test_trainees_work_on_their_own_copies_and_the_instructor_follows(class_lab:
                 return [{k: v for k, v in r.items() if k != "elapsedSeconds"} for r in rows]
 
             assert steady(exported["rows"]) == steady(table["rows"])
+            # The instructor ends the class from the portal.
+            ended = (await c.delete(f"{API}/classes/c1", headers=teach)).json()
+            assert ended["vmsDeleted"] == 2 and lab.classes.classes() == []
         entries = lab.consoles.audit.entries("ann")
         events = [e["event"] for e in entries]
         assert events[0] == "sign-in" and "scenario-start" in events
         assert events.count("scenario-hint") == 2
-        assert any(e["event"] == "scenario-reset" for e in lab.consoles.audit.entries("teach"))
+        teach_events = [e["event"] for e in lab.consoles.audit.entries("teach")]
+        assert "scenario-reset" in teach_events and "class-end" in teach_events
         assert not any("Passw0rd" in json.dumps(e) for e in lab.consoles.audit.entries())
 
     run(lab, go)
@@ -325,3 +336,42 @@ def test_memory_over_the_ceiling_queues_until_memory_frees() -> None:
         await asyncio.wait_for(task, 2)
 
     asyncio.run(go())
+
+
+# -- a class starting the same scenario at once ---------------------------------------------------
+def test_many_threads_deriving_one_image_at_once_all_get_it(tmp_path: Path) -> None:
+    """Five trainees' starts derive the same broken disk at the same moment: each gets it
+    (the pointer to it was once swapped in through one temporary name per process, and
+    threads of the daemon tore each other's down)."""
+    cache = ImageCache(tmp_path / "cache", tmp_path / "recipes")
+    make_image(cache.cache_dir, "tiny", disk=True)
+    gate = threading.Barrier(5)
+
+    def make_disk(base: Path, out: Path) -> None:
+        shutil.copyfile(base, out)
+        gate.wait(timeout=10)  # all five build, then all five publish and point at once
+
+    with ThreadPoolExecutor(5) as pool:
+        made = list(pool.map(lambda _: derive(cache, "tiny", "scn-x", "k", make_disk), range(5)))
+    assert {m.name for m in made} == {"scn-x"} and cache.get("scn-x").disk == "disk.qcow2"
+
+
+def test_one_scenario_is_prepared_once_at_a_time(class_lab: Lab, monkeypatch: Any) -> None:
+    """The daemon builds a broken disk once for a class starting together, not once each."""
+    running, most = 0, 0
+    lock = threading.Lock()
+
+    def slow_derive(*args: Any) -> None:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+
+    monkeypatch.setattr("lab.services.scenarios.derive", slow_derive)
+    scenario = class_lab.scenarios.get("demo")
+    with ThreadPoolExecutor(5) as pool:
+        list(pool.map(lambda _: class_lab.scenarios.prepare(scenario), range(5)))
+    assert most == 1

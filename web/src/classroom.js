@@ -81,9 +81,23 @@ export function renderClass({ main, onAuthFailure }, name) {
     onclick: () => download(`${base}/results.${kind}`, `${name}-results.${kind}`).catch(
       (err) => notify(errorText(err))),
   }, `Export ${kind.toUpperCase()}`);
+  const endButton = el("button", { type: "button", class: "danger", id: "end-class", onclick: async () => {
+    const ok = await confirmAction(`End class ${name}`,
+      "Every trainee's VMs and disks are deleted and their accounts removed. The results are " +
+      "kept in a file on the lab (export them first to have a copy here).", "End the class");
+    if (!ok) return;
+    endButton.disabled = true;
+    try {
+      const gone = await call("DELETE", base);
+      notify(`Class ${name} ended: ${gone.vmsDeleted} VM(s) deleted; results kept in ${gone.results}.`, "info");
+    } catch (err) {
+      notify(errorText(err));
+      endButton.disabled = false;
+    }
+  } }, "End the class");
   main.replaceChildren(
     el("h1", {}, `Class ${name}`),
-    el("div", { class: "toolbar" }, exportButton("csv"), exportButton("json")),
+    el("div", { class: "toolbar" }, exportButton("csv"), exportButton("json"), endButton),
     status,
     el("table", { class: "list", id: "class-table" },
       el("thead", {}, el("tr", {}, ["Trainee", "Scenario", "State", "Elapsed", "Hints", "Resets",

@@ -93,6 +93,16 @@ def get_class(request: Request, name: str, principal: Caller) -> dict[str, Any]:
     return _table(lab, _require(lab, principal, name))
 
 
+@router.delete("/classes/{name}")
+async def end_class(request: Request, name: str, principal: Caller) -> dict[str, Any]:
+    """End the class (an instructor may): as `lab class rm`, its VMs, disks and users go, and
+    the results are kept in a file."""
+    lab = lab_of(request)
+    await asyncio.to_thread(_require, lab, principal, name)
+    lab.consoles.audit.record("class-end", user=principal.name, **{"class": name})
+    return await lab.classes.remove(name)
+
+
 @router.get("/classes/{name}/results.json")
 def results_json(request: Request, name: str, principal: Caller) -> PlainTextResponse:
     lab = lab_of(request)

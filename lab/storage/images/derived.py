@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -53,7 +54,8 @@ def _build(cache: ImageCache, base: ImageManifest, name: str, chash: str, target
 
 
 def _point(pointer: Path, directory: str) -> None:
-    tmp = pointer.with_name(f".{pointer.name}.ptr-{os.getpid()}")
+    # A name of its own per call: threads of one process may point the same image at once.
+    tmp = pointer.with_name(f".{pointer.name}.ptr-{os.getpid()}-{secrets.token_hex(4)}")
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(directory)
     os.replace(tmp, pointer)
