@@ -66,7 +66,8 @@ def create(name: str, trainees: int | None, roster: str | None, instructors: tup
     output.out.print(table)
     output.out.print(f"{len(made['trainees'])} trainee(s), each Contributor in a resource group "
                      "of their own name. The passwords are shown only now"
-                     f"{f' (and in {sheet})' if sheet else ''}.", highlight=False)  # fmt: skip
+                     f"{f' (and in {sheet})' if sheet else ''}; each made one signs in once, "
+                     "to choose one's own (in the portal).", highlight=False)  # fmt: skip
 
 
 def _write_sheet(path: Path, rows: list[dict[str, str]]) -> None:
@@ -114,7 +115,9 @@ def show(name: str, as_json: bool) -> None:
         elapsed = r.get("elapsedSeconds")
         state = r["state"]
         if r.get("queuePosition"):
-            state += f" (#{r['queuePosition']}, ~{r['queueEstimateSeconds']:.0f} s)"
+            wait = r["queueEstimateSeconds"]
+            state += (f" (#{r['queuePosition']}, waiting for memory)" if wait is None
+                      else f" (#{r['queuePosition']}, ~{wait:.0f} s)")  # fmt: skip
         table.add_row(r["trainee"], r.get("scenario") or "-", state,
                       f"{elapsed / 60:.1f} min" if elapsed is not None else "-",
                       str(r.get("hintsUsed", "-")), str(r.get("resets", "-")),

@@ -74,6 +74,9 @@ class Principal(BaseModel):
     #: Service principals: certificates they may sign a client assertion with, as
     #: {base64url SHA-1 thumbprint (`x5t`): PEM of the certificate}.
     certificates: dict[str, str] = {}
+    #: A user whose password was made for them (a class's sign-in sheet): it signs in only to
+    #: choose a new one, as Entra ID's temporary passwords.
+    must_change_password: bool = False
 
     def has_secret(self, secret: str) -> bool:
         return any(secret_matches(secret, h) for h in self.secret_hashes)

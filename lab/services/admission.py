@@ -72,10 +72,14 @@ class Admission:
         #: The most starts seen booting at once (booting guests plus admitted starts): what
         #: the test of "nothing overloads" reads.
         self.peak_booting = 0
+        #: What the head of the queue waits for: "a boot slot" or "memory" (another VM to stop;
+        #: no estimate then).
+        self.waiting_for = "a boot slot"
 
     # -- what is waiting ----------------------------------------------------------------------
-    def position(self, key: str) -> tuple[int, float] | None:
-        """(1-based place in the queue, estimated seconds until it starts), or None."""
+    def position(self, key: str) -> tuple[int, float | None] | None:
+        """(1-based place in the queue, estimated seconds until it starts, or None while the
+        queue waits for memory), or None when `key` is not queued."""
         for place, ticket in enumerate(self._waiting, 1):
             if ticket.key == key:
                 return place, self._estimate(place)
@@ -85,12 +89,14 @@ class Admission:
         return {
             "maxBooting": self.max_booting, "booting": self._booting(),
             "peakBooting": self.peak_booting, "memoryPercent": self.memory_percent,
-            "queueMax": self.queue_max,
+            "queueMax": self.queue_max, "waitingFor": self.waiting_for if self._waiting else None,
             "queue": [{"key": t.key, "position": n, "estimateSeconds": self._estimate(n)}
                       for n, t in enumerate(self._waiting, 1)],
         }  # fmt: skip
 
-    def _estimate(self, place: int) -> float:
+    def _estimate(self, place: int) -> float | None:
+        if self.waiting_for == "memory":
+            return None  # until another VM stops: nobody knows when
         recent = list(self.slots.recent)
         boot = statistics.mean(recent) if recent else DEFAULT_BOOT_S
         return round(boot * place / self.max_booting, 1)
@@ -139,7 +145,10 @@ class Admission:
         """Admit the head of the queue while there is room; look again every POLL_S."""
         while self._waiting:
             head = self._waiting[0]
-            if self._booting() < self.max_booting and await self._memory_fits(head):
+            slot = self._booting() < self.max_booting
+            memory = slot and await self._memory_fits(head)
+            self.waiting_for = "a boot slot" if not slot else "memory"
+            if memory:
                 self._waiting.pop(0)
                 head.admitted_at = time.monotonic()
                 self._admitted[head.number] = head

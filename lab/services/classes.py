@@ -75,7 +75,7 @@ class ClassFeed:
 class ClassService:
     def __init__(self, state: StateFile, identity: IdentityService, scenarios: ScenarioService,
                  vms: VmService, results_dir: Path,
-                 queued: Callable[[str], tuple[int, float] | None] = lambda key: None,
+                 queued: Callable[[str], tuple[int, float | None] | None] = lambda key: None,
                  ) -> None:  # fmt: skip
         self.state = state
         self.identity = identity
@@ -133,7 +133,8 @@ class ClassService:
                               "password": "(unchanged: an existing user)"})  # fmt: skip
                 continue
             password = entry.password or new_password()
-            self.identity.add_user(entry.username, password)
+            # A made password is on the sheet: good for one sign-in, to choose one's own.
+            self.identity.add_user(entry.username, password, temporary=entry.password is None)
             made.append(entry.username)
             sheet.append({"username": entry.username, "role": entry.role,
                           "password": password if entry.password is None
@@ -234,7 +235,7 @@ class ClassService:
                 self.feed(classroom.name).notify()
 
 
-def scenario_pending(queued: tuple[int, float] | None) -> dict[str, Any]:
+def scenario_pending(queued: tuple[int, float | None] | None) -> dict[str, Any]:
     if queued is None:
         return {"state": "starting"}
     position, estimate = queued

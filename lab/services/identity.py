@@ -107,18 +107,36 @@ class IdentityService:
         self.state.update(_PRINCIPALS, principals)
         return principal
 
-    def add_user(self, username: str, password: str) -> Principal:
+    def add_user(self, username: str, password: str, *, temporary: bool = False) -> Principal:
+        """`temporary`: a password made for the user, good to sign in once and choose theirs."""
         if self.user(username) is not None:
             raise Conflict(f"user '{username}' exists already (`lab user passwd` changes a "
                            "password)", target=username)  # fmt: skip
-        return self._save(new_user(username, password))
+        made = new_user(username, password)
+        return self._save(made.model_copy(update={"must_change_password": temporary}))
 
-    def set_password(self, username: str, password: str) -> Principal:
+    def set_password(self, username: str, password: str, *, temporary: bool = False,
+                     ) -> Principal:  # fmt: skip
+        """`temporary`: the user must choose a new one when they next sign in."""
         user = self.user(username)
         if user is None:
             raise NotFound(f"no user '{username}' (`lab user ls`)", target=username)
         check_password(password, target="password")
-        return self._save(user.model_copy(update={"secret_hashes": (hash_secret(password),)}))
+        return self._save(user.model_copy(update={"secret_hashes": (hash_secret(password),),
+                                                  "must_change_password": temporary}))
+
+    def change_password(self, username: str, current: str, new: str) -> Principal:
+        """A user's own change: the current password proves who it is (a temporary one
+        included); the new one must differ from it."""
+        user = self.user(username)
+        if user is None or not self.secret_ok(user, current):
+            raise InvalidInput("the username or the current password is wrong",
+                               target="currentPassword")  # fmt: skip
+        if new == current:
+            raise InvalidInput("choose a new password, not the one you have",
+                               target="newPassword")  # fmt: skip
+        check_password(new, target="newPassword")
+        return self.set_password(username, new)
 
     def create_sp_for_rbac(
         self, name: str, roles: Sequence[tuple[str, str]], *, certificate: tuple[str, str]

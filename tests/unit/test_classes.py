@@ -331,7 +331,8 @@ def test_memory_over_the_ceiling_queues_until_memory_frees() -> None:
 
         task = asyncio.create_task(start())
         await asyncio.sleep(0.3)
-        assert not entered.is_set() and admission.position("x") is not None
+        assert not entered.is_set() and admission.position("x") == (1, None)  # no estimate
+        assert admission.status()["waitingFor"] == "memory"
         used["mib"] = 1000
         await asyncio.wait_for(task, 2)
 
@@ -375,3 +376,39 @@ def test_one_scenario_is_prepared_once_at_a_time(class_lab: Lab, monkeypatch: An
     with ThreadPoolExecutor(5) as pool:
         list(pool.map(lambda _: class_lab.scenarios.prepare(scenario), range(5)))
     assert most == 1
+
+
+def test_a_sheet_password_signs_in_once_to_choose_ones_own(class_lab: Lab) -> None:
+    lab = class_lab
+    _, sheet = lab.classes.create("c1", numbered_trainees("c1", 1))
+    given = sheet[0]["password"]
+    app = create_azure_app(lab, TOKEN_KEY, STORAGE_KEY)
+
+    async def go() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="https://lab.test") as c:
+            async def grant(password: str) -> httpx.Response:
+                return await c.post("/adfs/oauth2/token", data={
+                    "grant_type": "password", "client_id": "serial-console-lab-portal",
+                    "username": "c1-01", "password": password,
+                    "scope": "https://management.azure.com/.default"})  # fmt: skip
+
+            r = await grant(given)
+            assert r.status_code == 400 and r.json()["error_codes"] == [50055]
+            change = f"{API}/password"
+            for current, new, words in ((given + "x", "Mine-123!", "current password is wrong"),
+                                        (given, given, "not the one you have"),
+                                        (given, "short", "at least 8")):  # fmt: skip
+                r = await c.post(change, json={"username": "c1-01", "currentPassword": current,
+                                               "newPassword": new})  # fmt: skip
+                assert r.status_code == 400 and words in r.json()["error"]["message"], r.text
+            r = await c.post(change, json={"username": "c1-01", "currentPassword": given,
+                                           "newPassword": "Mine-123!"})  # fmt: skip
+            assert r.status_code == 200, r.text
+            assert (await grant("Mine-123!")).status_code == 200
+            assert (await grant(given)).json()["error_codes"] == [50126]
+        events = [e["event"] for e in lab.consoles.audit.entries("c1-01")]
+        assert "password-changed" in events
+        assert given not in json.dumps(lab.consoles.audit.entries())
+
+    run(lab, go)

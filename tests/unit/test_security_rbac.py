@@ -185,6 +185,8 @@ REQUIRED: dict[tuple[str, str, str], Need] = {
     ("GET", "/_portal/api/classes/{name}", ""): Need(LAB_OWNER),
     ("GET", "/_portal/api/classes/{name}/events", ""): Need(LAB_OWNER),
     ("DELETE", "/_portal/api/classes/{name}", ""): Need(LAB_OWNER),
+    # a user's own password change: the current password proves who it is, no token
+    ("POST", "/_portal/api/password", ""): PUBLIC,
     ("GET", "/_portal/api/classes/{name}/results.json", ""): Need(LAB_OWNER),
     ("GET", "/_portal/api/classes/{name}/results.csv", ""): Need(LAB_OWNER),
     ("WS", "/_portal/api/watch/{group}/{name}", ""): Need(CONNECT),

@@ -78,6 +78,11 @@ function renderSignIn(message) {
       try {
         access = await signInWithPassword(username.value.trim(), password.value);
       } catch (err) {
+        if (/^AADSTS50055\b/.test(err.message)) {
+          // A password from a class's sign-in sheet: good only to choose one's own.
+          renderNewPassword(username.value.trim(), password.value);
+          return;
+        }
         error.textContent = errorText(err);
         password.select();
         return;
@@ -117,6 +122,43 @@ function renderSignIn(message) {
   );
   main.replaceChildren(form, tokenForm);
   username.focus();
+}
+
+/** Choose a new password, after signing in with a temporary one; then sign in with it. */
+function renderNewPassword(username, current) {
+  setCrumbs({ label: "Choose a password" });
+  const fresh = el("input", { id: "new-password", type: "password", required: true,
+                              minlength: "8", autocomplete: "new-password" });
+  const again = el("input", { id: "new-password-again", type: "password", required: true,
+                              autocomplete: "new-password" });
+  const error = el("p", { class: "error", role: "alert", id: "new-password-error" });
+  main.replaceChildren(el(
+    "form", { class: "card signin", onsubmit: async (e) => {
+      e.preventDefault();
+      error.textContent = "";
+      if (fresh.value !== again.value) {
+        error.textContent = "The two passwords differ.";
+        again.select();
+        return;
+      }
+      try {
+        await call("POST", "/_portal/api/password",
+          { username, currentPassword: current, newPassword: fresh.value });
+        if (!(await tryToken(await signInWithPassword(username, fresh.value), error))) fresh.focus();
+      } catch (err) {
+        error.textContent = errorText(err);
+        fresh.select();
+      }
+    } },
+    el("h1", {}, "Choose your password"),
+    el("p", { class: "help" }, `The password on your sheet was good for this one sign-in, ${username}. ` +
+      "Choose your own (at least 8 characters); the sheet's no longer works."),
+    el("label", { for: "new-password" }, "New password"), fresh,
+    el("label", { for: "new-password-again" }, "New password, again"), again,
+    error,
+    el("button", { type: "submit", id: "new-password-save" }, "Save and sign in"),
+  ));
+  fresh.focus();
 }
 
 export function route() {

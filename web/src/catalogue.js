@@ -10,6 +10,9 @@ const POLL_MS = 1000;
 
 function statusText(s) {
   if (s.started === undefined) return "";
+  if (s.queue && s.queue.estimateSeconds === null) {
+    return `Queued: #${s.queue.position}, waiting for memory (until other VMs stop)`;
+  }
   if (s.queue) return `Queued: #${s.queue.position}, about ${Math.ceil(s.queue.estimateSeconds)} s`;
   if (s.starting) return "Starting...";
   if (s.started) return s.done ? "Done (running)" : "Started";

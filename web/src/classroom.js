@@ -129,7 +129,10 @@ export function renderClass({ main, onAuthFailure }, name) {
       const id = `${row.trainee}-${row.scenario || "none"}`;
       const live = row.scenario && !["stopped", "not started", "queued", "starting"].includes(row.state);
       let state = row.state;
-      if (row.queuePosition) state += ` (#${row.queuePosition}, ~${Math.ceil(row.queueEstimateSeconds)} s)`;
+      if (row.queuePosition) {
+        state += row.queueEstimateSeconds === null ? ` (#${row.queuePosition}, waiting for memory)`
+          : ` (#${row.queuePosition}, ~${Math.ceil(row.queueEstimateSeconds)} s)`;
+      }
       return el("tr", { id: `row-${id}`, "data-state": row.state },
         el("td", {}, row.trainee),
         el("td", {}, row.scenario || "-"),

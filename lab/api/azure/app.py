@@ -24,6 +24,7 @@ from lab.api.errors import install_error_handlers
 from lab.api.portal import classes as portal_classes
 from lab.api.portal import device as portal_device
 from lab.api.portal import me as portal_me
+from lab.api.portal import password as portal_password
 from lab.api.portal import scenarios as portal_scenarios
 from lab.api.portal import static as portal_static
 from lab.api.security.signing import KeySet
@@ -59,7 +60,7 @@ def create_azure_app(lab: Lab, token_key: bytes, storage_secret: bytes) -> FastA
                # The web portal shares the origin, so its page reaches the API and the gateway
                # without CORS; its scenario routes come before its catch-all file route.
                portal_device.router, portal_me.router, portal_scenarios.router,
-               portal_classes.router,
+               portal_classes.router, portal_password.router,
                portal_static.router)  # fmt: skip
     for router in routers:
         app.include_router(router)

@@ -233,6 +233,11 @@ def _password(request: Request, form: dict[str, str]) -> Principal:
     if user is None or not lab_of(request).identity.secret_ok(user, form.get("password", "")):
         raise OAuthError("invalid_grant", 50126, "Error validating credentials due to invalid "
                          "username or password.")  # fmt: skip
+    if user.must_change_password:
+        # Entra ID's answer for a temporary password; the portal then asks for a new one.
+        raise OAuthError("invalid_grant", 50055, "The password is expired: it was made for "
+                         "you to sign in once and choose your own. Sign in to the lab's "
+                         "portal to choose one.")  # fmt: skip
     return user
 
 

@@ -49,7 +49,8 @@ def _queue(lab: Lab, group: str, name: str) -> dict[str, Any] | None:
     place = lab.admission.position(start_key(group, name))
     if place is None:
         return None
-    return {"position": place[0], "estimateSeconds": place[1]}
+    return {"position": place[0], "estimateSeconds": place[1],
+            "waitingFor": lab.admission.waiting_for}  # fmt: skip
 
 
 def _audit(lab: Lab, event: str, principal: Principal, group: str, name: str,
