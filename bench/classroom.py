@@ -96,9 +96,14 @@ class Classroom:
         name = f"b{self.count}"
         made = self.lab.client.json("POST", "/v1/classes", json={"name": name, "trainees": n})
         for row in made["sheet"]:
+            # The sheet's one-time password: changed first, as a trainee's first sign-in does.
+            mine = row["password"] + "-mine"
+            httpx.post(f"{self.url}/_portal/api/password", verify=self.ca, json={
+                "username": row["username"], "currentPassword": row["password"],
+                "newPassword": mine}).raise_for_status()  # fmt: skip
             r = httpx.post(f"{self.url}/adfs/oauth2/token", verify=self.ca, data={
                 "grant_type": "password", "client_id": "serial-console-lab-portal",
-                "username": row["username"], "password": row["password"],
+                "username": row["username"], "password": mine,
                 "scope": "https://management.azure.com/.default"})  # fmt: skip
             r.raise_for_status()
             self.tokens[row["username"]] = r.json()["access_token"]
