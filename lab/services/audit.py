@@ -24,9 +24,10 @@ class AuditLog:
         self._lock = threading.Lock()
 
     def record(self, event: str, *, user: str, vm: str | None = None, **detail: Any) -> None:
-        """One event; `vm` for those about a VM (a sign-in is not)."""
+        """One event; `vm` is null for those about no VM (a sign-in), so every entry has the
+        same keys for its readers."""
         entry = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"), "event": event,
-                 "user": user, **({} if vm is None else {"vm": vm}), **detail}  # fmt: skip
+                 "vm": vm, "user": user, **detail}  # fmt: skip
         line = json.dumps(entry, sort_keys=True) + "\n"
         try:
             with self._lock, self.path.open("ab+") as f:

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from lab.client.http import LabClient
 from lab.settings import REPO_ROOT
 from tests.integration.labharness import LabHarness, virsh
 from tests.integration.test_portal import CHROMIUM, Portal, browser, shots  # noqa: F401
@@ -213,10 +214,18 @@ def test_starts_over_the_boot_ceiling_are_queued_and_nothing_overloads(
             queued.extend(c.json("GET", "/v1/admission")["queue"])
             time.sleep(0.05)
 
+    def start(trainee: str, scenario: str) -> None:
+        # The daemon API itself (what `lab scenario start --user` sends), so the three
+        # requests arrive together, not a CLI process start apart.
+        own = LabClient(classroom.settings)
+        try:
+            own.json("POST", f"/v1/scenarios/{scenario}/start", params={"user": trainee})
+        finally:
+            own.close()
+
     watcher = threading.Thread(target=watch)
     watcher.start()
-    starts = [threading.Thread(target=classroom.cli, args=("scenario", "start", scenario,
-                                                            "--user", trainee))
+    starts = [threading.Thread(target=start, args=(trainee, scenario))
               for trainee, scenario in wanted]  # fmt: skip
     try:
         for t in starts:
