@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 from lab.domain.errors import InvalidInput, LabFileError
 from lab.domain.labfile import DEFAULT_SUBSCRIPTION_ID
+from lab.domain.resource_ids import vm_id
 from lab.domain.yamldoc import Builder, compose
 
 #: A trainee's name is also a resource group's, so the letters a group allows (no `@`).
@@ -69,6 +70,11 @@ def trainee_group(username: str) -> str:
 
 def group_scope(group: str) -> str:
     return f"/subscriptions/{DEFAULT_SUBSCRIPTION_ID}/resourceGroups/{group}"
+
+
+def scenario_vm_id(group: str, name: str) -> str:
+    """The resource id of scenario `name`'s VM in `group` (a trainee's, or `scenarios`)."""
+    return vm_id(DEFAULT_SUBSCRIPTION_ID, group, name)
 
 
 def numbered_trainees(class_name: str, count: int) -> list[RosterEntry]:
@@ -173,7 +179,8 @@ RESULT_COLUMNS = ("trainee", "scenario", "state", "startedAt", "elapsedSeconds",
                   "resets", "checkRuns", "lastCheck", "solvedAt", "solvedSeconds")  # fmt: skip
 
 
-def result_row(trainee: str, attempt: dict[str, Any], *, state: str, now: float) -> dict[str, Any]:
+def result_row(trainee: str, group: str, attempt: dict[str, Any], *, state: str,
+               now: float) -> dict[str, Any]:  # fmt: skip
     """One trainee's attempt at one scenario, as the instructor's table shows it."""
     checks = attempt.get("checks")
     last = None
@@ -181,7 +188,7 @@ def result_row(trainee: str, attempt: dict[str, Any], *, state: str, now: float)
         last = f"{sum(bool(c.get('passed')) for c in checks)}/{len(checks)} passed"
     end = attempt.get("solvedAt") or attempt.get("stoppedAt") or now
     return {
-        "trainee": trainee, "scenario": attempt["scenario"], "state": state,
+        "trainee": trainee, "group": group, "scenario": attempt["scenario"], "state": state,
         "startedAt": attempt.get("startedAt"),
         "elapsedSeconds": round(end - attempt["startedAt"], 1) if attempt.get("startedAt")
         else None,

@@ -157,14 +157,9 @@ class ClassService:
         """End the class: delete its trainees' VMs (and so their disks), users and role
         assignments, and the instructors it made; keep the results in a file first."""
         classroom = self.get(name)
-        results = self.results(name)
-        attempts = {t: self.scenarios.attempts(trainee_group(t)) for t in classroom.trainees}
-        self.results_dir.mkdir(parents=True, exist_ok=True)
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        base = self.results_dir / f"{name}-{stamp}"
-        payload = {"class": name, "endedAt": time.time(), "rows": results, "attempts": attempts}
-        base.with_suffix(".results.json").write_text(json.dumps(payload, indent=2) + "\n")
-        base.with_suffix(".results.csv").write_text(results_csv(results))
+        # The table lists the VMs (libvirt, seconds while libvirtd is busy) and the files are
+        # written: off the event loop.
+        base = await asyncio.to_thread(self._keep_results, classroom)
         groups = {trainee_group(t) for t in classroom.trainees}
         doomed = [v for v in await self.vms.list_now() if v.identity.key[0] in groups]
         await asyncio.gather(*(self.vms.delete(v) for v in doomed))
@@ -189,6 +184,20 @@ class ClassService:
                 "results": str(base.with_suffix(".results.json")),
                 "resultsCsv": str(base.with_suffix(".results.csv"))}  # fmt: skip
 
+    def _keep_results(self, classroom: Classroom) -> Path:
+        """Write the class's table and attempts to `<results dir>/<name>-<time>.results.*`;
+        returns that path without its suffix."""
+        results = self.results(classroom.name)
+        attempts = {t: self.scenarios.attempts(trainee_group(t)) for t in classroom.trainees}
+        self.results_dir.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        base = self.results_dir / f"{classroom.name}-{stamp}"
+        payload = {"class": classroom.name, "endedAt": time.time(), "rows": results,
+                   "attempts": attempts}  # fmt: skip
+        base.with_suffix(".results.json").write_text(json.dumps(payload, indent=2) + "\n")
+        base.with_suffix(".results.csv").write_text(results_csv(results))
+        return base
+
     # -- the results table -----------------------------------------------------------------------
     def results(self, name: str) -> builtins.list[dict[str, Any]]:
         """One row per trainee and scenario they started (their latest attempt), and one per
@@ -204,24 +213,19 @@ class ClassService:
                 latest[(group, attempt["scenario"])] = attempt
         rows = []
         for group, trainee in groups.items():
-            mine = sorted(k for k in latest if k[0] == group)
-            for key in mine:
-                attempt = latest[key]
-                view = vms.get((group, key[1].lower()))
-                rows.append(result_row(trainee, attempt, state=_state(attempt, view), now=now))
-                rows[-1]["group"] = group
-            for scenario in self._pending(group, {k[1] for k in mine}):
-                rows.append({"trainee": trainee, "group": group, "scenario": scenario,
-                             **scenario_pending(self.queued(start_key(group, scenario)))})
-            if not any(r["trainee"] == trainee for r in rows):
-                rows.append({"trainee": trainee, "group": group, "scenario": None,
-                             "state": "not started"})  # fmt: skip
+            mine = []
+            for (g, scenario), attempt in sorted(latest.items()):
+                if g == group:
+                    state = _state(attempt, vms.get((group, scenario.lower())))
+                    mine.append(result_row(trainee, group, attempt, state=state, now=now))
+            known = {row["scenario"] for row in mine}
+            # Starts under way with no attempt yet (queued, or their VM being made).
+            mine += [{"trainee": trainee, "group": group, "scenario": scenario,
+                      **scenario_pending(self.queued(start_key(group, scenario)))}
+                     for scenario in self.scenarios.starting_in(group) if scenario not in known]
+            rows += mine or [{"trainee": trainee, "group": group, "scenario": None,
+                              "state": "not started"}]  # fmt: skip
         return rows
-
-    def _pending(self, group: str, known: set[str]) -> builtins.list[str]:
-        """Scenarios whose start is under way in `group` and has no attempt yet."""
-        return sorted(s.name for s in self.scenarios.catalogue()
-                      if s.name not in known and self.scenarios.starting(group, s.name))
 
     # -- internals -------------------------------------------------------------------------------
     def _save(self, classroom: Classroom) -> None:

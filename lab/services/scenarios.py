@@ -218,6 +218,11 @@ class ScenarioService:
     def starting(self, group: str, name: str) -> bool:
         return start_key(group, name) in self._starting
 
+    def starting_in(self, group: str) -> builtins.list[str]:
+        """The scenarios whose start is under way in `group`, by name."""
+        prefix = start_key(group, "")
+        return sorted(k[len(prefix):] for k in self._starting if k.startswith(prefix))
+
     def _admitted(self, key: str, memory_mib: int) -> AbstractAsyncContextManager[object]:
         if self.admission is None:
             return contextlib.nullcontext()

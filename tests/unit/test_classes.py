@@ -21,8 +21,7 @@ import pytest
 
 from lab.api.azure.app import create_azure_app
 from lab.api.portal import classes as portal_classes
-from lab.api.portal.scenarios import scenario_vm_id
-from lab.domain.classroom import numbered_trainees, parse_roster
+from lab.domain.classroom import numbered_trainees, parse_roster, scenario_vm_id
 from lab.domain.errors import Conflict, InvalidInput
 from lab.domain.labfile import DEFAULT_SUBSCRIPTION_ID
 from lab.hypervisor.fake import FakeHypervisor
@@ -410,5 +409,29 @@ def test_a_sheet_password_signs_in_once_to_choose_ones_own(class_lab: Lab) -> No
         events = [e["event"] for e in lab.consoles.audit.entries("c1-01")]
         assert "password-changed" in events
         assert given not in json.dumps(lab.consoles.audit.entries())
+
+    run(lab, go)
+
+
+def test_a_queued_start_shows_in_the_table_with_its_place(class_lab: Lab) -> None:
+    lab = class_lab
+    lab.classes.create("c1", parse_roster("username\nann\nbob\n", "r.csv"))
+
+    async def go() -> None:
+        roomy = lab.admission.capacity
+        lab.admission.capacity = lambda: Capacity(10_000, 10_000)  # full: starts wait
+        start = asyncio.create_task(lab.scenarios.start("demo", group="ann", user="ann"))
+        for _ in range(100):
+            if lab.admission.position("ann/demo"):
+                break
+            await asyncio.sleep(0.01)
+        rows = {r["trainee"]: r for r in lab.classes.results("c1")}
+        assert rows["ann"]["scenario"] == "demo" and rows["ann"]["state"] == "queued"
+        assert (rows["ann"]["queuePosition"], rows["ann"]["queueEstimateSeconds"]) == (1, None)
+        assert (rows["bob"]["scenario"], rows["bob"]["state"]) == (None, "not started")
+        lab.admission.capacity = roomy
+        await asyncio.wait_for(start, 5)
+        rows = {r["trainee"]: r for r in lab.classes.results("c1")}
+        assert rows["ann"]["state"] == "running" and "queuePosition" not in rows["ann"]
 
     run(lab, go)

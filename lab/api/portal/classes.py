@@ -25,10 +25,9 @@ from lab.api.azure.serialconsole import CONNECT_ACTION
 from lab.api.console_ws import refuse, serve_console
 from lab.api.security.tokens import Principal
 from lab.console.broker import SessionMode
-from lab.domain.classroom import Classroom, results_csv, trainee_group
+from lab.domain.classroom import Classroom, results_csv, scenario_vm_id, trainee_group
 from lab.domain.errors import LabError, VmNotRunning
 from lab.domain.labfile import DEFAULT_SUBSCRIPTION_ID
-from lab.domain.resource_ids import vm_id
 from lab.services.lab import Lab
 from lab.services.scenarios import GROUP
 
@@ -166,7 +165,7 @@ async def watch(ws: WebSocket, group: str, name: str) -> None:
     principal = accepted[0]
     lab = lab_of(ws)
     framing = utf8_framing()
-    rid = vm_id(DEFAULT_SUBSCRIPTION_ID, group, name)
+    rid = scenario_vm_id(group, name)
     try:
         if not (principal.may(CONNECT_ACTION, rid)
                 or await asyncio.to_thread(instructs, lab, principal, group)):  # fmt: skip

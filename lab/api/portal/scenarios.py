@@ -27,8 +27,8 @@ from lab.api.azure.common import Caller, lab_of, require_action
 from lab.api.azure.serialconsole import CONNECT_ACTION
 from lab.api.portal.classes import instructs, own_group
 from lab.api.security.tokens import Principal
-from lab.domain.labfile import DEFAULT_SUBSCRIPTION_ID
-from lab.domain.resource_ids import VMS, vm_id
+from lab.domain.classroom import scenario_vm_id
+from lab.domain.resource_ids import VMS
 from lab.services.lab import Lab
 from lab.services.scenarios import start_key
 
@@ -39,10 +39,6 @@ READ, WRITE, DELETE = f"{VMS}/read", f"{VMS}/write", f"{VMS}/delete"
 REIMAGE = f"{VMS}/reimage/action"
 #: Starts begun from the portal run on after the request; kept so they are not collected.
 _STARTS: set[asyncio.Task[Any]] = set()
-
-
-def scenario_vm_id(group: str, name: str) -> str:
-    return vm_id(DEFAULT_SUBSCRIPTION_ID, group, name)
 
 
 def _queue(lab: Lab, group: str, name: str) -> dict[str, Any] | None:
