@@ -147,7 +147,9 @@ class Admission:
             head = self._waiting[0]
             slot = self._booting() < self.max_booting
             memory = slot and await self._memory_fits(head)
-            self.waiting_for = "a boot slot" if not slot else "memory"
+            # "memory" only when memory is what holds the head back: an admission (slot and
+            # memory both free) must not leave the next head's estimate blank meanwhile.
+            self.waiting_for = "memory" if slot and not memory else "a boot slot"
             if memory:
                 self._waiting.pop(0)
                 head.admitted_at = time.monotonic()
