@@ -51,6 +51,9 @@ class Ticket:
     key: str
     memory_mib: int
     number: int
+    #: The domain its boot slot will be held under: once the body powers the VM on, the slot
+    #: counts it, and the ticket must not count it a second time.
+    domain: str
     queued_at: float = field(default_factory=time.monotonic)
     admitted: asyncio.Event = field(default_factory=asyncio.Event)
     admitted_at: float | None = None
@@ -102,13 +105,19 @@ class Admission:
         return round(boot * place / self.max_booting, 1)
 
     def _booting(self) -> int:
-        return len(self.slots.booting) + len(self._admitted)
+        return len(set(self.slots.booting) | {t.domain for t in self._admitted.values()})
+
+    def _not_booted_yet(self) -> list[Ticket]:
+        """Admitted starts whose VM holds no boot slot yet (nor, so, memory on a host)."""
+        booting = set(self.slots.booting)
+        return [t for t in self._admitted.values() if t.domain not in booting]
 
     # -- entering ---------------------------------------------------------------------------
     @contextlib.asynccontextmanager
-    async def admit(self, key: str, memory_mib: int) -> AsyncIterator[Ticket]:
-        """Wait for room, in order; hold it for the body (which creates and powers on the VM,
-        after which its boot slot counts it)."""
+    async def admit(self, key: str, memory_mib: int,
+                    domain: str | None = None) -> AsyncIterator[Ticket]:  # fmt: skip
+        """Wait for room, in order; hold it for the body (which creates and powers on the VM
+        `domain`, after which its boot slot counts it)."""
         cap = await asyncio.to_thread(self.capacity)
         ceiling = self._ceiling(cap)
         if memory_mib > ceiling:
@@ -122,7 +131,7 @@ class Admission:
                 f"'{key}' cannot queue: {len(self._waiting)} starts wait already, the most the "
                 f"lab queues (LAB_ADMISSION_QUEUE_MAX={self.queue_max}). Try again when some "
                 "have started.", target=key)  # fmt: skip
-        ticket = Ticket(key, memory_mib, next(self._numbers))
+        ticket = Ticket(key, memory_mib, next(self._numbers), domain or key)
         self._waiting.append(ticket)
         self._kick()
         try:
@@ -167,5 +176,5 @@ class Admission:
         except Exception:  # a host that does not answer: no memory check this round
             log.exception("admission: reading the hosts' capacity failed")
             return True
-        held = sum(t.memory_mib for t in self._admitted.values())
+        held = sum(t.memory_mib for t in self._not_booted_yet())
         return cap.used_memory_mib + held + head.memory_mib <= self._ceiling(cap)

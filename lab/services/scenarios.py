@@ -43,7 +43,7 @@ from lab.domain.scenario import (
     WriteFile,
     parse_scenario,
 )
-from lab.domain.vm import VmView
+from lab.domain.vm import VmView, domain_name
 from lab.services.admission import Admission
 from lab.services.context import LabContext
 from lab.services.vms import VmService
@@ -191,7 +191,8 @@ class ScenarioService:
             log.info("scenario %s: broken disk %s ready in %.1f s", name, image,
                      time.monotonic() - started)  # fmt: skip
             model = scenario_vm_model(scenario, image, vcpus)
-            async with self._admitted(key, model.memory_mib):
+            domain = domain_name(self.ctx.lab_id, group, name)
+            async with self._admitted(key, model.memory_mib, domain):
                 view = await self.vms.create_from_definition(
                     DEFAULT_SUBSCRIPTION_ID, group, name, model,
                     password=scenario.admin.password)  # fmt: skip
@@ -223,10 +224,11 @@ class ScenarioService:
         prefix = start_key(group, "")
         return sorted(k[len(prefix):] for k in self._starting if k.startswith(prefix))
 
-    def _admitted(self, key: str, memory_mib: int) -> AbstractAsyncContextManager[object]:
+    def _admitted(self, key: str, memory_mib: int,
+                  domain: str) -> AbstractAsyncContextManager[object]:  # fmt: skip
         if self.admission is None:
             return contextlib.nullcontext()
-        return self.admission.admit(key, memory_mib)
+        return self.admission.admit(key, memory_mib, domain)
 
     async def reset(self, name: str, group: str = GROUP) -> VmView:
         """Back to the broken state: a fresh overlay on the broken disk, booted again."""

@@ -302,6 +302,39 @@ def test_a_start_over_the_boot_ceiling_is_queued_then_runs() -> None:
     asyncio.run(go())
 
 
+def test_a_start_whose_vm_holds_its_boot_slot_counts_once(tmp_path: Path) -> None:
+    """Between power-on and the end of the admitted body, a VM is both an admitted start and a
+    boot slot's holder: counted twice, the queue read three boots on a ceiling of two (the
+    clean-clone run at d99dcbb) and held a free slot back."""
+
+    async def go() -> None:
+        slots = BootSlots(size=8, timeout=30)
+        admission = Admission(slots, lambda: Capacity(0, 10_000), max_booting=2)
+        log = tmp_path / "console.log"
+        log.write_bytes(b"")
+
+        async def power_on() -> None:
+            pass
+
+        async def start(key: str) -> None:
+            async with admission.admit(key, 512, domain=f"dom-{key}"):
+                await slots.boot(f"dom-{key}", log, power_on)
+                await asyncio.sleep(0.3)  # the rest of create_from_definition
+
+        tasks = [asyncio.create_task(start(k)) for k in ("a", "b", "c")]
+        await asyncio.sleep(0.2)
+        assert admission.status()["booting"] == 2 and admission.position("c") is not None
+        await asyncio.wait_for(asyncio.gather(*tasks[:2]), 2)
+        assert admission.peak_booting == 2
+        for key in ("a", "b"):
+            slots.release(f"dom-{key}")
+        await asyncio.wait_for(tasks[2], 2)
+        assert admission.peak_booting == 2
+        slots.release("dom-c")
+
+    asyncio.run(go())
+
+
 def test_over_the_hard_limits_a_start_is_refused_with_the_reason() -> None:
     async def go() -> None:
         admission = Admission(BootSlots(size=2), lambda: Capacity(0, 4096),
