@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     admission_booting: int = 0
     admission_memory_percent: float = 90.0
     admission_queue_max: int = 100
+    #: Seconds Run Command and the VM access extension wait for a guest agent that does not
+    #: answer before they fail as Azure does (`VMAgentStatusCommunicationError`).
+    agent_wait_s: float = 30.0
 
     @property
     def socket_path(self) -> Path:

@@ -31,6 +31,7 @@ def vm_model(vm: VirtualMachineDef | VmProfileDef, location: str) -> VmModel:
         os_type=vm.os_type,
         admin_username=vm.admin_username,
         kernel_args=vm.kernel_args,
+        boot_messages=vm.boot_messages,
         boot_diagnostics=boot_diagnostics_model(vm.boot_diagnostics),
         tags=dict(vm.tags) if isinstance(vm, VirtualMachineDef) else {},
         location=location,

@@ -245,6 +245,13 @@ class AllocationFailed(Conflict):
     code = "AllocationFailed"
 
 
+class VmAgentNotReady(Conflict):
+    """The guest agent does not answer (none installed, stopped, or the guest not up): what
+    Azure says when a VM's agent has not reported, for an extension or a Run Command."""
+
+    code = "VMAgentStatusCommunicationError"
+
+
 class HostUnreachable(HypervisorUnavailable):
     """A host's libvirtd cannot be reached; the message names the host and its URI."""
 

@@ -39,6 +39,9 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 from yaml.nodes import ScalarNode
 
 from lab.domain import identity, names, rbac
+from lab.domain.boot_messages import DEFAULT as DEFAULT_BOOT_MESSAGES
+from lab.domain.boot_messages import KERNEL_ARGS as BOOT_MESSAGE_ARGS
+from lab.domain.boot_messages import BootMessages
 from lab.domain.errors import InvalidInput, LabFileError
 from lab.domain.names import OsType
 from lab.domain.scale_set import MAX_CAPACITY
@@ -250,8 +253,17 @@ class _GuestDef(_LabModel):
         description="extra kernel command-line arguments, on one line (kernel-boot images such "
         "as tiny; the debian image's are in GRUB)",
     )
+    boot_messages: BootMessages = Field(
+        default=DEFAULT_BOOT_MESSAGES,
+        description="how much of its boot the guest prints on the serial console: normal (the "
+        "firmware, GRUB, every kernel and systemd line, as Azure's boot diagnostics shows) or "
+        "quiet (the kernel's warnings and errors only: a faster boot)",
+    )
 
     _normalise_os_type = field_validator("os_type", mode="before")(_one_of(("Linux", "Windows")))
+    _normalise_boot_messages = field_validator("boot_messages", mode="before")(
+        _one_of(tuple(BOOT_MESSAGE_ARGS))
+    )
 
     @field_validator("image")
     @classmethod

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from lab.domain.boot_messages import BootMessages
 from lab.domain.guest_health import HangWarning
 from lab.domain.power import PowerState
 from lab.domain.resource_ids import instance_id, vm_id
@@ -45,6 +46,8 @@ class VmModel(BaseModel):
     os_type: str = "Linux"
     admin_username: str
     kernel_args: str = ""
+    #: `lab.domain.boot_messages`: what the guest prints on the serial console as it boots.
+    boot_messages: BootMessages = "normal"
     boot_diagnostics: BootDiagnosticsModel = BootDiagnosticsModel()
     tags: dict[str, str] = {}
     location: str = "westeurope"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from lab.domain.hosts import LOCAL, HostSize
 from lab.domain.vm import VmIdentity, VmModel
@@ -99,5 +99,15 @@ class Hypervisor(Protocol):
     def send_break(self, name: str) -> None: ...
 
     def inject_nmi(self, name: str) -> None: ...
+
+    def agent_command(self, name: str, command: dict[str, Any], timeout_s: int) -> Any:
+        """Send one QEMU guest agent command (`{"execute": ..., "arguments": ...}`) and return
+        its `return` value; `VmAgentNotReady` when no agent answers."""
+        ...
+
+    def set_user_password(self, name: str, user: str, password: str) -> None:
+        """Set an existing guest user's password through the guest agent (libvirt's
+        `virDomainSetUserPassword`); `VmAgentNotReady` when no agent answers."""
+        ...
 
     def on_lifecycle(self, callback: LifecycleCallback) -> None: ...

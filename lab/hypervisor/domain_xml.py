@@ -12,7 +12,7 @@ Choices that matter for the serial console:
   boot-diagnostics serial log blob;
 - a VGA device so `virDomainScreenshot` has a screen to capture;
 - two ways to boot: direct kernel boot (`<kernel>`, `<initrd>`, `<cmdline>`: the tiny image,
-  its per-VM settings in the initrd) or the disk's own boot loader (`<boot dev='hd'/>`: the
+  its per-VM settings in the initrd) or the disk's own boot loader (a boot order on the disks: the
   debian image's GRUB, its per-VM settings on a read-only raw config disk, `vdb`);
 - `on_reboot=restart`, so a guest reboot or a reset keeps the same QEMU process and the console
   connection is not interrupted (Azure's reset semantics);
@@ -23,6 +23,9 @@ Choices that matter for the serial console:
   on 2 busy host cores that is where a guest locked up for good in CI (both vCPUs stuck, in
   ssh-keygen and dbus-daemon, from 26 s of uptime). With the device the pool is ready at 6 s,
   before any program asks, and that path is never taken;
+- a virtio-serial channel for QEMU's guest agent (`org.qemu.guest_agent.0`): the debian image
+  runs qemu-guest-agent on it, which is how the lab resets passwords and runs Run Command
+  scripts (`lab.services.vm_agent`); the tiny image has no agent, so it never answers there;
 - the DAC seclabel runs QEMU as the lab's own user without relabelling files, so images in the
   user's data dir stay readable and owned by the user (libvirt would otherwise chown them).
 """
@@ -58,6 +61,9 @@ class DomainSpec:
     boot: Literal["kernel", "disk"] = "kernel"
     #: A raw disk image attached read-only after `disk` (the per-VM config of a disk boot).
     config_disk: str | None = None
+    #: SeaBIOS prints on the serial console too (`<bios useserial>`: QEMU's `graphics=off`,
+    #: which turns SeaBIOS's serial console on); `lab.domain.boot_messages`.
+    firmware_on_serial: bool = False
 
 
 def build_domain_xml(spec: DomainSpec) -> str:
@@ -66,9 +72,13 @@ def build_domain_xml(spec: DomainSpec) -> str:
         raise ValueError("a disk boot needs a disk")
     ident, model = spec.identity, spec.model
     cpu = "<cpu mode='host-passthrough'/>" if spec.domain_type == "kvm" else ""
-    disk = _disk_xml(spec.disk) if spec.disk else ""
+    disk_boot = spec.boot == "disk"
+    disk = _disk_xml(spec.disk, boot_order=1 if disk_boot else None) if spec.disk else ""
     if spec.config_disk:
-        disk += _config_disk_xml(spec.config_disk)
+        # In the boot order too: libvirt starts QEMU with `-boot strict=on`, and SeaBIOS then
+        # gives BIOS drive numbers only to the devices in the order, so GRUB would not see the
+        # config disk it reads the VM's boot messages from (`lab_boot_args`, 01_lab).
+        disk += _config_disk_xml(spec.config_disk, boot_order=2 if disk_boot else None)
     uid, gid = spec.run_as
     return f"""<domain type={quoteattr(spec.domain_type)}>
   <name>{escape(ident.domain_name)}</name>
@@ -104,6 +114,9 @@ def build_domain_xml(spec: DomainSpec) -> str:
     <video>
       <model type='vga'/>
     </video>
+    <channel type='unix'>
+      <target type='virtio' name='org.qemu.guest_agent.0'/>
+    </channel>
     <memballoon model='none'/>
     <rng model='virtio'>
       <backend model='random'>/dev/urandom</backend>
@@ -117,27 +130,32 @@ def build_domain_xml(spec: DomainSpec) -> str:
 
 
 def _boot_xml(spec: DomainSpec) -> str:
+    bios = "\n    <bios useserial='yes'/>" if spec.firmware_on_serial else ""
     if spec.boot == "disk":
-        return "    <boot dev='hd'/>"
+        return bios.lstrip("\n")  # the disks' own boot order (see `build_domain_xml`)
     return f"""    <kernel>{escape(spec.kernel)}</kernel>
     <initrd>{escape(spec.initrd)}</initrd>
-    <cmdline>{escape(spec.cmdline)}</cmdline>"""
+    <cmdline>{escape(spec.cmdline)}</cmdline>{bios}"""
 
 
-def _disk_xml(path: str) -> str:
+def _boot_order(order: int | None) -> str:
+    return f"\n      <boot order='{order}'/>" if order is not None else ""
+
+
+def _disk_xml(path: str, boot_order: int | None = None) -> str:
     return f"""    <disk type='file' device='disk'>
       <driver name='qemu' type='qcow2'/>
       <source file={quoteattr(path)}/>
-      <target dev='vda' bus='virtio'/>
+      <target dev='vda' bus='virtio'/>{_boot_order(boot_order)}
     </disk>
 """
 
 
-def _config_disk_xml(path: str) -> str:
+def _config_disk_xml(path: str, boot_order: int | None = None) -> str:
     return f"""    <disk type='file' device='disk'>
       <driver name='qemu' type='raw'/>
       <source file={quoteattr(path)}/>
-      <target dev='vdb' bus='virtio'/>
+      <target dev='vdb' bus='virtio'/>{_boot_order(boot_order)}
       <readonly/>
     </disk>
 """

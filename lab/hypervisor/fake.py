@@ -21,13 +21,21 @@ It behaves like `LibvirtHypervisor` where the services can tell the difference:
 
 from __future__ import annotations
 
+import base64
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from lab.domain.errors import HypervisorError, HypervisorUnavailable, LabError, NotFound
+from lab.domain.errors import (
+    HypervisorError,
+    HypervisorUnavailable,
+    LabError,
+    NotFound,
+    VmAgentNotReady,
+)
 from lab.domain.hosts import HostSize
 from lab.domain.vm import DOMAIN_PREFIX, METADATA_NS
 from lab.hypervisor.base import PAUSED_ON_IO_ERROR, DomainInfo, DomainState, LifecycleCallback
@@ -57,6 +65,35 @@ class _Config:
 
 
 @dataclass
+class FakeGuestAgent:
+    """A guest agent that answers `guest-ping`, `guest-exec` and `guest-exec-status` (running
+    nothing: `run` says what a command prints), and keeps the passwords it is given."""
+
+    run: Callable[[list[str]], tuple[int, bytes, bytes]] = lambda argv: (0, b"", b"")
+    execs: list[list[str]] = field(default_factory=list)
+    passwords: dict[str, str] = field(default_factory=dict)
+    _results: dict[int, tuple[int, bytes, bytes]] = field(default_factory=dict)
+
+    def command(self, command: dict[str, Any]) -> Any:
+        args = command.get("arguments", {})
+        match command["execute"]:
+            case "guest-ping":
+                return {}
+            case "guest-exec":
+                argv = [args["path"], *args.get("arg", [])]
+                self.execs.append(argv)
+                pid = len(self.execs)
+                self._results[pid] = self.run(argv)
+                return {"pid": pid}
+            case "guest-exec-status":
+                code, out, err = self._results.pop(args["pid"])
+                return {"exited": True, "exitcode": code,
+                        "out-data": base64.b64encode(out).decode(),
+                        "err-data": base64.b64encode(err).decode()}  # fmt: skip
+        raise HypervisorError(f"the fake guest agent has no command {command['execute']}")
+
+
+@dataclass
 class _Domain:
     name: str
     config: _Config
@@ -74,6 +111,8 @@ class _Domain:
     keys: list[list[int]] = field(default_factory=list)
     breaks: int = 0
     nmis: int = 0
+    #: Its guest agent, when one runs (none by default, as in the tiny image).
+    agent: FakeGuestAgent | None = None
 
     @property
     def active(self) -> bool:
@@ -411,6 +450,28 @@ class FakeHypervisor:
             dom = self._begin("inject_nmi", name)
             self._require_active(dom, "injecting an NMI")
             dom.nmis += 1
+
+    def agent_command(self, name: str, command: dict[str, Any], timeout_s: int) -> Any:
+        with self._lock:
+            return self._agent_of(self._begin("agent_command", name)).command(command)
+
+    def set_user_password(self, name: str, user: str, password: str) -> None:
+        with self._lock:
+            self._agent_of(self._begin("set_user_password", name)).passwords[user] = password
+
+    def start_agent(self, name: str) -> FakeGuestAgent:
+        """Run a guest agent in `name` (as the debian image does)."""
+        with self._lock:
+            dom = self._get(name)
+            dom.agent = dom.agent or FakeGuestAgent()
+            return dom.agent
+
+    @staticmethod
+    def _agent_of(dom: _Domain) -> FakeGuestAgent:
+        if not dom.active or dom.agent is None:
+            raise VmAgentNotReady(f"The guest agent of '{dom.name}' does not answer: QEMU "
+                                  "guest agent is not connected")  # fmt: skip
+        return dom.agent
 
     # -- internals ----------------------------------------------------------------------------
     def _get(self, name: str) -> _Domain:

@@ -191,6 +191,12 @@ class HostRouter:
     def inject_nmi(self, name: str) -> None:
         self._on(name).inject_nmi(name)
 
+    def agent_command(self, name: str, command: dict[str, Any], timeout_s: int) -> Any:
+        return self._on(name).agent_command(name, command, timeout_s)
+
+    def set_user_password(self, name: str, user: str, password: str) -> None:
+        self._on(name).set_user_password(name, user, password)
+
     def on_lifecycle(self, callback: LifecycleCallback) -> None:
         self._lifecycle.append(callback)
         for driver in list(self._hosts.values()):

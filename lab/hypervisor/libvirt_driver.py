@@ -19,7 +19,13 @@ from typing import Any
 import libvirt
 import libvirt_qemu
 
-from lab.domain.errors import HostUnreachable, HypervisorError, HypervisorUnavailable, NotFound
+from lab.domain.errors import (
+    HostUnreachable,
+    HypervisorError,
+    HypervisorUnavailable,
+    NotFound,
+    VmAgentNotReady,
+)
 from lab.domain.hosts import LOCAL, HostSize
 from lab.domain.vm import DOMAIN_PREFIX, METADATA_NS, VmIdentity, VmModel
 from lab.hypervisor.base import PAUSED_ON_IO_ERROR, DomainInfo, DomainState, LifecycleCallback
@@ -471,3 +477,29 @@ class LibvirtHypervisor:
         dom = self._dom(name)
         with self._call("injecting an NMI", name):
             dom.injectNMI(0)
+
+    def agent_command(self, name: str, command: dict[str, Any], timeout_s: int) -> Any:
+        dom = self._dom(name)
+        with self._call(f"the guest agent's {command['execute']}", name), self._agent(name):
+            answer = libvirt_qemu.qemuAgentCommand(dom, json.dumps(command), timeout_s, 0)
+        return json.loads(answer).get("return")
+
+    def set_user_password(self, name: str, user: str, password: str) -> None:
+        dom = self._dom(name)
+        # The password goes to the agent in this one call; what fails is said without it.
+        with self._call("setting a guest user's password", name), self._agent(name):
+            dom.setUserPassword(user, password, 0)
+
+    @contextmanager
+    def _agent(self, name: str) -> Iterator[None]:
+        """libvirt's "agent not connected / not responding" and "domain not running" as the
+        lab's `VmAgentNotReady`: the caller's cue to wait, or to say the agent is down."""
+        try:
+            yield
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() in (libvirt.VIR_ERR_AGENT_UNRESPONSIVE,
+                                        libvirt.VIR_ERR_OPERATION_INVALID):  # fmt: skip
+                raise VmAgentNotReady(
+                    f"The guest agent of '{name}' does not answer: {exc.get_error_message()}"
+                ) from exc
+            raise

@@ -26,6 +26,7 @@ from lab.services.scenario_checks import ScenarioChecker
 from lab.services.scenarios import ScenarioService
 from lab.services.serial_console import SerialConsoleService
 from lab.services.storage_accounts import StorageAccountService
+from lab.services.vm_agent import VmAgentService
 from lab.services.vms import VmService
 from lab.settings import Settings
 from lab.storage.blobs import BlobStore
@@ -64,6 +65,7 @@ class Lab:
                                    max_booting=settings.admission_booting,
                                    memory_percent=settings.admission_memory_percent,
                                    queue_max=settings.admission_queue_max)  # fmt: skip
+        self.vm_agent = VmAgentService(self.ctx, state, wait_s=settings.agent_wait_s)
         self.scenarios = ScenarioService(self.ctx, self.vms, state, self.admission)
         self.scenario_checks = ScenarioChecker(self.scenarios, self.consoles)
         self.classes = ClassService(state, self.identity, self.scenarios, self.vms,

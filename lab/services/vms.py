@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+from lab.domain import boot_messages
 from lab.domain.errors import Conflict, InvalidInput, PropertyChangeNotAllowed
 from lab.domain.hosts import LOCAL
 from lab.domain.passwords import is_password_hash
@@ -234,6 +235,7 @@ class VmService:
                 hostname=identity.host_name,
                 admin_username=model.admin_username,
                 admin_password_hash=admin_password_hash,
+                boot_args=boot_messages.kernel_args(model.boot_messages),
             )
             return image
         await asyncio.to_thread(
@@ -252,7 +254,8 @@ class VmService:
         image = self.ctx.images.get(model.image)
         blobs = self.ctx.boot_blobs(identity, model)
         self.ctx.blobs.ensure_container(blobs.account, blobs.container)
-        cmdline = " ".join(p for p in (image.cmdline, model.kernel_args) if p)
+        messages = boot_messages.kernel_args(model.boot_messages)
+        cmdline = " ".join(p for p in (image.cmdline, messages, model.kernel_args) if p)
         disk_boot = image.boot == "disk"
         paths = self.staging.paths(identity, model, host)
         return DomainSpec(
@@ -270,6 +273,7 @@ class VmService:
             deallocated=deallocated,
             boot=image.boot,
             config_disk=paths.config_disk,
+            firmware_on_serial=boot_messages.firmware_on_serial(model.boot_messages),
         )
 
     def _define(

@@ -53,6 +53,8 @@ class LabHarness:
         # Small enough that a stalled viewer is dropped after a few hundred KiB of output.
         env["LAB_CONSOLE_QUEUE_LIMIT"] = str(256 * 1024)
         env["LAB_IDLE_TIMEOUT_MINUTES"] = str(self.idle_minutes)
+        # The "agent is down" test waits this out; a lab's default is 30 s.
+        env["LAB_AGENT_WAIT_S"] = "5"
         env["COLUMNS"] = "200"
         return env
 

@@ -339,3 +339,23 @@ def test_device_code_sign_in_through_the_portal(cli_lab: CliLab) -> None:
     account = json.loads(az("account", "show").stdout)
     assert account["user"] == {"name": "trainee1", "type": "user"}
     assert "azc1" in [v["name"] for v in json.loads(az("vm", "list").stdout)]
+
+
+def test_without_a_guest_agent_run_command_and_password_reset_say_so(
+    cli_lab: CliLab, contributor: Az
+) -> None:
+    """The tiny image runs no guest agent: `az vm run-command invoke` and `az vm user update`
+    reach the lab (their requests are Run Command's and the VM access extension's) and fail
+    with Azure's agent error after the lab's bounded wait (5 s in tests), which is the cue to
+    use the serial console."""
+    vm = ("-g", "it-rg", "-n", "it2")
+    run = contributor("vm", "run-command", "invoke", *vm, "--command-id", "RunShellScript",
+                      "--scripts", "uname -r", check=False)  # fmt: skip
+    assert run.returncode != 0 and "VMAgentStatusCommunicationError" in run.stderr, run.stderr
+    assert "did not answer in 5 s" in run.stderr and "serial console" in run.stderr
+    reset = contributor("vm", "user", "update", *vm, "-u", "rescue", "-p", "Resc-u3-Only-Here!",
+                        check=False)  # fmt: skip
+    assert reset.returncode != 0 and "VMAgentStatusCommunicationError" in reset.stderr, (
+        reset.stderr)
+    assert "Resc-u3-Only-Here!" not in reset.stdout + reset.stderr
+    cli_lab.figures["az vm run-command invoke (no agent)"] = run.seconds

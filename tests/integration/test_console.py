@@ -202,3 +202,49 @@ def test_idle_interactive_session_is_closed(it_lab: LabHarness) -> None:
         assert "without input" in closed[0]["reason"]
     events = [e["event"] for e in it_lab.client.json("GET", "/v1/audit") if e["vm"] == "it1"]
     assert {"connect", "disconnect", "sysrq", "nmi"} <= set(events)
+
+
+BOOT_LAB = """\
+subscriptionId: 11111111-2222-3333-4444-555555555555
+resourceGroups:
+  - name: boot-rg
+    virtualMachines:
+      - {name: whole, image: tiny, size: {vcpus: 1, memoryMiB: 256}, adminUsername: azureuser,
+         adminPassword: "Passw0rd!", bootDiagnostics: {enabled: true}}
+      - {name: hushed, image: tiny, size: {vcpus: 1, memoryMiB: 256}, adminUsername: azureuser,
+         adminPassword: "Passw0rd!", bootDiagnostics: {enabled: true}, bootMessages: quiet}
+"""
+
+
+def test_the_whole_boot_reaches_a_viewer_from_the_first_byte(harness: LabHarness) -> None:
+    """`bootMessages: normal` (the default): a viewer that asks for the whole history gets the
+    firmware's first bytes, the kernel from its banner and the login prompt, byte for byte as
+    the serial log has them: the console is attached before the guest runs. `quiet` is the old
+    boot: neither the firmware nor the kernel's banner."""
+    lab_file = harness.write_lab("boot.yaml", BOOT_LAB)
+    harness.cli("up", str(lab_file))
+    try:
+        for vm in ("whole", "hushed"):
+            harness.wait_for_log(vm, rf"{vm} login: ", timeout=120)
+        size = harness.log_size("whole")
+        with harness.client.console("whole", mode="view", replay=size) as viewer:
+            seen = bytearray()
+            while len(seen) < size:
+                message = viewer.recv(timeout=10)
+                if isinstance(message, bytes):
+                    seen.extend(message)
+        assert bytes(seen[:size]) == harness.boot_log("whole")[:size]
+        text = seen.decode(errors="replace")
+        # SeaBIOS's serial console resets the terminal, then its banner: the very first bytes.
+        assert re.match(r"\x1bc[^\n]*SeaBIOS \(version ", text), text[:200]
+        for line in ("Booting from ROM", "Linux version 6.", "Command line: ",
+                     "earlyprintk=ttyS0,115200", "Run /init as init process", "whole login: "):
+            assert line in text, f"{line!r} is not in the boot log"  # fmt: skip
+        # SeaBIOS turns line wrap off; init turns it on again (a terminal cuts long lines).
+        assert text.index("\x1b[?7l") < text.index("\x1b[?7h")
+        quiet = harness.boot_log("hushed")
+        assert b"hushed login: " in quiet
+        assert b"SeaBIOS" not in quiet and b"Linux version" not in quiet, quiet[:300]
+        print(f"\ntiny boot log: normal {size} bytes, quiet {len(quiet)} bytes")
+    finally:
+        harness.cli("down", str(lab_file), check=False)

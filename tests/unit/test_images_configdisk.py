@@ -14,7 +14,12 @@ import pytest
 
 from lab.domain.errors import InvalidInput
 from lab.storage.images import hash_password, write_guest_config_disk
-from lab.storage.images.configdisk import CONFIG_DISK_BYTES, CONFIG_LABEL, config_disk_files
+from lab.storage.images.configdisk import (
+    CONFIG_DISK_BYTES,
+    CONFIG_LABEL,
+    config_disk_files,
+    grub_env_block,
+)
 from tests.unit.fakelab import PASSWORD_HASH
 
 GOOD = {"hostname": "vm-01", "admin_username": "azureuser", "admin_password_hash": PASSWORD_HASH}
@@ -57,7 +62,19 @@ def test_files_hold_the_host_name_and_the_user_with_the_hash() -> None:
     assert files == {
         "hostname": (b"vm1\n", 0o644),
         "admin": (f"azureuser\n{HASH}\n".encode(), 0o600),
+        "grubenv": (grub_env_block({"lab_boot_args": ""}), 0o644),
     }
+
+
+def test_the_grub_environment_block_has_grubs_layout() -> None:
+    """What `grub-editenv FILE set` writes and GRUB's `load_env` reads (grub-core/lib/envblk.c):
+    the header line, `name=value` lines, '#' to exactly 1024 bytes. The boot test reads it back
+    through a real GRUB."""
+    block = grub_env_block({"lab_boot_args": "earlyprintk=ttyS0,115200"})
+    text = b"# GRUB Environment Block\nlab_boot_args=earlyprintk=ttyS0,115200\n"
+    assert block == text + b"#" * (1024 - len(text))
+    with pytest.raises(ValueError, match="one plain line"):
+        grub_env_block({"x": "a\nb"})
 
 
 @pytest.mark.parametrize("bad", ["Passw0rd!", "$1$md5$abc", HASH + "\nroot:x", HASH + ":"])

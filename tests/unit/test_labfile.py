@@ -163,6 +163,7 @@ def test_defaults() -> None:
     assert vm.boot_diagnostics.enabled is False
     assert vm.boot_diagnostics.storage_uri is None
     assert vm.kernel_args == ""
+    assert vm.boot_messages == "normal", "the whole boot, as Azure's boot diagnostics shows"
     assert vm.tags == {}
 
 
@@ -422,6 +423,13 @@ def test_error_is_an_invalid_input_with_its_own_code() -> None:
             f"{VM1}.kernelArgs",
             ["one line", "without newlines"],
             id="kernel-args-with-newline",
+        ),
+        pytest.param(
+            edit('kernelArgs: ""', 'kernelArgs: ""\n        bootMessages: silent'),
+            "bootMessages: silent",
+            f"{VM1}.bootMessages",
+            ["'quiet' or 'normal'"],
+            id="bad-boot-messages",
         ),
         pytest.param(
             edit("location: westeurope", "location: West Europe"),

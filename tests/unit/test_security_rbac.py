@@ -89,6 +89,15 @@ REQUIRED: dict[tuple[str, str, str], Need] = {
         Need(f"{VMS}/retrieveBootDiagnosticsData/action"),
     **{("POST", "{RG}/providers/{VMS}/{name}/{action}", a): Need(f"{VMS}/{a}/action")
        for a in POWER},
+    # the VM agent: Run Command and the VM access extension
+    ("POST", "{RG}/providers/{VMS}/{name}/runCommand", ""): Need(f"{VMS}/runCommand/action"),
+    ("GET", "{RG}/providers/{VMS}/{name}/extensions", ""): Need(f"{VMS}/extensions/read"),
+    ("GET", "{RG}/providers/{VMS}/{name}/extensions/{extension}", ""):
+        Need(f"{VMS}/extensions/read"),
+    ("PUT", "{RG}/providers/{VMS}/{name}/extensions/{extension}", ""):
+        Need(f"{VMS}/extensions/write"),
+    ("DELETE", "{RG}/providers/{VMS}/{name}/extensions/{extension}", ""):
+        Need(f"{VMS}/extensions/delete"),
     # virtualMachineScaleSets
     ("GET", "/subscriptions/{subscription}/providers/{SETS}", ""): Need(lists=(f"{SETS}/read",)),
     ("GET", "{RG}/providers/{SETS}", ""): Need(lists=(f"{SETS}/read",)),
@@ -416,6 +425,7 @@ async def set_up(lab: Lab, c: httpx.AsyncClient) -> Fixture:
 VALUES = {"subscription": SUBSCRIPTION, "group": "rg1", "instance_id": "0", "instance": "0",
           "port": "0", "namespace": C, "location": "westeurope", "default": "default",
           "command": "nmi", "account": "diag1", "container": "c", "blob": "b",
+          "extension": "VMAccessForLinux",
           "scope": f"subscriptions/{SUBSCRIPTION}/resourceGroups/rg1",
           "role_id": AZURE_BUILTIN_ROLES["Reader"]["id"]}  # fmt: skip
 

@@ -116,7 +116,21 @@ def test_create_writes_the_vm_initrd_and_a_disk_overlay(lab: Lab, image_cache: P
             view.identity.domain_name
         )
         assert f"<initrd>{vm_dir / 'initrd.img'}</initrd>" in xml
-        assert "console=ttyS0,115200n8 panic=-1</cmdline>" in xml
+        # The default boot messages: the whole boot, SeaBIOS's lines included.
+        assert "console=ttyS0,115200n8 panic=-1 earlyprintk=ttyS0,115200</cmdline>" in xml
+        assert "<bios useserial='yes'/>" in xml
+
+    run(lab, scenario)
+
+
+def test_a_quiet_boot_is_the_kernels_quiet_and_no_firmware_lines(
+    lab: Lab, hv: FakeHypervisor
+) -> None:
+    async def scenario() -> None:
+        view = await lab.vms.create(new_vm(boot_messages="quiet"))
+        xml = hv.xml(view.identity.domain_name)
+        assert "panic=-1 quiet</cmdline>" in xml and "earlyprintk" not in xml
+        assert "useserial" not in xml
 
     run(lab, scenario)
 
@@ -128,7 +142,7 @@ def test_create_from_an_image_without_a_disk(lab: Lab, hv: FakeHypervisor) -> No
         assert not (lab.ctx.vm_dir(view.identity) / "disk.qcow2").exists()
         xml = hv.xml(view.identity.domain_name)
         assert "<disk" not in xml
-        assert "panic=-1 lab.x=1</cmdline>" in xml
+        assert "panic=-1 earlyprintk=ttyS0,115200 lab.x=1</cmdline>" in xml
 
     run(lab, scenario)
 

@@ -51,7 +51,9 @@ def test_create_writes_an_overlay_and_a_config_disk_and_boots_from_the_disk(
 
         root = ET.fromstring(hv.xml(view.identity.domain_name))
         assert root.find("os/kernel") is None and root.find("os/cmdline") is None
-        assert [b.get("dev") for b in root.findall("os/boot")] == ["hd"]
+        # The OS disk boots first; the config disk is in the order too, so GRUB sees it.
+        orders = [b.get("order") for b in root.findall("devices/disk/boot")]
+        assert root.find("os/boot") is None and orders == ["1", "2"]
         sources = [d.find("source").get("file") for d in root.findall("devices/disk")]  # type: ignore[union-attr]
         assert sources == [str(vm_dir / "disk.qcow2"), str(config)]
         assert root.find("devices/disk[2]/readonly") is not None
@@ -97,7 +99,7 @@ def test_kernel_boot_vms_get_no_config_disk(lab: Lab, hv: FakeHypervisor) -> Non
         vm_dir = lab.ctx.vm_dir(view.identity)
         assert not (vm_dir / CONFIG_DISK_FILE).exists()
         xml = hv.xml(view.identity.domain_name)
-        assert "<boot dev=" not in xml and "config.img" not in xml
+        assert "<boot " not in xml and "config.img" not in xml
         assert f"<initrd>{vm_dir / 'initrd.img'}</initrd>" in xml
 
     run(lab, scenario)

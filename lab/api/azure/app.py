@@ -17,6 +17,7 @@ from lab.api.azure import (
     resources,
     serialconsole,
     storage,
+    vm_agent,
     vm_write,
     vmss,
 )
@@ -54,7 +55,8 @@ def create_azure_app(lab: Lab, token_key: bytes, storage_secret: bytes) -> FastA
     app.state.operations = {}
     install_error_handlers(app, exit_code=False)
     routers = (metadata.router, authority.router, authorization.router, graph.router,
-               compute.router,
+               # Before compute's `{name}/{action}` POST, which would take `runCommand`.
+               vm_agent.router, compute.router,
                vm_write.router, vmss.router, operations.router, storage.router,
                serialconsole.router, gateway.router, resources.router,
                # The web portal shares the origin, so its page reaches the API and the gateway

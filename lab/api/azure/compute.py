@@ -35,6 +35,7 @@ from lab.domain.power import (
 )
 from lab.domain.resource_ids import VMS, placed, vm_id
 from lab.domain.vm import VmView
+from lab.domain.vm_agent import Extension, Status
 
 router = APIRouter()
 
@@ -66,6 +67,9 @@ def instance_view(request: Request, view: VmView) -> dict[str, Any]:
         )
     if view.hang is not None:
         result["vmHealth"] = vm_health(view.hang)
+    extensions = lab.vm_agent.extensions(view)
+    if extensions:
+        result["extensions"] = [extension_instance_view(e) for e in extensions]
     # Where the guest runs: the lab's host name (Azure has no field for a shared host's name).
     result["hostId"] = view.host
     if view.identity.scale_set is not None and view.identity.instance_id is not None:
@@ -84,6 +88,19 @@ def instance_view(request: Request, view: VmView) -> dict[str, Any]:
             "consoleScreenshotBlobUri": blob_uri(request, b.account, b.container, b.screenshot),
         }
     return result
+
+
+def status_dict(status: Status) -> dict[str, str]:
+    """An `InstanceViewStatus`."""
+    return {"code": status.code, "level": status.level, "displayStatus": status.display_status,
+            "message": status.message}  # fmt: skip
+
+
+def extension_instance_view(ext: Extension) -> dict[str, Any]:
+    """An extension in an instance view (the VM's `extensions[]`, or the extension's own)."""
+    return {"name": ext.name, "type": f"{ext.publisher}.{ext.type}",
+            "typeHandlerVersion": ext.type_handler_version,
+            "statuses": [status_dict(ext.status)] if ext.status else []}  # fmt: skip
 
 
 def is_managed(account: str | None) -> bool:

@@ -42,6 +42,9 @@ class Operation:
     ended: str | None = None
     error: LabError | None = None
     task: asyncio.Task[Any] | None = None
+    #: What the operation answers with, when it answers with something (a Run Command's
+    #: output): the status carries it as `properties.output`, the result as its body.
+    result: Any = None
 
     @property
     def status(self) -> str:
@@ -52,16 +55,19 @@ class Operation:
 
 def start_operation(
     request: Request, location: str, work: Awaitable[Any], *, status: int = 202,
-    body: dict[str, Any] | None = None,
+    body: dict[str, Any] | None = None, returns: bool = False,
 ) -> Response:  # fmt: skip
     """Run `work` in the background; answer `status` (202, or 201 with `body` for a PUT that
-    creates) with the headers the SDK pollers follow."""
+    creates) with the headers the SDK pollers follow. With `returns`, what `work` returns is
+    the operation's result (a JSON-able value)."""
     ops: dict[str, Operation] = request.app.state.operations
     op = Operation(str(uuid.uuid4()), scope=request.url.path)
 
     async def run() -> None:
         try:
-            await work
+            result = await work
+            if returns:
+                op.result = result
         except Exception as exc:  # a bug must fail the operation, not pass for success
             op.error = as_lab_error(exc)
             if op.error is None:
@@ -118,6 +124,8 @@ def operation_status(
         body["endTime"] = op.ended
     if op.error:
         body["error"] = {"code": op.error.code, "message": op.error.message}
+    if op.result is not None:
+        body["properties"] = {"output": op.result}
     return body
 
 
@@ -131,4 +139,6 @@ def operation_result(
         return Response(status_code=202, headers={"Retry-After": str(RETRY_AFTER_S)})
     if op.error:
         return JSONResponse({"error": op.error.to_dict()}, status_code=op.error.status)
+    if op.result is not None:
+        return JSONResponse(op.result)
     return Response(status_code=200)

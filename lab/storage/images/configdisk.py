@@ -9,6 +9,10 @@ labelled ``LABCFG`` (made with ``mkfs.ext4 -d``, no mounts) holding
     the VM's host name;
 ``admin``
     the admin user's name, then the SHA-512 crypt hash (``$6$...``) of the admin password.
+``grubenv``
+    a GRUB environment block with ``lab_boot_args``, the kernel arguments of the VM's
+    `bootMessages` (`lab.domain.boot_messages`): the image's ``/etc/grub.d/01_lab`` loads it
+    and its default entries end with ``$lab_boot_args``.
 
 The password arrives hashed (`lab.storage.images.guestconfig.hash_password`, when the VM or
 its scale set is created), so its plain text never lands on any disk. Inside the guest,
@@ -36,8 +40,25 @@ CONFIG_DISK_FILE: Final = "config.img"
 CONFIG_DISK_BYTES: Final = 1024 * 1024
 
 
+#: GRUB's environment block: this header, `name=value` lines, '#' up to 1024 bytes
+#: (grub-core/lib/envblk.c).
+_ENVBLK_HEADER: Final = b"# GRUB Environment Block\n"
+_ENVBLK_BYTES: Final = 1024
+
+
+def grub_env_block(values: dict[str, str]) -> bytes:
+    """A GRUB environment block holding `values` (plain values: no newline or backslash)."""
+    body = b"".join(f"{k}={v}\n".encode() for k, v in values.items())
+    if any(c in v for v in values.values() for c in "\n\\"):
+        raise ValueError("GRUB environment values here are one plain line")
+    block = _ENVBLK_HEADER + body
+    if len(block) > _ENVBLK_BYTES:
+        raise ValueError("the GRUB environment block holds at most 1024 bytes")
+    return block.ljust(_ENVBLK_BYTES, b"#")
+
+
 def config_disk_files(
-    *, hostname: str, admin_username: str, password_hash: str
+    *, hostname: str, admin_username: str, password_hash: str, boot_args: str = ""
 ) -> dict[str, tuple[bytes, int]]:
     """File name -> (content, mode) of the config disk's files."""
     if not is_password_hash(password_hash):
@@ -45,12 +66,14 @@ def config_disk_files(
     return {
         "hostname": (f"{hostname}\n".encode(), 0o644),
         "admin": (f"{admin_username}\n{password_hash}\n".encode(), 0o600),
+        "grubenv": (grub_env_block({"lab_boot_args": boot_args}), 0o644),
     }
 
 
 def write_guest_config_disk(
-    out: Path, *, hostname: str, admin_username: str, admin_password_hash: str
-) -> None:
+    out: Path, *, hostname: str, admin_username: str, admin_password_hash: str,
+    boot_args: str = "",
+) -> None:  # fmt: skip
     """Write `out`: a raw ext4 image labelled ``LABCFG`` with the VM's config, mode 0600.
 
     Raises `InvalidInput` for a host name or user name that cannot be used (and `ValueError`
@@ -59,8 +82,9 @@ def write_guest_config_disk(
     """
     validate_guest_config(hostname, admin_username, admin_password_hash)
     files = config_disk_files(
-        hostname=hostname, admin_username=admin_username, password_hash=admin_password_hash
-    )
+        hostname=hostname, admin_username=admin_username, password_hash=admin_password_hash,
+        boot_args=boot_args,
+    )  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     # mkdtemp and mkstemp create 0700 and 0600 whatever the umask.
     source = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))

@@ -166,6 +166,9 @@ def generated_files(recipe: DebianRecipe, root_uuid: str) -> dict[str, str]:
     """Path inside the guest -> content of each file made from the recipe."""
     g = recipe.grub
     header = "# Written by the lab's image builder (images/debian/recipe.toml).\n"
+    # GRUB's own variables ($lab_boot_args) reach grub.cfg as they are, not expanded by the
+    # shell that sources /etc/default/grub.
+    default_args = g.cmdline_default.replace("$", "\\$")
     return {
         "etc/fstab": (
             f"{header}# <file system> <mount point> <type> <options> <dump> <pass>\n"
@@ -177,7 +180,7 @@ def generated_files(recipe: DebianRecipe, root_uuid: str) -> dict[str, str]:
             f"GRUB_TIMEOUT={g.timeout}\n"
             "GRUB_TIMEOUT_STYLE=menu\n"
             "GRUB_DISTRIBUTOR=`lsb_release -i -s 2> /dev/null || echo Debian`\n"
-            f'GRUB_CMDLINE_LINUX_DEFAULT="{g.cmdline_default}"\n'
+            f'GRUB_CMDLINE_LINUX_DEFAULT="{default_args}"\n'
             f'GRUB_CMDLINE_LINUX="{g.cmdline}"\n'
             "# The menu and its editor on the serial console (ttyS0, COM1), where the lab's\n"
             "# console and boot diagnostics are.\n"
