@@ -122,6 +122,12 @@ def test_only_what_may_run_commands_runs_them(lab: Lab) -> None:
         assert "Microsoft.Compute/virtualMachines/runCommand/action" in r.text
         r = await c.put(EXT + V, json=VMACCESS, headers=reader)
         assert r.status_code == 403 and "extensions/write" in r.text
+        # Bodies that are not what Azure takes: a clear 400, never a 500.
+        for bad in (b"{not json", b"[]", b'{"properties": {"settings": [1]}}'):
+            r = await c.put(EXT + V, content=bad, headers=OWNER)
+            assert r.status_code == 400, r.text
+            r = await c.post(f"{VM1}/runCommand{V}", content=bad, headers=OWNER)
+            assert r.status_code == 400, r.text
 
     scenario(lab, body)
 

@@ -52,7 +52,11 @@ def extension_resource(request: Request, view: VmView, ext: Extension,
     }  # fmt: skip
 
 
-def _body(raw: Any) -> dict[str, Any]:
+async def _body(request: Request) -> dict[str, Any]:
+    try:
+        raw = await request.json()
+    except ValueError as exc:
+        raise InvalidInput(f"The body is not JSON: {exc}.") from exc
     if not isinstance(raw, dict):
         raise InvalidInput("The body must be a JSON object.")
     return raw
@@ -86,10 +90,11 @@ for _path in arm_paths(f"/providers/{VMS}/{{name}}/extensions"):
         _v: ApiVersion, principal: Caller,
     ) -> Response:  # fmt: skip
         view = await readable_vm(request, principal, subscription, group, name, f"{_EXT}/write")
-        body = _body(await request.json())
-        props = body.get("properties") or {}
-        if not isinstance(props, dict):
-            raise InvalidInput("properties must be an object.", target="properties")
+        props = (await _body(request)).get("properties") or {}
+        settings = props.get("settings") or {} if isinstance(props, dict) else None
+        if not isinstance(props, dict) or not isinstance(settings, dict):
+            raise InvalidInput("properties and properties.settings must be objects.",
+                               target="properties")  # fmt: skip
         publisher, kind = str(props.get("publisher", "")), str(props.get("type", ""))
         reset = vmaccess_request(publisher, kind, props.get("protectedSettings"))
         agent = lab_of(request).vm_agent
@@ -98,7 +103,7 @@ for _path in arm_paths(f"/providers/{VMS}/{{name}}/extensions"):
             name=extension, publisher=publisher, type=kind,
             type_handler_version=str(props.get("typeHandlerVersion") or "1.5"),
             auto_upgrade_minor_version=bool(props.get("autoUpgradeMinorVersion", True)),
-            settings=dict(props.get("settings") or {}),
+            settings=settings,
             provisioning_state="Updating" if existed else "Creating",
         )  # fmt: skip
         agent.save(view, ext)
@@ -133,7 +138,7 @@ for _path in arm_paths(f"/providers/{VMS}/{{name}}/runCommand"):
     ) -> Response:  # fmt: skip
         view = await readable_vm(request, principal, subscription, group, name,
                                  f"{VMS}/runCommand/action")  # fmt: skip
-        script = run_command_request(await request.json())
+        script = run_command_request(await _body(request))
         agent = lab_of(request).vm_agent
         audit = lab_of(request).consoles.audit
         audit.record("run-command", vm=view.identity.name, user=principal.name,
