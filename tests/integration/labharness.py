@@ -22,6 +22,18 @@ from lab.settings import Settings
 REPO = Path(__file__).resolve().parents[2]
 
 
+#: One line of the kernel's on the console: its timestamp, the message, the end of the line.
+KERNEL_LINE = re.compile(rb"\[ *\d+\.\d+\] [^\r\n]*\r*\n")
+
+
+def seq_numbers(output: bytes) -> list[int]:
+    """The numbers of the tiny image's `SEQ n` lines (`lab.seq=N`), in the order printed. The
+    kernel prints at its default log level (`bootMessages: normal`) while init counts, and its
+    console writes a whole line at once, even into the middle of one of init's: its lines are
+    taken out first, and init's come together again."""
+    return [int(n) for n in re.findall(rb"^SEQ (\d+)\r?$", KERNEL_LINE.sub(b"", output), re.M)]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -10,11 +10,11 @@ import pexpect
 import pytest
 
 from tests.integration.conftest import LOGIN
-from tests.integration.labharness import LAB_BIN, LabHarness, WsConsole
+from tests.integration.labharness import LAB_BIN, LabHarness, WsConsole, seq_numbers
 
 pytestmark = pytest.mark.integration
 
-#: Printed by the tiny image's init once per boot (the kernel itself is `quiet`).
+#: Printed by the tiny image's init once per boot.
 BOOT = rb"lab: init done"
 
 
@@ -24,9 +24,7 @@ def test_boot_log_holds_every_number_from_power_on(it_lab: LabHarness) -> None:
     # order. virtlogd logs QEMU's serial output whether or not the broker is attached, so this
     # proves the log, not the broker's attach-before-run ordering (VmService._power_on): that
     # one is proved through the broker, with virtlogd unable to log, in test_faults.py.
-    first_boot = log.split(BOOT, 1)[0]
-    numbers = [int(n) for n in re.findall(rb"^SEQ (\d+)\r?$", first_boot, re.M)]
-    assert numbers == list(range(1, 301))
+    assert seq_numbers(log.split(BOOT, 1)[0]) == list(range(1, 301))
 
 
 def test_login_with_pexpect_through_lab_console(it_lab: LabHarness) -> None:

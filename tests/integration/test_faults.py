@@ -26,7 +26,13 @@ import pytest
 from lab.domain.errors import RemoteError
 from lab.hypervisor.base import PAUSED_ON_IO_ERROR
 from lab.settings import Settings
-from tests.integration.labharness import LabHarness, WsConsole, report_figures, tiny_vm_yaml
+from tests.integration.labharness import (
+    LabHarness,
+    WsConsole,
+    report_figures,
+    seq_numbers,
+    tiny_vm_yaml,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -462,8 +468,7 @@ def test_power_on_output_reaches_viewers_through_the_broker_when_virtlogd_cannot
         h.cli("vm", "start", "s1")
         with h.client.console("s1", replay=0) as conn:
             seen = WsConsole(conn).expect(rb"(?s)\A.*?SEQ 300\r?\n", timeout=60).group(0)
-        numbers = [int(n) for n in re.findall(rb"^SEQ (\d+)\r?$", seen, re.M)]
-        assert numbers == list(range(1, 301))
+        assert seq_numbers(seen) == list(range(1, 301))
         # They came from the stream: the disk was full, so the log itself holds none of them.
         assert b"SEQ" not in (log.read_bytes() if log.exists() else b"")
     finally:
