@@ -212,8 +212,9 @@ def sweep_orphaned_domains(uri: str) -> list[str]:
 
 
 def tiny_vm_yaml(
-    name: str, memory_mib: int = 256, boot_diagnostics: str = "{enabled: true}"
-) -> str:
+    name: str, memory_mib: int = 256, boot_diagnostics: str = "{enabled: true}",
+    boot_messages: str = "normal",
+) -> str:  # fmt: skip
     """One tiny-image VM of a lab file's `virtualMachines` list (1 vCPU, the tests' login)."""
     return (
         f"      - name: {name}\n"
@@ -222,6 +223,7 @@ def tiny_vm_yaml(
         "        adminUsername: azureuser\n"
         '        adminPassword: "Passw0rd!"\n'
         f"        bootDiagnostics: {boot_diagnostics}\n"
+        f"        bootMessages: {boot_messages}\n"
     )
 
 

@@ -10,6 +10,7 @@
 
 import { CONFIRM_NMI, CONFIRM_RESET, adminCommand, connect } from "./admin.js";
 import { longRunning, token } from "./api.js";
+import { serialTerminal } from "./terminal.js";
 import { confirmAction, el, errorText } from "./ui.js";
 
 export const PASTE_LIMIT = 2048;
@@ -32,14 +33,9 @@ export function renderConsole(panel, resourceId, vm) {
     status.className = `console-status ${kind}`;
   };
 
-  const term = new window.Terminal({
-    convertEol: false, cursorBlink: true, scrollback: 5000, fontSize: 14,
-    fontFamily: "'DejaVu Sans Mono', 'Liberation Mono', monospace",
-  });
+  const term = serialTerminal({ cursorBlink: true });
   const fit = new window.FitAddon.FitAddon();
   term.loadAddon(fit);
-  // For tests and scripts: the terminal (its buffer holds what the screen shows).
-  window.labTerminal = term;
 
   async function admin(command, parameters, done) {
     try {

@@ -3,6 +3,7 @@
 // the trainee is; keystrokes are not sent (the server would refuse them anyway).
 
 import { token } from "./api.js";
+import { serialTerminal } from "./terminal.js";
 import { el, setCrumbs } from "./ui.js";
 
 export function renderWatch({ main }, group, name) {
@@ -12,15 +13,11 @@ export function renderWatch({ main }, group, name) {
   main.replaceChildren(
     el("h1", {}, `${group} / ${name} `, el("span", { class: "muted" }, "serial console, read-only")),
     status, screen);
-  const term = new window.Terminal({
-    convertEol: false, cursorBlink: false, disableStdin: true, scrollback: 5000, fontSize: 14,
-    fontFamily: "'DejaVu Sans Mono', 'Liberation Mono', monospace",
-  });
+  const term = serialTerminal({ cursorBlink: false, disableStdin: true });
   const fit = new window.FitAddon.FitAddon();
   term.loadAddon(fit);
   term.open(screen);
   fit.fit();
-  window.labTerminal = term;
   const url = `${location.origin.replace(/^http/, "ws")}/_portal/api/watch/${encodeURIComponent(group)}/${encodeURIComponent(name)}`;
   const ws = new WebSocket(url);
   ws.binaryType = "arraybuffer";
