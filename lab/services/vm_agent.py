@@ -18,11 +18,12 @@ import asyncio
 import base64
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from lab.domain.errors import Conflict, LabError, NotFound, VmAgentNotReady
 from lab.domain.power import PowerState
+from lab.domain.resource_ids import same
 from lab.domain.vm import VmView
 from lab.domain.vm_agent import (
     Extension,
@@ -134,20 +135,23 @@ class VmAgentService:
         rows = self.state.read().get("extensions", {}).get(view.identity.vm_id, [])
         return [Extension.from_dict(r) for r in rows]
 
+    def has(self, view: VmView, name: str) -> bool:
+        return any(same(e.name, name) for e in self.extensions(view))
+
     def extension(self, view: VmView, name: str) -> Extension:
         for ext in self.extensions(view):
-            if ext.name.casefold() == name.casefold():
+            if same(ext.name, name):
                 return ext
         raise NotFound(f"The extension '{name}' of VM '{view.identity.name}' was not found.",
                        target=name)  # fmt: skip
 
     def save(self, view: VmView, ext: Extension) -> None:
-        kept = [e for e in self.extensions(view) if e.name.casefold() != ext.name.casefold()]
+        kept = [e for e in self.extensions(view) if not same(e.name, ext.name)]
         self._write(view, [*kept, ext])
 
     def remove(self, view: VmView, name: str) -> None:
         self.extension(view, name)
-        kept = [e for e in self.extensions(view) if e.name.casefold() != name.casefold()]
+        kept = [e for e in self.extensions(view) if not same(e.name, name)]
         self._write(view, kept)
 
     def _write(self, view: VmView, exts: list[Extension]) -> None:
@@ -163,14 +167,11 @@ class VmAgentService:
         try:
             await self.reset_password(view, reset)
         except LabError as exc:
-            self.save(view, _with(ext, "Failed", failed(f"Enable failed: {exc.message}")))
+            status = failed(f"Enable failed: {exc.message}")
+            self.save(view, replace(ext, provisioning_state="Failed", status=status))
             raise
-        self.save(view, _with(ext, "Succeeded", succeeded("Enable succeeded.")))
-
-
-def _with(ext: Extension, state: str, status: Any) -> Extension:
-    return Extension(ext.name, ext.publisher, ext.type, ext.type_handler_version,
-                     ext.auto_upgrade_minor_version, ext.settings, state, status)  # fmt: skip
+        status = succeeded("Enable succeeded.")
+        self.save(view, replace(ext, provisioning_state="Succeeded", status=status))
 
 
 def _text(data: str | None) -> str:

@@ -17,7 +17,12 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from lab.api.azure.common import ApiVersion, Caller, arm_paths, lab_of
-from lab.api.azure.compute import extension_instance_view, readable_vm, status_dict
+from lab.api.azure.compute import (
+    extension_instance_view,
+    readable_vm,
+    status_dict,
+    wants_instance_view,
+)
 from lab.api.azure.operations import start_operation
 from lab.domain.errors import InvalidInput
 from lab.domain.resource_ids import VMS, vm_id
@@ -70,7 +75,7 @@ for _path in arm_paths(f"/providers/{VMS}/{{name}}/extensions"):
         principal: Caller,
     ) -> dict[str, Any]:  # fmt: skip
         view = await readable_vm(request, principal, subscription, group, name, f"{_EXT}/read")
-        expand = request.query_params.get("$expand", "").casefold() == "instanceview"
+        expand = wants_instance_view(request)
         return {"value": [extension_resource(request, view, e, expand=expand)
                           for e in lab_of(request).vm_agent.extensions(view)]}  # fmt: skip
 
@@ -80,7 +85,7 @@ for _path in arm_paths(f"/providers/{VMS}/{{name}}/extensions"):
         _v: ApiVersion, principal: Caller,
     ) -> dict[str, Any]:  # fmt: skip
         view = await readable_vm(request, principal, subscription, group, name, f"{_EXT}/read")
-        expand = request.query_params.get("$expand", "").casefold() == "instanceview"
+        expand = wants_instance_view(request)
         ext = lab_of(request).vm_agent.extension(view, extension)
         return extension_resource(request, view, ext, expand=expand)
 
@@ -98,7 +103,7 @@ for _path in arm_paths(f"/providers/{VMS}/{{name}}/extensions"):
         publisher, kind = str(props.get("publisher", "")), str(props.get("type", ""))
         reset = vmaccess_request(publisher, kind, props.get("protectedSettings"))
         agent = lab_of(request).vm_agent
-        existed = any(e.name.casefold() == extension.casefold() for e in agent.extensions(view))
+        existed = agent.has(view, extension)
         ext = Extension(
             name=extension, publisher=publisher, type=kind,
             type_handler_version=str(props.get("typeHandlerVersion") or "1.5"),
@@ -123,7 +128,7 @@ for _path in arm_paths(f"/providers/{VMS}/{{name}}/extensions"):
         view = await readable_vm(request, principal, subscription, group, name,
                                  f"{_EXT}/delete")  # fmt: skip
         agent = lab_of(request).vm_agent
-        if not any(e.name.casefold() == extension.casefold() for e in agent.extensions(view)):
+        if not agent.has(view, extension):
             return Response(status_code=204)
         agent.remove(view, extension)
         return Response(status_code=200)
