@@ -40,6 +40,8 @@ APT_PACKAGES=(
   # directory (mmdebstrap, verifying Debian's signatures), its partition table (sfdisk); and the
   # per-VM config disk's password hash (openssl passwd -6)
   mmdebstrap debian-archive-keyring fdisk openssl
+  # its EFI system partition (mkfs.vfat, mcopy), and the UEFI firmware of generation 2 VMs
+  dosfstools mtools ovmf
   # not named by the lab itself, but this script and the Makefile need them (a minimal Debian
   # has neither pgrep nor make)
   procps make

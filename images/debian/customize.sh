@@ -8,6 +8,7 @@
 #   LAB_GRUB_PROBE  a stand-in for grub-probe that answers for that disk
 #   LAB_ENABLE      units to enable, LAB_MASK units to mask (space-separated)
 #   LAB_PACKAGES_OUT  where to list the installed packages (name version)
+#   LAB_ESP_OUT     where to put the EFI system partition's files (the builder makes the FAT)
 set -eu
 root=$1
 
@@ -52,6 +53,24 @@ cp "$root"/usr/lib/grub/i386-pc/*.mod "$root"/usr/lib/grub/i386-pc/*.lst \
 chroot "$root" grub-mkimage -O i386-pc -o /boot/grub/i386-pc/core.img \
     -p '(hd0,msdos1)/boot/grub' biosdisk part_msdos ext2
 chroot "$root" grub-editenv /boot/grub/grubenv create
+
+echo "lab: GRUB for UEFI (generation 2 VMs)"
+# The same /boot/grub and grub.cfg as the BIOS GRUB: the EFI image's embedded configuration
+# finds the root file system by UUID and sets the prefix there, and its modules live in
+# /boot/grub/x86_64-efi as grub-install would put them. The image goes to the ESP twice: at the
+# removable-media path, which OVMF boots with no boot entry in its NVRAM (a new VM has none),
+# and at Debian's own path, which a trainee can boot by hand from the firmware's menu or shell.
+mkdir -p "$root/boot/grub/x86_64-efi" "$root/boot/efi" "$LAB_ESP_OUT/EFI/BOOT" \
+    "$LAB_ESP_OUT/EFI/debian"
+cp "$root"/usr/lib/grub/x86_64-efi/*.mod "$root"/usr/lib/grub/x86_64-efi/*.lst \
+    "$root/boot/grub/x86_64-efi/"
+printf 'search.fs_uuid %s root\nset prefix=($root)/boot/grub\n' "$LAB_ROOT_UUID" \
+    >"$root/boot/grub/x86_64-efi/load.cfg"
+chroot "$root" grub-mkimage -O x86_64-efi -o /boot/grub/x86_64-efi/grubx64.efi \
+    -c /boot/grub/x86_64-efi/load.cfg -p /boot/grub \
+    part_msdos ext2 fat search_fs_uuid normal configfile
+cp "$root/boot/grub/x86_64-efi/grubx64.efi" "$LAB_ESP_OUT/EFI/debian/grubx64.efi"
+cp "$root/boot/grub/x86_64-efi/grubx64.efi" "$LAB_ESP_OUT/EFI/BOOT/BOOTX64.EFI"
 
 echo "lab: cleaning up"
 # Made per VM at its first boot (lab-ssh-host-keys.service), never shared between VMs.

@@ -32,6 +32,7 @@ def vm_model(vm: VirtualMachineDef | VmProfileDef, location: str) -> VmModel:
         admin_username=vm.admin_username,
         kernel_args=vm.kernel_args,
         boot_messages=vm.boot_messages,
+        hyper_v_generation=vm.hyper_v_generation,
         boot_diagnostics=boot_diagnostics_model(vm.boot_diagnostics),
         tags=dict(vm.tags) if isinstance(vm, VirtualMachineDef) else {},
         location=location,
@@ -62,6 +63,7 @@ def scenario_vm_model(scenario: Scenario, image: str, vcpus: int | None = None) 
     return VmModel(
         image=image, vcpus=vcpus or scenario.vcpus, memory_mib=scenario.memory_mib,
         admin_username=scenario.admin.user, location=SCENARIO_LOCATION,
+        hyper_v_generation=scenario.hyper_v_generation,
         tags={"scenario": scenario.name},
         boot_diagnostics=BootDiagnosticsModel(enabled=True, storage_account=MANAGED_ACCOUNT),
     )  # fmt: skip

@@ -32,12 +32,15 @@ ALIVE_SIGNS = (r"login: ", r"Booting `", r"Loading Linux ", r"Linux version \d")
 
 #: Where a boot that will never show a login prompt stops instead (a regular expression -> what
 #: it is): the scenario checks then fail at once, and the boot slots let the core go.
+#: OVMF's shell prompt: a generation 2 VM whose firmware found nothing to boot starts it.
+UEFI_SHELL = r"Shell> "
 STUCK_SIGNS: dict[str, str] = {
     r"Give root password for maintenance|Press Enter for maintenance": "emergency mode",
     r"Kernel panic - not syncing": "a kernel panic",
     r"\(initramfs\) ": "the initramfs shell",
     r"root@\(none\):": "a shell started as init",
     r"grub(?: rescue)?> ": "GRUB's prompt",
+    UEFI_SHELL: "the UEFI shell (the firmware found no boot loader to start)",
 }
 #: What the debian image prints on the serial console once its boot is over and its login
 #: prompts have started (lab-boot-finished.service, as cloud-init's line on Azure).

@@ -56,6 +56,7 @@ from lab.domain.sizes import (
     resolve_size,
     unknown_size_message,
 )
+from lab.domain.vm import HyperVGeneration
 from lab.domain.yamldoc import (
     NULL_TAG,
     Builder,
@@ -260,7 +261,16 @@ class _GuestDef(_LabModel):
         "quiet (the kernel's warnings and errors only: a faster boot)",
     )
 
+    hyper_v_generation: HyperVGeneration = Field(
+        default="V1",
+        description="V1 (a BIOS: SeaBIOS) or V2 (UEFI: OVMF, as Azure's generation 2 VMs; its "
+        "setup menu is Esc at power-on, on the serial console)",
+    )
+
     _normalise_os_type = field_validator("os_type", mode="before")(_one_of(("Linux", "Windows")))
+    _normalise_generation = field_validator("hyper_v_generation", mode="before")(
+        _one_of(("V1", "V2"))
+    )
     _normalise_boot_messages = field_validator("boot_messages", mode="before")(
         _one_of(tuple(BOOT_MESSAGE_ARGS))
     )

@@ -26,6 +26,7 @@ from pydantic.alias_generators import to_camel
 from yaml.nodes import ScalarNode
 
 from lab.domain.errors import ScenarioFileError
+from lab.domain.vm import HyperVGeneration
 from lab.domain.yamldoc import NULL_TAG, Builder, FieldPath, compose, describe, format_path
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{1,40}")
@@ -185,6 +186,8 @@ class Scenario(_Model):
     story: str = Field(min_length=1)
     objective: str = Field(min_length=1)
     image: str = "debian"
+    #: V2: the VM boots through UEFI (OVMF), for breaks of the EFI boot path.
+    hyper_v_generation: HyperVGeneration = "V1"
     breaks: list[Break] = Field(default_factory=list)
     checks: list[Check] = Field(min_length=1)
     hints: list[str] = Field(default_factory=list)

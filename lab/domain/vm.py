@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -18,6 +19,9 @@ from lab.domain.boot_messages import BootMessages
 from lab.domain.guest_health import HangWarning
 from lab.domain.power import PowerState
 from lab.domain.resource_ids import instance_id, vm_id
+
+#: Azure's VM generation: V1 boots through a BIOS (SeaBIOS), V2 through UEFI (OVMF).
+HyperVGeneration = Literal["V1", "V2"]
 
 #: XML namespace of the lab's domain metadata.
 METADATA_NS = "https://serial-console-lab.dev/xmlns/vm/1"
@@ -48,6 +52,8 @@ class VmModel(BaseModel):
     kernel_args: str = ""
     #: `lab.domain.boot_messages`: what the guest prints on the serial console as it boots.
     boot_messages: BootMessages = "normal"
+    #: Generation 2 (UEFI, OVMF) or 1 (BIOS, SeaBIOS), as the instance view reports it.
+    hyper_v_generation: HyperVGeneration = "V1"
     boot_diagnostics: BootDiagnosticsModel = BootDiagnosticsModel()
     tags: dict[str, str] = {}
     location: str = "westeurope"

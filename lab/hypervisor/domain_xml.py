@@ -62,8 +62,20 @@ class DomainSpec:
     #: A raw disk image attached read-only after `disk` (the per-VM config of a disk boot).
     config_disk: str | None = None
     #: SeaBIOS prints on the serial console too (`<bios useserial>`: QEMU's `graphics=off`,
-    #: which turns SeaBIOS's serial console on); `lab.domain.boot_messages`.
+    #: which turns SeaBIOS's serial console on); `lab.domain.boot_messages`. OVMF always does.
     firmware_on_serial: bool = False
+
+    @property
+    def uefi(self) -> bool:
+        """A generation 2 VM: OVMF, not SeaBIOS."""
+        return self.model.hyper_v_generation == "V2"
+
+
+#: Debian's `ovmf` package: the UEFI firmware of generation 2 VMs (without Secure Boot, which the
+#: lab does not emulate) and the template of each VM's own variable store (its NVRAM: boot
+#: entries, setup settings), which libvirt copies at the first start and removes on undefine.
+OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
 
 
 def build_domain_xml(spec: DomainSpec) -> str:
@@ -130,12 +142,20 @@ def build_domain_xml(spec: DomainSpec) -> str:
 
 
 def _boot_xml(spec: DomainSpec) -> str:
-    bios = "\n    <bios useserial='yes'/>" if spec.firmware_on_serial else ""
+    firmware = _firmware_xml(spec)
     if spec.boot == "disk":
-        return bios.lstrip("\n")  # the disks' own boot order (see `build_domain_xml`)
+        return firmware.lstrip("\n")  # the disks' own boot order (see `build_domain_xml`)
     return f"""    <kernel>{escape(spec.kernel)}</kernel>
     <initrd>{escape(spec.initrd)}</initrd>
-    <cmdline>{escape(spec.cmdline)}</cmdline>{bios}"""
+    <cmdline>{escape(spec.cmdline)}</cmdline>{firmware}"""
+
+
+def _firmware_xml(spec: DomainSpec) -> str:
+    if spec.uefi:
+        return f"""
+    <loader readonly='yes' type='pflash'>{OVMF_CODE}</loader>
+    <nvram template={quoteattr(OVMF_VARS)}/>"""
+    return "\n    <bios useserial='yes'/>" if spec.firmware_on_serial else ""
 
 
 def _boot_order(order: int | None) -> str:

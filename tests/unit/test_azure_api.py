@@ -619,3 +619,56 @@ def test_redeploy_is_its_own_operation_and_powers_a_stopped_vm_on(lab: Lab) -> N
         assert lab.lookup.vm("vm1").power_state.value == "running"
 
     scenario(lab, body)
+
+
+@pytest.mark.parametrize(
+    ("change", "generation"),
+    [
+        (lambda b: None, "V1"),
+        # A marketplace-style generation 2 SKU, as `az vm create --image P:debian:debian-gen2:latest`.
+        (lambda b: b["properties"]["storageProfile"]["imageReference"].update(sku="tiny-gen2"),
+         "V2"),
+        (lambda b: b["properties"]["storageProfile"]["imageReference"].update(
+            offer=None, sku="tiny-Gen2"), "V2"),
+        # Trusted Launch is a generation 2 VM (what `az vm create` asks for by default).
+        (lambda b: b["properties"].update(securityProfile={
+            "securityType": "TrustedLaunch",
+            "uefiSettings": {"secureBootEnabled": True, "vTpmEnabled": True}}), "V2"),
+        (lambda b: b["properties"].update(securityProfile={"securityType": "Standard"}), "V1"),
+    ],
+)
+def test_a_generation_2_vm_boots_uefi_and_says_so(
+    lab: Lab, hv: FakeHypervisor, change: Any, generation: str
+) -> None:
+    """The image's SKU or Trusted Launch makes a generation 2 VM: OVMF in its domain, V2 in
+    its instance view, and a `-gen2` SKU in its GET, so a GET put back makes the same VM."""
+    made = f"{RG}/providers/Microsoft.Compute/virtualMachines/gen"
+
+    async def body(c: Client) -> None:
+        put = _vm_body()
+        change(put)
+        r = await c.put(made + V, headers=OWNER, json=put)
+        assert r.status_code == 201, r.text
+        assert await _settle(c, r) == "Succeeded"
+        got = (await c.get(made + V + "&$expand=instanceView", headers=OWNER)).json()
+        assert got["properties"]["instanceView"]["hyperVGeneration"] == generation
+        sku = got["properties"]["storageProfile"]["imageReference"]["sku"]
+        assert sku == ("tiny-gen2" if generation == "V2" else "tiny")
+        [name] = {n for op, n in hv.calls if n.endswith("+gen")}
+        assert ("OVMF_CODE" in hv.xml(name)) == (generation == "V2")
+
+    scenario(lab, body)
+
+
+def test_a_confidential_vm_is_refused_by_name(lab: Lab) -> None:
+    async def body(c: Client) -> None:
+        put = _vm_body()
+        put["properties"]["securityProfile"] = {"securityType": "ConfidentialVM"}
+        r = await c.put(f"{RG}/providers/Microsoft.Compute/virtualMachines/cvm{V}",
+                        headers=OWNER, json=put)  # fmt: skip
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert err["target"] == "properties.securityProfile.securityType"
+        assert "ConfidentialVM" in err["message"] and "TrustedLaunch" in err["message"]
+
+    scenario(lab, body)

@@ -3,6 +3,7 @@ of training scenarios."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from lab.domain.errors import InvalidInput
 from lab.storage.diskedit import PARTITION_OFFSET, RootFs, edit_disk
+from lab.storage.images.bootdisk import DiskLayout, make_boot_disk
 
 
 @pytest.fixture
@@ -70,3 +72,56 @@ def test_fill_takes_the_free_space_and_remove_removes(disk: Path, tmp_path: Path
 
     edit_disk(disk, out, edit)
     assert free[0] < 1024 * 1024  # under 1 MiB left of 32
+
+
+@pytest.fixture
+def disk_with_esp(tmp_path: Path) -> Path:
+    """A disk like today's Debian image: the ext4 root at 1 MiB, then an EFI system partition
+    (type ef, FAT) holding GRUB at the removable-media path."""
+    root, esp = tmp_path / "root", tmp_path / "esp"
+    (root / "boot/efi").mkdir(parents=True)
+    (esp / "EFI/BOOT").mkdir(parents=True)
+    (esp / "EFI/BOOT/BOOTX64.EFI").write_bytes(b"MZ grub")
+    for name in ("boot.img", "core.img"):
+        (tmp_path / name).write_bytes(bytes(512))
+    (tmp_path / "work").mkdir()
+    out = tmp_path / "esp-disk.qcow2"
+    make_boot_disk(out, root=root, boot_img=tmp_path / "boot.img",
+                   core_img=tmp_path / "core.img", work_dir=tmp_path / "work",
+                   layout=DiskLayout.from_seed("ab" * 32, size_mib=48, label="root", esp_mib=16),
+                   esp_content=esp)  # fmt: skip
+    return out
+
+
+@pytest.mark.skipif(not all(shutil.which(t) for t in ("mkfs.vfat", "mcopy")),
+                    reason="needs dosfstools and mtools")  # fmt: skip
+def test_paths_under_boot_efi_are_edited_on_the_efi_system_partition(
+    disk_with_esp: Path, tmp_path: Path
+) -> None:
+    """A generation 2 scenario's break: GRUB's file gone from the ESP, which the root file
+    system only mounts; what FAT cannot hold is refused by name."""
+    out = tmp_path / "broken.qcow2"
+    seen: list[bool] = []
+
+    def edit(fs: RootFs) -> None:
+        seen.append(fs.exists("/boot/efi/EFI/BOOT/BOOTX64.EFI"))
+        assert fs.read("/boot/efi/EFI/BOOT/BOOTX64.EFI") == b"MZ grub"
+        fs.write("/boot/efi/EFI/BOOT/startup.nsh", b"echo hi\r\n")
+        fs.remove("/boot/efi/EFI/BOOT/BOOTX64.EFI")
+        seen.append(fs.exists("/boot/efi/EFI/BOOT/BOOTX64.EFI"))
+        with pytest.raises(InvalidInput, match="EFI system partition"):
+            fs.remove("/boot/efi/EFI/BOOT/BOOTX64.EFI")
+        with pytest.raises(InvalidInput, match="no modes"):
+            fs.chmod("/boot/efi/EFI/BOOT/startup.nsh", 0o755)
+        assert fs.exists("/boot/efi"), "the mount point on the root is the ESP's root"
+
+    edit_disk(disk_with_esp, out, edit)
+    assert seen == [True, False]
+    raw = tmp_path / "check.raw"
+    subprocess.run(["qemu-img", "convert", "-O", "raw", str(out), str(raw)], check=True)
+    fs = RootFs(raw)
+    try:
+        assert fs.read("/boot/efi/EFI/BOOT/startup.nsh") == b"echo hi\r\n"
+        assert not fs.exists("/boot/efi/EFI/BOOT/BOOTX64.EFI")
+    finally:
+        fs.close()

@@ -113,8 +113,17 @@ def disk_boot_with_config_disk() -> DomainSpec:
                                config_disk=f"{vm_dir}/config.img")  # fmt: skip
 
 
+def generation_2_disk_boot() -> DomainSpec:
+    """A generation 2 VM: OVMF from Debian's package and a variable store made from its
+    template, no SeaBIOS serial switch (OVMF prints on the serial port by itself)."""
+    base = disk_boot_with_config_disk()
+    model = base.model.model_copy(update={"hyper_v_generation": "V2"})
+    return dataclasses.replace(base, model=model)
+
+
 CASES = {
     "tcg_disk_bootdiag": tcg_with_disk,
+    "uefi_disk_boot": generation_2_disk_boot,
     "scale_set_instance": scale_set_instance,
     "kvm_nodisk_deallocated_escaped": kvm_deallocated_escaped,
     "disk_boot_config_disk": disk_boot_with_config_disk,

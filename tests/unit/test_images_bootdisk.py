@@ -43,7 +43,16 @@ def test_layout_identities_come_from_the_seed() -> None:
 def test_partition_table_script() -> None:
     layout = DiskLayout.from_seed(SEED, size_mib=16, label="root")
     assert partition_table_script(layout) == (
-        "label: dos\nlabel-id: 0x01234567\nunit: sectors\n\nstart=2048, type=83, bootable\n"
+        "label: dos\nlabel-id: 0x01234567\nunit: sectors\n\n"
+        "start=2048, size=30720, type=83, bootable\n"
+    )
+
+
+def test_partition_table_script_with_an_efi_system_partition_at_the_end() -> None:
+    layout = DiskLayout.from_seed(SEED, size_mib=64, label="root", esp_mib=16)
+    assert layout.partition_bytes == 47 << 20
+    assert partition_table_script(layout).endswith(
+        "start=2048, size=96256, type=83, bootable\nstart=98304, type=ef\n"
     )
 
 
@@ -141,3 +150,43 @@ def test_make_boot_disk_end_to_end(tmp_path: Path) -> None:
                             text=True, check=True).stdout  # fmt: skip
     assert f"Filesystem UUID:          {layout.fs_uuid}" in header
     assert "Filesystem volume name:   root\n" in header
+
+
+@needs_tools
+@pytest.mark.skipif(not all(shutil.which(t) for t in ("mkfs.vfat", "mcopy", "mtype")),
+                    reason="needs dosfstools and mtools")  # fmt: skip
+def test_a_boot_disk_with_an_efi_system_partition(tmp_path: Path) -> None:
+    """One disk for both firmwares: the root partition first, then a FAT partition of type ef
+    holding the EFI directory given, labelled ESP (the guest's fstab mounts it by label)."""
+    root = tmp_path / "root"
+    root.mkdir()
+    esp = tmp_path / "esp"
+    (esp / "EFI/BOOT").mkdir(parents=True)
+    (esp / "EFI/BOOT/BOOTX64.EFI").write_bytes(b"MZ grub" * 100)
+    (tmp_path / "boot.img").write_bytes(bytes(SECTOR))
+    (tmp_path / "core.img").write_bytes(b"CORE")
+    work = tmp_path / "work"
+    work.mkdir()
+    out = tmp_path / "disk.qcow2"
+    layout = DiskLayout.from_seed(SEED, size_mib=48, label="root", esp_mib=16)
+    make_boot_disk(out, root=root, boot_img=tmp_path / "boot.img",
+                   core_img=tmp_path / "core.img", work_dir=work, layout=layout,
+                   esp_content=esp)  # fmt: skip
+    raw = tmp_path / "disk.raw"
+    subprocess.run(["qemu-img", "convert", "-O", "raw", str(out), str(raw)], check=True)
+    dump = json.loads(subprocess.run(["sfdisk", "--json", str(raw)], capture_output=True,
+                                     check=True).stdout)["partitiontable"]  # fmt: skip
+    first, second = dump["partitions"]
+    assert (first["start"], first["size"], first["type"]) == (2048, 63488, "83")
+    assert (second["start"], second["size"], second["type"]) == (65536, 32768, "ef")
+    image = f"{raw}@@{65536 * SECTOR}"
+    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+    read = subprocess.run(["mtype", "-i", image, "::/EFI/BOOT/BOOTX64.EFI"], env=env,
+                          capture_output=True, check=True)  # fmt: skip
+    assert read.stdout == b"MZ grub" * 100
+    label = subprocess.run(["mlabel", "-s", "-i", image, "::"], env=env, capture_output=True,
+                           text=True, check=True)  # fmt: skip
+    assert "ESP" in label.stdout
+    with pytest.raises(ImageError, match="both its size and its content"):
+        make_boot_disk(out, root=root, boot_img=tmp_path / "boot.img",
+                       core_img=tmp_path / "core.img", work_dir=work, layout=layout)  # fmt: skip

@@ -108,7 +108,8 @@ def test_bad_recipes_are_image_errors(tmp_path: Path, content: str, message: str
 def test_generated_files(recipe: debian.DebianRecipe) -> None:
     files = debian.generated_files(recipe, UUID)
     fstab = [line for line in files["etc/fstab"].splitlines() if not line.startswith("#")]
-    assert fstab == [f"UUID={UUID} / ext4 errors=remount-ro 0 1"]
+    assert fstab == [f"UUID={UUID} / ext4 errors=remount-ro 0 1",
+                     "LABEL=ESP /boot/efi vfat umask=0077,nofail 0 0"]
     grub = dict(
         line.split("=", 1) for line in files["etc/default/grub"].splitlines()
         if line and not line.startswith("#")
@@ -175,7 +176,7 @@ def test_staging_holds_generated_files_and_the_rootfs(
 ) -> None:
     debian._stage(recipe, RECIPE, tmp_path, UUID)
     fstab = (tmp_path / "etc/fstab").read_text()
-    assert fstab.endswith(f"UUID={UUID} / ext4 errors=remount-ro 0 1\n")
+    assert f"UUID={UUID} / ext4 errors=remount-ro 0 1\n" in fstab
     script = tmp_path / "usr/local/sbin/lab-guest-config"
     assert script.stat().st_mode & 0o777 == 0o755
     unit = tmp_path / "etc/systemd/system/lab-guest-config.service"

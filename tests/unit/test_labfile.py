@@ -164,6 +164,7 @@ def test_defaults() -> None:
     assert vm.boot_diagnostics.storage_uri is None
     assert vm.kernel_args == ""
     assert vm.boot_messages == "normal", "the whole boot, as Azure's boot diagnostics shows"
+    assert vm.hyper_v_generation == "V1"
     assert vm.tags == {}
 
 
@@ -176,8 +177,10 @@ def test_enum_values_and_size_names_are_case_insensitive() -> None:
         edit("size: Standard_B1s", "size: standard_b1MS")
         .replace("osType: Linux", "osType: linux")
         .replace("defaultAction: Allow", "defaultAction: deny")
+        .replace('kernelArgs: ""', 'kernelArgs: ""\n        hyperVGeneration: v2')
     )
     vm = lab.resource_groups[0].virtual_machines[0]
+    assert vm.hyper_v_generation == "V2"
     assert vm.size == "Standard_B1ms"
     assert vm.memory_mib == 2048
     assert vm.os_type == "Linux"
@@ -430,6 +433,13 @@ def test_error_is_an_invalid_input_with_its_own_code() -> None:
             f"{VM1}.bootMessages",
             ["'quiet' or 'normal'"],
             id="bad-boot-messages",
+        ),
+        pytest.param(
+            edit('kernelArgs: ""', 'kernelArgs: ""\n        hyperVGeneration: V3'),
+            "hyperVGeneration: V3",
+            f"{VM1}.hyperVGeneration",
+            ["'V1' or 'V2'"],
+            id="bad-generation",
         ),
         pytest.param(
             edit("location: westeurope", "location: West Europe"),

@@ -16,6 +16,9 @@ from lab.services.lab import Lab
 
 M = TypeVar("M", bound=BaseModel)
 _CUSTOM_SIZE = re.compile(r"^Lab_(\d+)vCPU_(\d+)MiB$")
+#: A marketplace SKU of a generation 2 image ends so ("12-gen2", "22_04-lts-gen2"); the lab's
+#: own are "<image>-gen2" (`image_reference`).
+GEN2_SUFFIX = "-gen2"
 
 
 def obj(parent: Any, key: str, where: str) -> dict[str, Any]:
@@ -40,7 +43,9 @@ def guest_fields(props: dict[str, Any], where: str) -> dict[str, Any]:
     as lab-file fields. `where` is the properties' path in the body, for error targets."""
     storage = obj(props, "storageProfile", where)
     ref = obj(storage, "imageReference", f"{where}.storageProfile")
-    image = ref.get("offer") or ref.get("sku")
+    sku = ref.get("sku")
+    gen2_sku = isinstance(sku, str) and sku.lower().endswith(GEN2_SUFFIX)
+    image = ref.get("offer") or (sku[: -len(GEN2_SUFFIX)] if gen2_sku and sku else sku)
     if not image and isinstance(ref.get("id"), str):
         image = ref["id"].rstrip("/").rsplit("/", 1)[-1]
     if not isinstance(image, str) or not image:
@@ -54,8 +59,10 @@ def guest_fields(props: dict[str, Any], where: str) -> dict[str, Any]:
     os_disk = obj(storage, "osDisk", f"{where}.storageProfile")
     bd = obj(obj(props, "diagnosticsProfile", where), "bootDiagnostics",
              f"{where}.diagnosticsProfile")  # fmt: skip
+    trusted = _trusted_launch(obj(props, "securityProfile", where), f"{where}.securityProfile")
     return {
         "image": image,
+        "hyperVGeneration": "V2" if gen2_sku or trusted else "V1",
         "osType": os_disk.get("osType", "Linux"),
         "adminUsername": os_profile.get("adminUsername"),
         "adminPassword": os_profile.get("adminPassword"),
@@ -64,10 +71,30 @@ def guest_fields(props: dict[str, Any], where: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _trusted_launch(security: dict[str, Any], where: str) -> bool:
+    """Whether `securityProfile` asks for Trusted Launch, which is a generation 2 VM. Its UEFI
+    settings (Secure Boot, vTPM) are taken but not emulated: OVMF boots without them, as the
+    README says. A confidential VM needs hardware the lab does not have."""
+    kind = security.get("securityType")
+    if kind is None or (isinstance(kind, str) and kind.lower() == "standard"):
+        return False
+    if isinstance(kind, str) and kind.lower() == "trustedlaunch":
+        return True
+    raise InvalidInput(f"{where}.securityType '{kind}' is not supported: the lab runs Standard "
+                       "and TrustedLaunch (generation 2, UEFI) VMs", target=f"{where}.securityType")
+
+
+def image_reference(image: str, generation: str) -> dict[str, str]:
+    """A VM's `imageReference` as a GET shows it; a PUT of it gives the same VM again."""
+    sku = image + GEN2_SUFFIX if generation == "V2" else image
+    return {"publisher": "SerialConsoleLab", "offer": image, "sku": sku, "version": "latest"}
+
+
 def arm_fields(where: str) -> dict[str, str]:
     """Where each lab-file field of a guest lives under `where` in an ARM body."""
     return {
         "image": f"{where}.storageProfile.imageReference",
+        "hyperVGeneration": f"{where}.storageProfile.imageReference.sku",
         "osType": f"{where}.storageProfile.osDisk.osType",
         "adminUsername": f"{where}.osProfile.adminUsername",
         "adminPassword": f"{where}.osProfile.adminPassword",

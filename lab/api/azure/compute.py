@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
+from lab.api.azure.arm_bodies import image_reference
 from lab.api.azure.common import (
     ApiVersion,
     Caller,
@@ -51,6 +52,7 @@ def instance_view(request: Request, view: VmView) -> dict[str, Any]:
     result: dict[str, Any] = {
         "computerName": view.identity.host_name,
         "osName": model.os_type,
+        "hyperVGeneration": model.hyper_v_generation,
         "statuses": [
             {"code": "ProvisioningState/succeeded", "level": "Info",
              "displayStatus": "Provisioning succeeded"},
@@ -125,8 +127,7 @@ def vm_resource(request: Request, view: VmView, *, expand: bool = False) -> dict
             "vmSize": model.size_name or custom_size(model.vcpus, model.memory_mib)
         },
         "storageProfile": {
-            "imageReference": {"publisher": "SerialConsoleLab", "offer": model.image,
-                               "sku": model.image, "version": "latest"},
+            "imageReference": image_reference(model.image, model.hyper_v_generation),
             "osDisk": {"osType": model.os_type, "name": f"{ident.name}_OsDisk",
                        "createOption": "FromImage"},
         },

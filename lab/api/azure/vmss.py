@@ -23,6 +23,7 @@ from lab.api.azure.arm_bodies import (
     arm_size,
     check_storage_account,
     guest_fields,
+    image_reference,
     obj,
     validated,
 )
@@ -85,8 +86,7 @@ def set_resource(model: ScaleSetModel) -> dict[str, Any]:
                               "adminUsername": p.admin_username,
                               "linuxConfiguration": {"disablePasswordAuthentication": False}},
                 "storageProfile": {
-                    "imageReference": {"publisher": "SerialConsoleLab", "offer": p.image,
-                                       "sku": p.image, "version": "latest"},
+                    "imageReference": image_reference(p.image, p.hyper_v_generation),
                     "osDisk": {"osType": p.os_type, "createOption": "FromImage"}},
                 "diagnosticsProfile": {"bootDiagnostics": {
                     "enabled": p.boot_diagnostics.enabled,

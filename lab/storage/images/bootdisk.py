@@ -1,12 +1,16 @@
-"""A BIOS-bootable disk from a root directory, without loop devices or mounts.
+"""A disk that boots through BIOS and UEFI from a root directory, without loop devices or mounts.
 
 The steps (measured to work on a host without udev, where ``losetup -P`` makes no partition
 nodes):
 
 1. ``mkfs.ext4 -d ROOT`` writes the root directory into a partition image (a plain file);
-2. ``sfdisk`` writes a DOS partition table with one bootable partition at sector 2048 into a
-   plain disk file;
+2. ``sfdisk`` writes a DOS partition table into a plain disk file: the root partition at
+   sector 2048 (bootable), and, when the layout has one, an EFI system partition (type ``ef``)
+   at the end of the disk;
 3. the partition image is copied into the disk file at 1 MiB (only its data: both are sparse);
+   the EFI system partition is a FAT file system (``mkfs.vfat``) holding GRUB's EFI image,
+   copied in with ``mcopy`` (mtools), and then into its place on the disk. OVMF takes an MBR
+   partition of type ``ef`` as an ESP, so one disk boots either firmware;
 4. GRUB's ``boot.img`` goes into the first 440 bytes of sector 0 (the partition table and the
    disk signature after it stay) and ``core.img`` from sector 1 on, the gap before the partition;
    the defaults compiled into both already point at those sectors;
@@ -30,6 +34,8 @@ SECTOR: Final = 512
 PARTITION_START_SECTOR: Final = 2048
 #: boot.img's bytes that may go into sector 0: 440, then the disk signature and partition table.
 BOOT_CODE_SIZE: Final = 440
+#: The EFI system partition's file system label (the guest's fstab mounts it by label).
+ESP_LABEL: Final = "ESP"
 #: Fixed timestamp of the file system's own metadata (2024-01-01), as in the tiny image.
 EPOCH: Final = 1704067200
 
@@ -44,9 +50,11 @@ class DiskLayout:
     #: The DOS disk identifier (``label-id``), 8 hex digits.
     disk_id: str
     label: str
+    #: The EFI system partition's size at the end of the disk; 0: none (a BIOS-only disk).
+    esp_mib: int = 0
 
     @classmethod
-    def from_seed(cls, seed: str, *, size_mib: int, label: str) -> DiskLayout:
+    def from_seed(cls, seed: str, *, size_mib: int, label: str, esp_mib: int = 0) -> DiskLayout:
         """A layout whose UUIDs come from `seed` (a content hash of 64 hex digits): the same
         image content always gets the same identities."""
         if len(seed) < 64:
@@ -57,21 +65,30 @@ class DiskLayout:
             hash_seed=str(uuid.UUID(seed[32:64], version=4)),
             disk_id=seed[:8],
             label=label[:16],
+            esp_mib=esp_mib,
         )
 
     @property
     def partition_bytes(self) -> int:
-        return self.size_mib * 1024 * 1024 - PARTITION_START_SECTOR * SECTOR
+        return (self.size_mib - self.esp_mib) * 1024 * 1024 - PARTITION_START_SECTOR * SECTOR
+
+    @property
+    def esp_start_sector(self) -> int:
+        return (self.size_mib - self.esp_mib) * 1024 * 1024 // SECTOR
 
 
 def partition_table_script(layout: DiskLayout) -> str:
-    """The ``sfdisk`` script: a DOS label, one bootable Linux partition from 1 MiB to the end."""
+    """The ``sfdisk`` script: a DOS label, the bootable Linux partition from 1 MiB, then the EFI
+    system partition (if any) to the end."""
+    root_sectors = layout.partition_bytes // SECTOR
+    esp = f"start={layout.esp_start_sector}, type=ef\n" if layout.esp_mib else ""
     return (
         "label: dos\n"
         f"label-id: 0x{layout.disk_id}\n"
         "unit: sectors\n"
         "\n"
-        f"start={PARTITION_START_SECTOR}, type=83, bootable\n"
+        f"start={PARTITION_START_SECTOR}, size={root_sectors}, type=83, bootable\n"
+        f"{esp}"
     )
 
 
@@ -134,6 +151,16 @@ def make_root_filesystem(image: Path, root: Path, layout: DiskLayout) -> None:
     )
 
 
+def make_esp(image: Path, content: Path, layout: DiskLayout) -> None:
+    """A FAT partition image labelled `ESP_LABEL` holding the directory `content` (its ``EFI/``)."""
+    image.unlink(missing_ok=True)
+    run(["mkfs.vfat", "-C", "-n", ESP_LABEL, "-i", layout.disk_id, image,
+         str(layout.esp_mib * 1024)])  # fmt: skip
+    entries = sorted(content.iterdir())
+    if entries:
+        run(["mcopy", "-s", "-m", "-i", image, *entries, "::/"], env={"MTOOLS_SKIP_CHECK": "1"})
+
+
 def make_boot_disk(
     out: Path,
     *,
@@ -142,14 +169,18 @@ def make_boot_disk(
     core_img: Path,
     work_dir: Path,
     layout: DiskLayout,
+    esp_content: Path | None = None,
     progress: ProgressFn = no_progress,
     fractions: tuple[float, float] = (0.0, 1.0),
 ) -> None:
-    """Write `out`, a qcow2 disk with the directory `root` on its one partition, booting GRUB.
+    """Write `out`, a qcow2 disk with the directory `root` on its first partition, booting GRUB.
 
     `boot_img` and `core_img` are GRUB's files (taken from the guest, so they match its
-    modules). `fractions` is the part of the overall progress these steps cover.
+    modules). `esp_content` fills the EFI system partition, which the layout must have.
+    `fractions` is the part of the overall progress these steps cover.
     """
+    if (esp_content is None) != (layout.esp_mib == 0):
+        raise ImageError("an EFI system partition needs both its size and its content")
     lo, hi = fractions
 
     def step(text: str, part: float) -> None:
@@ -170,6 +201,12 @@ def make_boot_disk(
     step("Copying the root file system into the partition", 0.5)
     copy_sparse(partition, raw, PARTITION_START_SECTOR * SECTOR)
     partition.unlink()
+    if esp_content is not None:
+        step("Writing the EFI system partition (mkfs.vfat, mcopy)", 0.55)
+        esp = work_dir / "esp.fat"
+        make_esp(esp, esp_content, layout)
+        copy_sparse(esp, raw, layout.esp_start_sector * SECTOR)
+        esp.unlink()
     step("Writing GRUB's boot.img and core.img", 0.6)
     write_boot_code(raw, boot, core)
     step("Converting to qcow2", 0.65)

@@ -37,7 +37,7 @@ from typing import Any, Final
 
 from lab.domain.errors import ImageError
 from lab.storage.images import debpkg
-from lab.storage.images.bootdisk import DiskLayout, make_boot_disk
+from lab.storage.images.bootdisk import ESP_LABEL, DiskLayout, make_boot_disk
 from lab.storage.images.builder import BuildContext, BuildOutput, ProgressFn
 from lab.storage.images.commands import release_mounts, require_tool, run_streaming
 
@@ -50,6 +50,9 @@ DISK_FILE: Final = "disk.qcow2"
 PACKAGES_FILE: Final = "packages.txt"
 #: The guest's view of its disk: the lab attaches the OS disk as the first virtio disk.
 ROOT_DEVICE: Final = "/dev/vda1"
+#: Where customize.sh leaves the EFI system partition's files (GRUB's EFI image), in the work
+#: directory, not the guest's root: in the guest the partition is mounted on /boot/efi.
+ESP_DIR: Final = "esp"
 
 _UNIT: Final = re.compile(r"[A-Za-z0-9@._:\\-]+\.(service|socket|target|mount|timer|path)")
 _MODULE: Final = re.compile(r"[A-Za-z0-9_-]+")
@@ -76,6 +79,8 @@ class DebianRecipe:
     dpkg_path_exclude: tuple[str, ...]
     dpkg_path_include: tuple[str, ...]
     disk_size_mib: int
+    #: The EFI system partition at the end of the disk (GRUB's EFI image, for generation 2).
+    esp_size_mib: int
     root_label: str
     hostname: str
     grub: GrubSettings
@@ -127,6 +132,10 @@ class DebianRecipe:
         size = field(data, "disk_size_mib", int, 2048)
         if not 512 <= size <= 64 * 1024:
             raise ImageError(f"{path}: 'disk_size_mib' must be between 512 and 65536")
+        esp = field(data, "esp_size_mib", int, 64)
+        if not 16 <= esp <= size // 4:
+            raise ImageError(f"{path}: 'esp_size_mib' must be between 16 and a quarter of "
+                             "'disk_size_mib'")  # fmt: skip
         hostname = field(data, "hostname", str, "debian")
         if not _HOSTNAME.fullmatch(hostname):
             raise ImageError(f"{path}: 'hostname' {hostname!r} is not a valid host name")
@@ -145,6 +154,7 @@ class DebianRecipe:
             dpkg_path_exclude=strings(data, "dpkg_path_exclude"),
             dpkg_path_include=strings(data, "dpkg_path_include"),
             disk_size_mib=size,
+            esp_size_mib=esp,
             root_label=field(data, "root_label", str, "root")[:16],
             hostname=hostname,
             grub=GrubSettings(
@@ -173,6 +183,9 @@ def generated_files(recipe: DebianRecipe, root_uuid: str) -> dict[str, str]:
         "etc/fstab": (
             f"{header}# <file system> <mount point> <type> <options> <dump> <pass>\n"
             f"UUID={root_uuid} / ext4 errors=remount-ro 0 1\n"
+            # The EFI system partition, where a generation 2 VM's firmware finds GRUB.
+            # nofail: a damaged ESP must not stop a boot that did not need it.
+            f"LABEL={ESP_LABEL} /boot/efi vfat umask=0077,nofail 0 0\n"
         ),
         "etc/default/grub": (
             f"{header}# Run `update-grub` after editing. `info -f grub -n 'Simple configuration'`\n"
@@ -350,14 +363,17 @@ class DebianBuilder:
                 "Building the debian image needs root (mmdebstrap --mode=root, chroot): "
                 "run `sudo lab image build debian`."
             )
-        for tool in ("mmdebstrap", "chroot", "mountpoint", "mkfs.ext4", "sfdisk", "qemu-img"):
+        for tool in ("mmdebstrap", "chroot", "mountpoint", "mkfs.ext4", "sfdisk", "qemu-img",
+                     "mkfs.vfat", "mcopy"):
             require_tool(tool)
         missing = [p for p in (recipe.kernel_package, *recipe.packages) if p not in ctx.pins]
         if missing:
             raise ImageError(f"The resolved packages {dict(ctx.pins)} lack {', '.join(missing)}.")
         layout = DiskLayout.from_seed(
-            ctx.content_hash, size_mib=recipe.disk_size_mib, label=recipe.root_label
+            ctx.content_hash, size_mib=recipe.disk_size_mib, label=recipe.root_label,
+            esp_mib=recipe.esp_size_mib,
         )
+        esp = ctx.work_dir / ESP_DIR
         root = ctx.work_dir / "root"
         staging = ctx.work_dir / "staging"
         staging.mkdir()
@@ -376,6 +392,7 @@ class DebianBuilder:
             "LAB_PACKAGES_OUT": str(ctx.out_dir / PACKAGES_FILE),
             "LAB_DEBS": str(ctx.debs_dir),
             "LAB_RECIPE_DIR": str(ctx.recipe_dir),
+            "LAB_ESP_OUT": str(esp),
         }
         ctx.progress("Running mmdebstrap", 0.01)
         try:
@@ -402,6 +419,7 @@ class DebianBuilder:
             core_img=grub_dir / "core.img",
             work_dir=ctx.work_dir,
             layout=layout,
+            esp_content=esp,
             progress=ctx.progress,
             fractions=(MMDEBSTRAP_DONE + 0.01, 0.96),
         )
