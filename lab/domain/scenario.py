@@ -163,6 +163,11 @@ class VmControls(Protocol):
 
     def nmi(self) -> None: ...
 
+    def reset_password(self, user: str, password: str) -> None:
+        """Azure's "Reset password" (the VM access extension, `az vm user update`): through
+        the guest agent, so it fails while the agent does not answer."""
+        ...
+
 
 @dataclass(frozen=True)
 class CheckResult:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from lab.client import connect
@@ -152,6 +154,26 @@ class CliControls:
 
     def nmi(self) -> None:
         self.lab.cli("nmi", *self.vm, "--yes")
+
+    def reset_password(self, user: str, password: str) -> None:
+        """What `az vm user update` sends: the VM access extension's PUT, then its operation
+        polled to the end."""
+        token = self.lab.cli("token").stdout.strip()
+        vm = self.lab.client.json("GET", f"/v1/vms/{self.vm[0]}?resourceGroup=scenarios")
+        url = f"https://127.0.0.1:{self.lab.api_port}{vm['id']}/extensions/enablevmaccess"
+        body = {"location": "westeurope", "properties": {
+            "publisher": "Microsoft.OSTCExtensions", "type": "VMAccessForLinux",
+            "typeHandlerVersion": "1.5", "protectedSettings": {"username": user,
+                                                               "password": password}}}  # fmt: skip
+        with httpx.Client(verify=ssl.create_default_context(cafile=self.lab.ca), timeout=60,
+                          headers={"Authorization": f"Bearer {token}"}) as http:  # fmt: skip
+            put = http.put(url, params={"api-version": "2024-07-01"}, json=body)
+            assert put.status_code in (200, 201), put.text
+            deadline = time.monotonic() + 120
+            while (status := http.get(put.headers["azure-asyncoperation"]).json()["status"]) \
+                    == "InProgress" and time.monotonic() < deadline:  # fmt: skip
+                time.sleep(0.5)
+            assert status == "Succeeded", f"reset password: {status}"
 
 
 _IMPORT = threading.Lock()

@@ -625,7 +625,7 @@ def test_redeploy_is_its_own_operation_and_powers_a_stopped_vm_on(lab: Lab) -> N
     ("change", "generation"),
     [
         (lambda b: None, "V1"),
-        # A marketplace-style generation 2 SKU, as `az vm create --image P:debian:debian-gen2:latest`.
+        # A generation 2 SKU, as `az vm create --image P:debian:debian-gen2:latest` sends.
         (lambda b: b["properties"]["storageProfile"]["imageReference"].update(sku="tiny-gen2"),
          "V2"),
         (lambda b: b["properties"]["storageProfile"]["imageReference"].update(
