@@ -1,7 +1,10 @@
-"""Reference solution: start GRUB by hand from OVMF's UEFI shell, log in, and copy Debian's
+"""Reference solution: reach OVMF's setup menu with Esc at power-on and go on from it (the boot
+fails again, into the UEFI shell), start GRUB by hand from the shell, log in, and copy Debian's
 GRUB back to the removable-media path the firmware boots."""
 
 import time
+
+from pexpect import TIMEOUT
 
 from lab.client.checks import as_root
 from lab.client.session import ConsoleSession
@@ -11,15 +14,36 @@ from lab.domain.scenario import VmControls
 USER, PASSWORD = "azureuser", "Passw0rd!"
 GRUB = r"FS0:\EFI\debian\grubx64.efi"
 FIX = "cp /boot/efi/EFI/debian/grubx64.efi /boot/efi/EFI/BOOT/BOOTX64.EFI && sync"
+#: The setup menu's entries, top down: the cursor starts on the first.
+MENU = ("Select Language", "Device Manager", "Boot Manager", "Boot Maintenance Manager",
+        "Continue")
+DOWN = "\x1b[B"
+
+
+def type_slowly(session: ConsoleSession, text: str) -> None:
+    """The firmware reads the UART by polling: a key at a time, as a person types."""
+    for char in text:
+        session.send(char)
+        time.sleep(0.05)
 
 
 def solve(session: ConsoleSession, vm: VmControls) -> None:
-    session.sendline()
+    vm.reset()
+    deadline = time.monotonic() + 180
+    while True:  # tap Esc until the firmware shows its setup menu
+        session.send("\x1b")
+        try:
+            session.expect("Boot Maintenance Manager", timeout=0.5)
+            break
+        except TIMEOUT:
+            if time.monotonic() > deadline:
+                raise
+    session.expect("Continue", timeout=10)
+    time.sleep(1)
+    type_slowly(session, DOWN * MENU.index("Continue"))
+    session.send("\r")
     session.expect(UEFI_SHELL, timeout=240)
-    # The shell reads the UART by polling: a key at a time, as a person types.
-    for char in GRUB:
-        session.send(char)
-        time.sleep(0.05)
+    type_slowly(session, GRUB)
     session.send("\r")
     session.login(USER, PASSWORD, timeout=240)
     session.run_ok(as_root(FIX, USER, PASSWORD), timeout=120)
