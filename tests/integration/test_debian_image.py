@@ -9,6 +9,7 @@ timings it prints.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -24,7 +25,9 @@ from azure.mgmt.compute.models import (
 
 from lab.client import connect
 from lab.domain.vm import lab_id_for
+from tests.integration.azcli import ensure_azure_cli
 from tests.integration.labharness import LabHarness
+from tests.integration.test_azure_cli import SUB, CliLab
 from tests.integration.test_azure_compute import compute
 
 pytestmark = [pytest.mark.integration, pytest.mark.debian]
@@ -148,6 +151,12 @@ def check_the_guest_agent(harness: LabHarness, kernel: str, timings: dict[str, f
     timings["Run Command uname -r"] = round(time.monotonic() - started, 2)
     assert result.value[0].code == "ProvisioningState/succeeded"
     assert result.value[0].message == f"Enable succeeded: \n[stdout]\n{kernel}\nroot\n\n[stderr]\n"
+    started = time.monotonic()
+    client.virtual_machines.begin_run_command(
+        "debian-rg", VM, RunCommandInput(command_id="RunShellScript", script=["true"])
+    ).result()
+    timings["Run Command true (SDK)"] = round(time.monotonic() - started, 2)
+    az_passwords = check_the_agent_through_az(harness, timings)
 
     started = time.monotonic()
     client.virtual_machine_extensions.begin_create_or_update(
@@ -165,10 +174,11 @@ def check_the_guest_agent(harness: LabHarness, kernel: str, timings: dict[str, f
     # The serial log before the test types anything there itself.
     serial_log = harness.boot_log(VM)
     with connect(VM, settings=harness.settings, timeout=60) as console:
-        console.login(RESCUE, RESCUE_PASSWORD)
-        out, status = console.run("id")
-        assert status == 0 and f"({RESCUE})" in out and "(sudo)" in out, out
-        console.sendline("exit")
+        for user, password in ((RESCUE, RESCUE_PASSWORD), *az_passwords):
+            console.login(user, password)
+            out, status = console.run("id")
+            assert status == 0 and f"({user})" in out and "(sudo)" in out, out
+            console.sendline("exit")
         # The agent down: the training case for the serial console.
         console.login(USER, PASSWORD)
         console.run(f"printf '%s\\n' '{PASSWORD}' | sudo -S -p '' systemctl stop "
@@ -188,4 +198,27 @@ def check_the_guest_agent(harness: LabHarness, kernel: str, timings: dict[str, f
         **{str(p.relative_to(harness.data_dir)): p.read_bytes()
            for p in harness.data_dir.glob("*") if p.is_file() and p.suffix != ".sock"},
     }  # fmt: skip
-    assert [k for k, v in leaks.items() if RESCUE_PASSWORD.encode() in v] == []
+    for secret in (RESCUE_PASSWORD, *(p for _, p in az_passwords)):
+        assert [k for k, v in leaks.items() if secret.encode() in v] == [], secret
+
+
+def check_the_agent_through_az(harness: LabHarness, timings: dict[str, float]
+                               ) -> list[tuple[str, str]]:  # fmt: skip
+    """The real `az`, signed in as a service principal: `az vm run-command invoke` returns the
+    script's output, and `az vm user update` makes a user (whose login the caller checks, with
+    the password returned)."""
+    cli = CliLab(harness, ensure_azure_cli(), harness.data_dir / "az-homes", {})
+    az = cli.signed_in("debian", cli.sp("az-on-debian", "--role", "Contributor", "--scopes",
+                                        f"/subscriptions/{SUB}"))  # fmt: skip
+    vm = ("-g", "debian-rg", "-n", VM)
+    run = az("vm", "run-command", "invoke", *vm, "--command-id", "RunShellScript",
+             "--scripts", "hostname && true")  # fmt: skip
+    [status] = json.loads(run.stdout)["value"]
+    assert status["code"] == "ProvisioningState/succeeded", status
+    assert status["message"] == f"Enable succeeded: \n[stdout]\n{VM}\n\n[stderr]\n", status
+    timings["az vm run-command invoke"] = round(run.seconds, 2)
+    user, password = "azrescue", "Az-Resc-u3-Only!"
+    update = az("vm", "user", "update", *vm, "-u", user, "-p", password)
+    assert password not in update.stdout + update.stderr
+    timings["az vm user update"] = round(update.seconds, 2)
+    return [(user, password)]
