@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -56,6 +57,18 @@ class Settings(BaseSettings):
 
     #: Where built images are cached; default `<data_dir>/images`. Labs may share one.
     image_cache: Path | None = None
+
+    #: What holds for the whole host, whichever data dir: the KVM probe's verdict. Default
+    #: `$XDG_CACHE_HOME/serial-console-lab` (`~/.cache/...`), beside the Azure CLI the tests
+    #: install.
+    host_cache: Path | None = None
+
+    @property
+    def host_cache_dir(self) -> Path:
+        if self.host_cache is not None:
+            return self.host_cache
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        return Path(base) / "serial-console-lab"
 
     @property
     def image_cache_dir(self) -> Path:

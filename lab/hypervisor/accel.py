@@ -17,15 +17,17 @@ PROBE_MARKER = b"LAB-PROBE-OK"
 PROBE_TIMEOUT_S = 20.0
 
 
-def probe_kvm(kernel: Path, initrd: Path, *, qemu: str = "qemu-system-x86_64") -> tuple[bool, str]:
-    """Boot `kernel`+`initrd` under KVM; return (works, what was seen)."""
+def probe_kvm(kernel: Path, initrd: Path, *, qemu: str = "qemu-system-x86_64",
+              timeout: float = PROBE_TIMEOUT_S) -> tuple[bool, str]:  # fmt: skip
+    """Boot `kernel`+`initrd` under KVM for at most `timeout` seconds; return (works, what was
+    seen)."""
     if not os.path.exists("/dev/kvm"):
         return False, "/dev/kvm does not exist"
     # `timeout -s KILL` bounds the probe even if this process is killed while it runs: a guest
     # hung under KVM would otherwise spin on a core forever as an orphan. It must be the first
     # limit to expire: killing `timeout` itself would orphan its QEMU (seen: a core at 100%).
     cmd = [
-        "timeout", "-s", "KILL", str(int(PROBE_TIMEOUT_S)),
+        "timeout", "-s", "KILL", f"{timeout:g}",
         qemu, "-accel", "kvm", "-m", "128", "-display", "none", "-nodefaults", "-no-reboot",
         "-serial", "stdio", "-kernel", str(kernel), "-initrd", str(initrd),
         "-append", "console=ttyS0 lab.probe=1 panic=-1",
@@ -34,7 +36,7 @@ def probe_kvm(kernel: Path, initrd: Path, *, qemu: str = "qemu-system-x86_64") -
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)  # fmt: skip
     try:
-        stdout, stderr = proc.communicate(timeout=PROBE_TIMEOUT_S + 10)
+        stdout, stderr = proc.communicate(timeout=timeout + 10)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         stdout, stderr = proc.communicate()
@@ -42,5 +44,5 @@ def probe_kvm(kernel: Path, initrd: Path, *, qemu: str = "qemu-system-x86_64") -
         return True, "a Linux guest booted under KVM"
     if proc.returncode in (-signal.SIGKILL, 128 + signal.SIGKILL):
         seen = stdout[-200:].decode(errors="replace")
-        return False, f"the probe guest did not finish in {PROBE_TIMEOUT_S:.0f} s ({seen!r})"
+        return False, f"the probe guest did not finish in {timeout:g} s ({seen!r})"
     return False, (stderr or stdout)[-300:].decode(errors="replace").strip()

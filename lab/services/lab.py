@@ -92,7 +92,8 @@ class Lab:
             self.settings.accel,
             image_dir / tiny.kernel,
             image_dir / tiny.initrd,
-            self.settings.image_cache_dir / "accel.json",
+            tiny.kernel_version,
+            self.settings.host_cache_dir / "accel.json",
         )
         self.ctx.hypervisor.set_accel(accel)
         self.accel_reason = why

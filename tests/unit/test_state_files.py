@@ -26,7 +26,7 @@ from lab.domain.storage_account import StorageAccount
 from lab.domain.vm import VmModel
 from lab.hypervisor import accel
 from lab.hypervisor.fake import FakeHypervisor
-from lab.services.accel import choose_accel
+from lab.services.accel import RECHECK_TIMEOUT_S, choose_accel
 from lab.services.lab import Lab
 from lab.settings import Settings
 from lab.storage import blobs
@@ -297,22 +297,47 @@ def test_a_damaged_kvm_verdict_is_set_aside_and_probed_again(
     cache = tmp_path / "accel.json"
     probes: list[Path] = []
 
-    def probe(kernel: Path, initrd: Path) -> tuple[bool, str]:
+    def probe(kernel: Path, initrd: Path, timeout: float) -> tuple[bool, str]:
         probes.append(kernel)
         return False, "no KVM here"
 
     monkeypatch.setattr(accel, "probe_kvm", probe)
     kernel, initrd = tmp_path / "vmlinuz", tmp_path / "initrd"
-    assert choose_accel("auto", kernel, initrd, cache) == ("qemu", "no KVM here")
-    assert choose_accel("auto", kernel, initrd, cache)[1].endswith("(cached)")
+    assert choose_accel("auto", kernel, initrd, "6.1.0-1", cache) == ("qemu", "no KVM here")
+    assert choose_accel("auto", kernel, initrd, "6.1.0-1", cache)[1].endswith(
+        "(cached for this host)")
     assert len(probes) == 1
     cache.write_text(cache.read_text()[:15])
     with caplog.at_level(logging.WARNING):
-        assert choose_accel("auto", kernel, initrd, cache) == ("qemu", "no KVM here")
+        assert choose_accel("auto", kernel, initrd, "6.1.0-1", cache) == ("qemu", "no KVM here")
     assert len(probes) == 2
     assert f"{cache} is damaged" in caplog.text and "accel.json.corrupt" in caplog.text
     assert cache.with_name("accel.json.corrupt").is_file()
     assert json.loads(cache.read_text())["accel"] == "qemu"
+
+
+def test_the_kvm_verdict_is_the_hosts_and_a_known_hang_is_checked_again_briefly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One verdict per host, whatever the data dir or the tiny image's build: a new image of
+    the same guest kernel uses it; a new guest kernel probes again, and after a hang the probe
+    waits 5 s, not 20."""
+    cache = tmp_path / "host" / "accel.json"
+    timeouts: list[float] = []
+
+    def probe(kernel: Path, initrd: Path, timeout: float) -> tuple[bool, str]:
+        timeouts.append(timeout)
+        return False, f"the probe guest did not finish in {timeout:g} s ('')"
+
+    monkeypatch.setattr(accel, "probe_kvm", probe)
+    first, rebuilt = tmp_path / "tiny-aaa/vmlinuz", tmp_path / "tiny-bbb/vmlinuz"
+    assert choose_accel("auto", first, first, "6.1.0-57", cache)[0] == "qemu"
+    assert choose_accel("auto", rebuilt, rebuilt, "6.1.0-57", cache)[1].endswith(
+        "(cached for this host)")
+    assert choose_accel("auto", rebuilt, rebuilt, "6.1.0-58", cache)[0] == "qemu"
+    assert timeouts == [accel.PROBE_TIMEOUT_S, RECHECK_TIMEOUT_S]
+    forced = choose_accel("kvm", first, first, "6.1.0-58", cache)
+    assert forced == ("kvm", "forced by LAB_ACCEL=kvm")
 
 
 def test_a_damaged_log_index_is_set_aside_and_reads_go_on(
