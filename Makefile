@@ -15,13 +15,14 @@ export PATH := $(PATH):/usr/sbin:/sbin
 endif
 
 BIN := $(VENV)/bin
-BENCHES := $(sort $(wildcard bench/*.py))
+# Every bench/*.py but benchlab.py, the library they share.
+BENCHES := $(sort $(filter-out bench/benchlab.py,$(wildcard bench/*.py)))
 # Only the directories that exist: git does not keep empty ones, so a fresh clone may lack
 # bench/ or tests/ (ruff fails on a missing path).
 LINT_DIRS := $(wildcard lab tests bench)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test lint unit integration bench clean
+.PHONY: help setup run test lint unit integration bench bench-check clean
 
 help: ## List the targets
 	@echo "Serial Console Lab -- make targets:"
@@ -56,9 +57,17 @@ unit: $(BIN)/lab ## Unit tests only (tests/unit)
 integration: $(BIN)/lab ## Integration tests (boot real guests under libvirt)
 	$(BIN)/pytest -m integration $(PYTEST_ARGS)
 
-bench: $(BIN)/lab ## Run each bench/*.py with the venv's python
+bench: $(BIN)/lab ## Run each bench/*.py with the venv's python: every figure and ratio
 	@if [ -z "$(BENCHES)" ]; then echo "make bench: no bench/*.py yet"; fi
 	@set -e; for f in $(BENCHES); do echo "== $$f"; $(BIN)/python $$f; done
+
+# Every bench, each with --check: a missed target makes that bench exit 1; the others still run,
+# and the target fails at the end naming them.
+bench-check: $(BIN)/lab ## Run each bench/*.py with --check; fails if any target is missed
+	@failed=""; for f in $(BENCHES); do echo "== $$f --check"; \
+	  $(BIN)/python $$f --check || failed="$$failed $$f"; done; \
+	if [ -n "$$failed" ]; then echo "make bench-check: targets missed in:$$failed"; exit 1; fi; \
+	echo "make bench-check: every target met"
 
 clean: ## Remove .venv and caches (not the lab's data dir, ~/.local/share/serial-console-lab)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build *.egg-info

@@ -48,6 +48,8 @@ def main() -> int:
     parser.add_argument("--openapi-examples", type=int, default=60)
     parser.add_argument("--scenarios", type=int, default=300)
     parser.add_argument("--loader-examples", type=int, default=2000)
+    # Its targets are the runs themselves: each must pass (it exits 1 on a failure anyway).
+    parser.add_argument("--check", action="store_true", help="exit 1 when a run fails")
     args = parser.parse_args()
     ok = True
     with tempfile.TemporaryDirectory(prefix="lab-fuzz-") as tmp:

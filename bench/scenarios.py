@@ -138,6 +138,8 @@ def main() -> None:
     parser.add_argument("--scenario", action="append", help="only these (repeatable)")
     parser.add_argument("--skip-cold", action="store_true", help="no cold image build")
     parser.add_argument("--keep-data", action="store_true", help="keep the temp data dir")
+    # Figures only: no target to miss (make bench-check passes --check to every bench).
+    parser.add_argument("--check", action="store_true", help="accepted; this bench has no target")
     args = parser.parse_args()
     benchlab.exit_on_sigterm()
     names = args.scenario or sorted(

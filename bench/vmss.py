@@ -434,6 +434,8 @@ def main() -> None:
                         )  # fmt: skip
     parser.add_argument("--keep-data", action="store_true",
                         help="keep the temporary data dir (daemon log, serial logs)")  # fmt: skip
+    # Figures only: no target to miss (make bench-check passes --check to every bench).
+    parser.add_argument("--check", action="store_true", help="accepted; this bench has no target")
     args = parser.parse_args()
     if not 1 <= args.instances <= 20:
         parser.error("--instances must be 1-20 (a scale set's capacity is at most 20)")
