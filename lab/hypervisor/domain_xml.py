@@ -76,6 +76,10 @@ class DomainSpec:
 #: entries, setup settings), which libvirt copies at the first start and removes on undefine.
 OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
 OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+#: How long OVMF waits for Esc (its setup menu) before it boots: QEMU's boot menu timeout,
+#: which OVMF takes as its own. Without it OVMF looks for the key for an instant a person (or
+#: a script on a loaded host) misses.
+OVMF_ESC_WAIT_MS = 3000
 
 
 def build_domain_xml(spec: DomainSpec) -> str:
@@ -154,7 +158,8 @@ def _firmware_xml(spec: DomainSpec) -> str:
     if spec.uefi:
         return f"""
     <loader readonly='yes' type='pflash'>{OVMF_CODE}</loader>
-    <nvram template={quoteattr(OVMF_VARS)}/>"""
+    <nvram template={quoteattr(OVMF_VARS)}/>
+    <bootmenu enable='yes' timeout='{OVMF_ESC_WAIT_MS}'/>"""
     return "\n    <bios useserial='yes'/>" if spec.firmware_on_serial else ""
 
 

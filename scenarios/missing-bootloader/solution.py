@@ -2,9 +2,8 @@
 fails again, into the UEFI shell), start GRUB by hand from the shell, log in, and copy Debian's
 GRUB back to the removable-media path the firmware boots."""
 
+import threading
 import time
-
-from pexpect import TIMEOUT
 
 from lab.client.checks import as_root
 from lab.client.session import ConsoleSession
@@ -28,17 +27,24 @@ def type_slowly(session: ConsoleSession, text: str) -> None:
 
 
 def solve(session: ConsoleSession, vm: VmControls) -> None:
-    vm.reset()
-    deadline = time.monotonic() + 180
-    while True:  # tap Esc until the firmware shows its setup menu
-        session.send("\x1b")
-        try:
-            session.expect("Boot Maintenance Manager", timeout=0.5)
-            break
-        except TIMEOUT:
-            if time.monotonic() > deadline:
-                raise
-    session.expect("Continue", timeout=10)
+    # Esc is tapped from before the reset until the menu shows, so the firmware's window for
+    # it (3 s) is not missed however long the reset takes to reach the VM. A tap too many
+    # leaves the menu, and the boot goes on to the shell, which is where this goes next.
+    stop = threading.Event()
+
+    def tap() -> None:
+        while not stop.is_set():
+            session.send("\x1b")
+            stop.wait(0.3)
+
+    tapper = threading.Thread(target=tap, name="esc-tapper", daemon=True)
+    tapper.start()
+    try:
+        vm.reset()
+        session.expect("Boot Maintenance Manager", timeout=240)
+    finally:
+        stop.set()
+        tapper.join()
     time.sleep(1)
     type_slowly(session, DOWN * MENU.index("Continue"))
     session.send("\r")
