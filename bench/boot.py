@@ -224,15 +224,15 @@ def main() -> int:
             target = 1.10 * bare_s + 0.5
             verdict = targets.verdict(f"boot time {g.name}", lab_s <= target)
             print(f"    target lab <= 1.10 x bare + 0.5 s = {target:.2f} s: {verdict}")
+    named = {g.name: g for g in guests}
     for image in ("tiny", "deb"):
-        normal = next((g for g in guests if g.name == f"{image}-normal"), None)
-        quiet = next((g for g in guests if g.name == f"{image}-quiet"), None)
+        normal, quiet = named.get(f"{image}-normal"), named.get(f"{image}-quiet")
         if normal and quiet:
             print(f"  {image}: normal against quiet, through the lab: "
                   f"{median(normal.lab, 0) - median(quiet.lab, 0):+.2f} s, "
                   f"{median(normal.lab, 1) / max(1.0, median(quiet.lab, 1)):.1f}x the bytes; "
                   f"bare: {median(normal.bare, 0) - median(quiet.bare, 0):+.2f} s")  # fmt: skip
-        uefi = next((g for g in guests if g.name == f"{image}-uefi"), None)
+        uefi = named.get(f"{image}-uefi")
         if normal and uefi:
             print(f"  {image}: UEFI (OVMF) against BIOS (SeaBIOS), normal: through the lab "
                   f"{median(uefi.lab, 0) - median(normal.lab, 0):+.2f} s, bare "

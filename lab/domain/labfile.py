@@ -269,7 +269,7 @@ class _GuestDef(_LabModel):
 
     _normalise_os_type = field_validator("os_type", mode="before")(_one_of(("Linux", "Windows")))
     _normalise_generation = field_validator("hyper_v_generation", mode="before")(
-        _one_of(("V1", "V2"))
+        _one_of(get_args(HyperVGeneration))
     )
     _normalise_boot_messages = field_validator("boot_messages", mode="before")(
         _one_of(tuple(BOOT_MESSAGE_ARGS))

@@ -97,20 +97,20 @@ class RootFs:
         esp = esp_offset(raw) if offset else None
         self.esp = EspFs(raw, esp) if esp is not None else None
 
-    def _on_esp(self, path: str, what: str | None = None) -> str | None:
-        """`path` on the EFI system partition (from its root), or None if on the root fs.
-        `what` names an edit FAT cannot hold, refused there."""
+    def _on_esp(self, path: str, what: str | None = None) -> tuple[EspFs, str] | None:
+        """The EFI system partition and `path` on it (from its root), or None if `path` is on
+        the root fs. `what` names an edit FAT cannot hold, refused there."""
         if self.esp is None or not (path == ESP_MOUNT or path.startswith(ESP_MOUNT + "/")):
             return None
         if what is not None:
             raise InvalidInput(f"{path} is on the EFI system partition (FAT), which has no "
                                f"{what}", target=path)  # fmt: skip
-        return path[len(ESP_MOUNT):] or "/"
+        return self.esp, path[len(ESP_MOUNT):] or "/"
 
     # -- reading --------------------------------------------------------------------------------
     def read(self, path: str) -> bytes:
-        if self.esp is not None and (on_esp := self._on_esp(path)) is not None:
-            return self.esp.read(on_esp)
+        if on_esp := self._on_esp(path):
+            return on_esp[0].read(on_esp[1])
         out = self._debugfs([f"dump -p {_q(path)} {_q(str(self._scratch / 'dump'))}"],
                             write=False)  # fmt: skip
         dumped = self._scratch / "dump"
@@ -122,8 +122,8 @@ class RootFs:
         return data
 
     def exists(self, path: str) -> bool:
-        if self.esp is not None and (on_esp := self._on_esp(path)) is not None:
-            return self.esp.exists(on_esp)
+        if on_esp := self._on_esp(path):
+            return on_esp[0].exists(on_esp[1])
         out = self._debugfs([f"stat {_q(path)}"], write=False)
         return "Inode:" in out
 
@@ -152,8 +152,8 @@ class RootFs:
 
     # -- writing --------------------------------------------------------------------------------
     def write(self, path: str, data: bytes, mode: int = 0o644) -> None:
-        if self.esp is not None and (on_esp := self._on_esp(path)) is not None:
-            self.esp.write(on_esp, data, self._scratch)
+        if on_esp := self._on_esp(path):
+            on_esp[0].write(on_esp[1], data, self._scratch)
             return
         src = self._scratch / "write"
         src.write_bytes(data)
@@ -165,8 +165,8 @@ class RootFs:
         src.unlink()
 
     def remove(self, path: str) -> None:
-        if self.esp is not None and (on_esp := self._on_esp(path)) is not None:
-            self.esp.remove(on_esp)
+        if on_esp := self._on_esp(path):
+            on_esp[0].remove(on_esp[1])
             return
         if not self.exists(path):
             raise InvalidInput(f"{path} does not exist in the guest's root filesystem",
