@@ -13,7 +13,7 @@ on), reading stdout for the prompt. Runs alternate so drift hits both alike.
 Debian's package, bare QEMU given the same firmware and a fresh copy of its variable store, so
 BIOS and UEFI compare each against its own bare anchor.
 
-Targets (tiny image, each level): lab <= 1.10 x bare + 0.5 s.
+Targets (tiny image, each level): lab <= bare + 0.30 s (the performance issue's).
 
     .venv/bin/python bench/boot.py [--runs 5] [--debian] [--uefi] [--check]
 """
@@ -221,9 +221,9 @@ def main() -> int:
         print(f"  {g.name:12} {lab_s:7.2f} {bare_s:7.2f} {lab_s / bare_s:6.2f} "
               f"{lab_s - bare_s:+8.2f} {nbytes}")  # fmt: skip
         if g.image == "tiny" and g.generation == "V1":
-            target = 1.10 * bare_s + 0.5
+            target = bare_s + 0.30
             verdict = targets.verdict(f"boot time {g.name}", lab_s <= target)
-            print(f"    target lab <= 1.10 x bare + 0.5 s = {target:.2f} s: {verdict}")
+            print(f"    target lab <= bare + 0.30 s = {target:.2f} s: {verdict}")
     named = {g.name: g for g in guests}
     for image in ("tiny", "deb"):
         normal, quiet = named.get(f"{image}-normal"), named.get(f"{image}-quiet")

@@ -110,11 +110,19 @@ class LogFollower:
             wait = self._last_look + _BATCH_S - self._loop.time()
         if wait > 0:
             self._deferred = self._loop.call_later(wait, self._deferred_poll)
+            # Deaf to inotify until then: virtlogd writes a flood a few bytes at a time, and
+            # waking for each of its events only to wait again took a third of a core.
+            if self._inotify >= 0:
+                self._loop.remove_reader(self._inotify)
         else:
             self.poll()
 
     def _deferred_poll(self) -> None:
         self._deferred = None
+        if self._inotify >= 0 and self._loop is not None:
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._inotify, 65536)  # what came meanwhile: this look covers it
+            self._loop.add_reader(self._inotify, self._on_inotify)
         self.poll()
 
     def poll(self) -> None:

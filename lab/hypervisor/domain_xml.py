@@ -5,12 +5,15 @@ KVM happens before, in `accel.py`) and returns the XML; golden files in
 `tests/unit/golden/` pin its output.
 
 Choices that matter for the serial console:
-- a 16550 UART (`isa-serial`) on ttyS0/COM1, backed by a pty that the lab daemon's console
-  broker reads through libvirt's console stream;
+- a 16550 UART (`isa-serial`) on ttyS0/COM1, backed by a pty: the lab daemon's console broker
+  reads it itself for a guest on this machine (`pty_console.py`), through libvirt's console
+  stream for one on another host;
 - `<log file=... append='on'/>` on that serial device: virtlogd writes every byte the guest
   prints, from power-on, even while no lab process runs; that file *is* the
   boot-diagnostics serial log blob;
 - a VGA device so `virDomainScreenshot` has a screen to capture;
+- no USB controller (libvirt adds one unless told): nothing of the lab's uses USB (keys go to the
+  PS/2 keyboard), and SeaBIOS and the guest kernel each spent time at boot probing it;
 - two ways to boot: direct kernel boot (`<kernel>`, `<initrd>`, `<cmdline>`: the tiny image,
   its per-VM settings in the initrd) or the disk's own boot loader (a boot order on the disks: the
   debian image's GRUB, its per-VM settings on a read-only raw config disk, `vdb`);
@@ -133,6 +136,7 @@ def build_domain_xml(spec: DomainSpec) -> str:
     <channel type='unix'>
       <target type='virtio' name='org.qemu.guest_agent.0'/>
     </channel>
+    <controller type='usb' model='none'/>
     <memballoon model='none'/>
     <rng model='virtio'>
       <backend model='random'>/dev/urandom</backend>

@@ -31,6 +31,7 @@ from lab.domain.vm import DOMAIN_PREFIX, METADATA_NS, VmIdentity, VmModel
 from lab.hypervisor.base import PAUSED_ON_IO_ERROR, DomainInfo, DomainState, LifecycleCallback
 from lab.hypervisor.event_loop import ensure_event_loop
 from lab.hypervisor.metadata import parse_metadata
+from lab.hypervisor.pty_console import PtyConsole, serial_pty_path
 
 log = logging.getLogger(__name__)
 
@@ -441,14 +442,20 @@ class LibvirtHypervisor:
     # -- console and devices ----------------------------------------------------------------
     def open_console(
         self, name: str, on_data: Callable[[bytes], None], on_close: Callable[[], None]
-    ) -> LibvirtConsole:
+    ) -> LibvirtConsole | PtyConsole:
         dom = self._dom(name)
+        if self.host == LOCAL:
+            # The pty directly: libvirtd out of the data path (see `pty_console.py`).
+            with self._call("reading the serial console's pty", name):
+                path = serial_pty_path(dom.XMLDesc(0))
+            if path is None:
+                raise HypervisorError(f"domain '{name}' has no serial pty (is it running?)")
+            return PtyConsole(path, on_data, on_close)
         with self._call("opening the serial console", name):
             stream = self.connection().newStream(libvirt.VIR_STREAM_NONBLOCK)
             # FORCE: take the console over from a stale client (a previous daemon, virsh).
             dom.openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
-            fast = None if self.host == LOCAL else LibvirtConsole.FAST_DRAIN_S
-            console = LibvirtConsole(stream, on_data, on_close, fast)
+            console = LibvirtConsole(stream, on_data, on_close, LibvirtConsole.FAST_DRAIN_S)
         self._consoles.add(console)
         return console
 

@@ -70,6 +70,22 @@ class NewVm:
             raise ValueError("NewVm.admin_password_hash must be a SHA-512 crypt hash ($6$...)")
 
 
+class StepTimer:
+    """Seconds per named step, in order: `done(name)` ends the step begun at the last call."""
+
+    def __init__(self) -> None:
+        self._last = time.perf_counter()
+        self.steps: list[tuple[str, float]] = []
+
+    def done(self, name: str) -> None:
+        now = time.perf_counter()
+        self.steps.append((name, now - self._last))
+        self._last = now
+
+    def __str__(self) -> str:
+        return ", ".join(f"{name} {seconds * 1000:.0f} ms" for name, seconds in self.steps)
+
+
 class VmService:
     def __init__(
         self, ctx: LabContext, consoles: ConsoleService, slots: BootSlots | None = None,
@@ -350,16 +366,24 @@ class VmService:
         domain = view.identity.domain_name
 
         async def power_on() -> None:
+            steps = StepTimer()
             # Redefine first so the XML follows the current accelerator and lab version; a
             # remote host gets any file it lacks (after a reinstall, or a cleaned data dir).
             await asyncio.to_thread(self.staging.stage, view.identity, view.model, view.host)
+            steps.done("stage")
             await asyncio.to_thread(self._define, view.identity, view.model, deallocated=False,
                                     host=view.host)  # fmt: skip
             self.follow_log(view)
+            steps.done("define")
             await asyncio.to_thread(hv.start, domain, paused=True)
+            steps.done("start paused")
             await self.consoles.attach(domain, self.ctx.serial_log_path(view.identity, view.model))
             await self.log_mirrors.align(domain)  # a remote guest's stream feeds its log copy
+            steps.done("attach")
             await asyncio.to_thread(hv.resume, domain)
+            steps.done("resume")
+            # Where a power-on's time goes, for the boot bench and anyone reading the log.
+            log.info("VM %s powered on: %s", view.identity.name, steps)
 
         await self._in_slot(view, power_on)
 
