@@ -29,6 +29,7 @@ from lab.domain.errors import (
 from lab.domain.hosts import LOCAL, HostSize
 from lab.domain.vm import DOMAIN_PREFIX, METADATA_NS, VmIdentity, VmModel
 from lab.hypervisor.base import PAUSED_ON_IO_ERROR, DomainInfo, DomainState, LifecycleCallback
+from lab.hypervisor.drained import DrainedConsole
 from lab.hypervisor.event_loop import ensure_event_loop
 from lab.hypervisor.metadata import parse_metadata
 from lab.hypervisor.pty_console import PtyConsole, serial_pty_path
@@ -76,11 +77,11 @@ _STOPPED_REASON = {
 _SERIAL_CHARDEV = "charserial0"
 
 
-class LibvirtConsole:
-    """A libvirt console stream on the VM's serial port, nonblocking.
+class LibvirtConsole(DrainedConsole):
+    """A libvirt console stream on the VM's serial port, nonblocking: a remote host's guest.
 
     Input is sent at once (the rest when libvirt's event loop says the stream is writable).
-    Output is drained by a thread of its own every `DRAIN_S`, not from a per-message callback:
+    Output is drained by a thread of its own (`DrainedConsole`), not from a per-message callback:
     libvirt's client reads the stream's messages off its socket in C without the GIL and
     queues them, so libvirtd keeps reading the pty however busy the daemon's Python threads
     are. With a readable callback, every message waited for the GIL; under a console flood
@@ -90,7 +91,6 @@ class LibvirtConsole:
     twice in the serial log.
     """
 
-    DRAIN_S = 0.05
     #: A remote host's console for a while after a keystroke: its output goes to the copy of
     #: the guest's log that viewers follow (`log_mirror.py`), so the echo waits for this
     #: drain. Idle, it drains every DRAIN_S like any: a thread waking every millisecond costs
@@ -103,20 +103,15 @@ class LibvirtConsole:
         self, stream: Any, on_data: Callable[[bytes], None], on_close: Callable[[], None],
         fast_drain_s: float | None = None,
     ) -> None:  # fmt: skip
+        super().__init__(on_data, on_close)
         self._stream = stream
         #: Set for a remote console: the drain interval for a while after each write.
         self._fast_drain_s = fast_drain_s
         self._fast_until = 0.0
-        self._on_data = on_data
-        self._on_close = on_close
         self._pending = bytearray()
-        self._lock = threading.Lock()
-        self._closed = False
         self._events = 0
         stream.eventAddCallback(_HANGUP, self._on_event, None)
-        self._stop = threading.Event()
-        self._drainer = threading.Thread(target=self._drain, name="console-drain", daemon=True)
-        self._drainer.start()
+        self._start_draining("console-drain")
 
     def write(self, data: bytes) -> None:
         if self._fast_drain_s is not None:
@@ -138,17 +133,10 @@ class LibvirtConsole:
             f"the console stream broke while writing: {failed.get_error_message()}"
         ) from failed
 
-    def close(self) -> None:
-        self._stop.set()
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            try:
-                self._stream.eventRemoveCallback()
-                self._stream.abort()
-            except libvirt.libvirtError:
-                pass
+    def _release(self) -> None:
+        with suppress(libvirt.libvirtError):
+            self._stream.eventRemoveCallback()
+            self._stream.abort()
 
     def _flush_locked(self) -> None:
         while self._pending:
@@ -175,24 +163,12 @@ class LibvirtConsole:
         if events & _HANGUP:
             self._finish()
 
-    def _drain(self) -> None:
-        """Take whatever libvirt's client has queued, every drain interval, until the stream
-        ends."""
-        while not self._stop.wait(self._interval()):
-            while True:
-                with self._lock:
-                    if self._closed:
-                        return
-                    try:
-                        data = self._stream.recv(262144)
-                    except libvirt.libvirtError:
-                        data = b""
-                if data == -2:
-                    break
-                if not data:  # end of stream: the QEMU process went away
-                    self._finish()
-                    return
-                self._on_data(data)
+    def _read(self) -> bytes | None:
+        try:
+            data = self._stream.recv(262144)
+        except libvirt.libvirtError:
+            return b""
+        return None if data == -2 else data  # -2: nothing queued yet
 
     def _interval(self) -> float:
         if self._fast_drain_s is not None and time.monotonic() < self._fast_until:
@@ -202,13 +178,6 @@ class LibvirtConsole:
     def hang_up(self) -> None:
         """The connection the stream belongs to is gone (libvirtd went away)."""
         self._finish()
-
-    def _finish(self) -> None:
-        with self._lock:
-            was_closed = self._closed
-        self.close()
-        if not was_closed:
-            self._on_close()
 
 
 _HANGUP = libvirt.VIR_STREAM_EVENT_ERROR | libvirt.VIR_STREAM_EVENT_HANGUP

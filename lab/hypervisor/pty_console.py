@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import os
 import termios
-import threading
 import tty
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 
 from lab.domain.errors import HypervisorError
+from lab.hypervisor.drained import DrainedConsole
 
 
 def serial_pty_path(domain_xml: str) -> str | None:
@@ -32,7 +32,7 @@ def serial_pty_path(domain_xml: str) -> str | None:
     return path or None
 
 
-class PtyConsole:
+class PtyConsole(DrainedConsole):
     """The serial pty's slave side, nonblocking: keys are written at once, output is drained
     by a thread of its own every `DRAIN_S` (see the module's note)."""
 
@@ -43,6 +43,7 @@ class PtyConsole:
     def __init__(
         self, path: str, on_data: Callable[[bytes], None], on_close: Callable[[], None]
     ) -> None:
+        super().__init__(on_data, on_close)
         try:
             self._fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
             # Raw: no echo, no line editing and no CR/LF translation by the host's tty layer;
@@ -51,13 +52,7 @@ class PtyConsole:
         except OSError as exc:
             raise HypervisorError(f"cannot open the serial console's pty {path}: {exc}") from exc
         self.path = path
-        self._on_data = on_data
-        self._on_close = on_close
-        self._lock = threading.Lock()
-        self._closed = False
-        self._stop = threading.Event()
-        self._drainer = threading.Thread(target=self._drain, name="pty-drain", daemon=True)
-        self._drainer.start()
+        self._start_draining("pty-drain")
 
     def write(self, data: bytes) -> None:
         view = memoryview(data)
@@ -75,35 +70,13 @@ class PtyConsole:
                     raise HypervisorError(f"writing to the console pty failed: {exc}") from exc
                 view = view[sent:]
 
-    def close(self) -> None:
-        self._stop.set()
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            os.close(self._fd)
+    def _read(self) -> bytes | None:
+        try:
+            return os.read(self._fd, 1 << 20)
+        except BlockingIOError:
+            return None
+        except OSError:
+            return b""  # EIO: QEMU closed the pty's master (its process ended)
 
-    def _drain(self) -> None:
-        while not self._stop.wait(self.DRAIN_S):
-            while True:
-                with self._lock:
-                    if self._closed:
-                        return
-                    try:
-                        data = os.read(self._fd, 1 << 20)
-                    except BlockingIOError:
-                        break
-                    except OSError:
-                        # EIO: QEMU closed the pty's master (its process ended).
-                        data = b""
-                if not data:
-                    self._finish()
-                    return
-                self._on_data(data)
-
-    def _finish(self) -> None:
-        with self._lock:
-            was_closed = self._closed
-        self.close()
-        if not was_closed:
-            self._on_close()
+    def _release(self) -> None:
+        os.close(self._fd)

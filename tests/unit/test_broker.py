@@ -377,6 +377,39 @@ def test_a_growing_log_is_read_in_batches_and_a_lone_write_at_once(log: Path) ->
     run(scenario)
 
 
+def test_a_flood_wakes_the_follower_once_per_batch_not_once_per_write(
+    log: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """virtlogd writes a flood a few bytes at a time, each an inotify event: while the follower
+    batches, it does not listen (each wake-up cost event-loop time for nothing)."""
+    wakes = 0
+    on_inotify = LogFollower._on_inotify
+
+    def counted(self: LogFollower) -> None:
+        nonlocal wakes
+        wakes += 1
+        on_inotify(self)
+
+    monkeypatch.setattr(LogFollower, "_on_inotify", counted)
+
+    async def scenario() -> None:
+        reads: list[bytes] = []
+        follower = LogFollower(log, 0, lambda _offset, data: reads.append(data))
+        follower.start()
+        try:
+            for _ in range(300):  # about 0.5 s of small writes, none nudging: inotify only
+                append(log, b"f" * 40)
+                await asyncio.sleep(0.001)
+            await asyncio.sleep(0.2)
+            assert b"".join(reads) == b"f" * 12000
+            # One look per 20 ms batch, and a wake-up to start each: not one per write.
+            assert wakes < 80, wakes
+        finally:
+            follower.stop()
+
+    run(scenario)
+
+
 @pytest.mark.parametrize("settle", [True, False], ids=["stepwise", "all-at-once"])
 def test_follower_continues_across_log_rotation(log: Path, settle: bool) -> None:
     async def step(n: int, sub: Subscriber, chunks: list[Chunk]) -> None:
