@@ -37,6 +37,9 @@ class DrainedConsole:
     def _interval(self) -> float:
         return self.DRAIN_S
 
+    def _tick(self) -> None:
+        """Each drain interval, before reading (input that waits, for one); must not raise."""
+
     # -- shared ---------------------------------------------------------------------------------
     def close(self) -> None:
         self._stop.set()
@@ -48,6 +51,10 @@ class DrainedConsole:
 
     def _drain(self) -> None:
         while not self._stop.wait(self._interval()):
+            with self._lock:
+                if self._closed:
+                    return
+                self._tick()
             while True:
                 with self._lock:
                     if self._closed:

@@ -20,6 +20,7 @@ import termios
 import tty
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from contextlib import suppress
 
 from lab.domain.errors import HypervisorError
 from lab.hypervisor.drained import DrainedConsole
@@ -52,23 +53,34 @@ class PtyConsole(DrainedConsole):
         except OSError as exc:
             raise HypervisorError(f"cannot open the serial console's pty {path}: {exc}") from exc
         self.path = path
+        #: Keys the pty could not take yet.
+        self._pending = bytearray()
         self._start_draining("pty-drain")
 
     def write(self, data: bytes) -> None:
-        view = memoryview(data)
+        """Send keys now; what the pty cannot take yet (a paste into a guest that reads its
+        UART slowly) waits here and goes at the drain's next looks, so the caller (the event
+        loop) never waits for the guest."""
         with self._lock:
             if self._closed:
                 raise HypervisorError("the console pty is closed")
-            while view:
-                try:
-                    sent = os.write(self._fd, view)
-                except BlockingIOError:
-                    # The guest reads its UART slower than keys come (a paste): wait briefly.
-                    self._stop.wait(0.001)
-                    continue
-                except OSError as exc:
-                    raise HypervisorError(f"writing to the console pty failed: {exc}") from exc
-                view = view[sent:]
+            self._pending += data
+            self._flush()
+
+    def _tick(self) -> None:
+        with suppress(HypervisorError):  # the pty is gone: the read that follows ends the console
+            self._flush()
+
+    def _flush(self) -> None:
+        while self._pending:
+            try:
+                sent = os.write(self._fd, self._pending)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self._pending.clear()
+                raise HypervisorError(f"writing to the console pty failed: {exc}") from exc
+            del self._pending[:sent]
 
     def _read(self) -> bytes | None:
         try:

@@ -113,3 +113,23 @@ def test_the_end_of_qemu_ends_the_console_once() -> None:
 def test_a_pty_that_is_gone_is_a_clear_error() -> None:
     with pytest.raises(HypervisorError, match="/dev/pts/987654"):
         PtyConsole("/dev/pts/987654", lambda _d: None, lambda: None)
+
+
+def test_a_paste_the_guest_cannot_take_yet_does_not_block_the_writer(pty: tuple[int, str]) -> None:
+    master, path = pty
+    got = Received()
+    console = PtyConsole(path, got.data, got.close)
+    paste = b"".join(b"pasted line %06d\r" % i for i in range(100000))  # 1.9 MB
+    try:
+        writer = threading.Thread(target=console.write, args=(paste,), daemon=True)
+        writer.start()
+        writer.join(0.5)  # nobody reads the master yet: far more than the pty holds
+        returned_at_once = not writer.is_alive()
+        received = bytearray()
+        deadline = time.monotonic() + 20
+        while len(received) < len(paste) and time.monotonic() < deadline:
+            received += os.read(master, 65536)  # QEMU taking the keys as its UART can
+        assert returned_at_once, "write() waited for the guest to take the paste"
+        assert bytes(received) == paste
+    finally:
+        console.close()
