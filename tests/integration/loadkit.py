@@ -195,7 +195,7 @@ def check_base64_lines(data: bytes, *, partial_first: bool) -> tuple[int, int]:
 
     A line longer than 76 characters (or an empty one: a doubled newline) holds bytes the log
     got twice: QEMU's chardev logs a byte whose write to the pty failed with EAGAIN, then the
-    serial device sends it again (see lab/hypervisor/libvirt_driver.py, `LibvirtConsole`). A
+    serial device sends it again (see lab/hypervisor/pty_console.py and README, "Load"). A
     line shorter than 76 characters other than the last would be a byte lost.
     """
     lines = data.split(b"\n")

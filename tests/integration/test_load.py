@@ -61,10 +61,10 @@ def load_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoadHarness]:
 #: A ceiling on the daemon's lifetime peak (it idles at about 80 MiB); its growth during the flood
 #: is bounded by `rss_growth_bound_kib`.
 RSS_PEAK_BOUND_MIB = 160
-#: Nothing may be lost, but QEMU logs a byte twice when its write to the pty (libvirt's console
-#: stream, which the daemon reads) fails with EAGAIN and the serial device retries it. The
-#: daemon keeps that pty drained (see LibvirtConsole); on a 2-core machine shared with other
-#: guests a rare byte still doubles: at most 1 in this many is accepted (and printed).
+#: Nothing may be lost, but QEMU logs a byte twice when its write to the pty (which the daemon
+#: reads) fails with EAGAIN and the serial device retries it. The daemon keeps that pty drained
+#: (see PtyConsole); on a 2-core machine shared with other guests a rare byte could still
+#: double: at most 1 in this many is accepted (and printed).
 DOUBLED_PER = 100_000
 
 

@@ -216,6 +216,18 @@ def tail(path: Path, size: int = 3000) -> str:
     return text[-size:]
 
 
+#: What a guest's boot says when something in it went wrong (systemd's and the kernel's words).
+_TROUBLE = re.compile(r"FAILED|Failed|Dependency failed|[Ee]mergency|Timed out|fsck|I/O error")
+
+
+def boot_troubles(lab: LabHarness, name: str, most: int = 30) -> str:
+    """The serial log's lines that say why a boot went wrong, for a failure's message: the
+    transcript's tail shows where the guest ended up, these how it got there."""
+    log = _CONTROLS.sub(b"", lab.boot_log(name, 0)).decode(errors="replace")
+    lines = [line for line in log.splitlines() if _TROUBLE.search(line)]
+    return "\nthe serial log's troubles:\n" + "\n".join(lines[-most:]) if lines else ""
+
+
 #: Terminal control sequences, left out before a broken sign is looked for.
 _CONTROLS = re.compile(rb"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\r")
 
@@ -263,7 +275,8 @@ def run_scenario(lab: LabHarness, name: str) -> ScenarioRun:
             solve(lab, name, transcript)
         except Exception as exc:
             raise AssertionError(f"{name}: the reference solution failed ({exc!r}); "
-                                 f"its console ended with:\n{tail(transcript)}") from exc
+                                 f"its console ended with:\n{tail(transcript)}"
+                                 f"{boot_troubles(lab, name)}") from exc
         run.phase("solution (with its reboots)")
         after = check(lab, name)
         run.phase("check after the fix")
