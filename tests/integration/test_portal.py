@@ -126,9 +126,11 @@ class Portal:
         self.page.wait_for_selector("#header-state")
 
     def screen(self) -> str:
-        """Every line of the terminal (scrollback included), as text."""
+        """Every line of the terminal (scrollback included), as text ("" while the page has
+        no terminal yet: just after a click that opens one, `wait_screen` polls on)."""
         text: str = self.page.evaluate(
-            """() => { const b = window.labTerminal.buffer.active, out = [];
+            """() => { if (!window.labTerminal) return '';
+                       const b = window.labTerminal.buffer.active, out = [];
                        for (let i = 0; i < b.length; i++) {
                          out.push(b.getLine(i).translateToString(true)); }
                        return out.join('\\n'); }"""
