@@ -13,6 +13,9 @@ from collections.abc import Callable
 
 
 class DrainedConsole:
+    #: Long enough that a flood gathers into reads of KiB, short enough that the kernel's tty
+    #: buffers (64 KiB and more, behind a pty or libvirtd's stream) never fill at the UART's top
+    #: rate (about 400 KiB/s under TCG).
     DRAIN_S = 0.05
 
     def __init__(self, on_data: Callable[[bytes], None], on_close: Callable[[], None]) -> None:

@@ -100,13 +100,11 @@ class LibvirtConsole(DrainedConsole):
     FAST_AFTER_INPUT_S = 2.0
 
     def __init__(
-        self, stream: Any, on_data: Callable[[bytes], None], on_close: Callable[[], None],
-        fast_drain_s: float | None = None,
-    ) -> None:  # fmt: skip
+        self, stream: Any, on_data: Callable[[bytes], None], on_close: Callable[[], None]
+    ) -> None:
         super().__init__(on_data, on_close)
         self._stream = stream
-        #: Set for a remote console: the drain interval for a while after each write.
-        self._fast_drain_s = fast_drain_s
+        #: Until when the console drains every FAST_DRAIN_S (set by each write).
         self._fast_until = 0.0
         self._pending = bytearray()
         self._events = 0
@@ -114,8 +112,7 @@ class LibvirtConsole(DrainedConsole):
         self._start_draining("console-drain")
 
     def write(self, data: bytes) -> None:
-        if self._fast_drain_s is not None:
-            self._fast_until = time.monotonic() + self.FAST_AFTER_INPUT_S
+        self._fast_until = time.monotonic() + self.FAST_AFTER_INPUT_S
         with self._lock:
             if self._closed:
                 raise HypervisorError("the console stream is closed")
@@ -171,8 +168,8 @@ class LibvirtConsole(DrainedConsole):
         return None if data == -2 else data  # -2: nothing queued yet
 
     def _interval(self) -> float:
-        if self._fast_drain_s is not None and time.monotonic() < self._fast_until:
-            return self._fast_drain_s
+        if time.monotonic() < self._fast_until:
+            return self.FAST_DRAIN_S
         return self.DRAIN_S
 
     def hang_up(self) -> None:
@@ -424,7 +421,7 @@ class LibvirtHypervisor:
             stream = self.connection().newStream(libvirt.VIR_STREAM_NONBLOCK)
             # FORCE: take the console over from a stale client (a previous daemon, virsh).
             dom.openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
-            console = LibvirtConsole(stream, on_data, on_close, LibvirtConsole.FAST_DRAIN_S)
+            console = LibvirtConsole(stream, on_data, on_close)
         self._consoles.add(console)
         return console
 

@@ -37,10 +37,6 @@ class PtyConsole(DrainedConsole):
     """The serial pty's slave side, nonblocking: keys are written at once, output is drained
     by a thread of its own every `DRAIN_S` (see the module's note)."""
 
-    #: Long enough that a flood gathers into reads of KiB, short enough that the kernel's tty
-    #: buffers (64 KiB and more) never fill at the UART's top rate (about 400 KiB/s under TCG).
-    DRAIN_S = 0.05
-
     def __init__(
         self, path: str, on_data: Callable[[bytes], None], on_close: Callable[[], None]
     ) -> None:
@@ -52,7 +48,6 @@ class PtyConsole(DrainedConsole):
             tty.setraw(self._fd, termios.TCSANOW)
         except OSError as exc:
             raise HypervisorError(f"cannot open the serial console's pty {path}: {exc}") from exc
-        self.path = path
         #: Keys the pty could not take yet.
         self._pending = bytearray()
         self._start_draining("pty-drain")
